@@ -1,0 +1,1 @@
+"""What a trial searches, builds, trains and scores."""

@@ -1,0 +1,92 @@
+"""Balanced accuracy and the collapse penalty: the score every trial is ranked by.
+
+The score is ``balanced_accuracy - penalty``:
+
+* **Collapse** (every validation sequence gets the same class): ``penalty = 1``. Balanced
+  accuracy of such a model is at most ``1/2``, so its score is at most ``-0.5``.
+* **Near-collapse**: let ``c`` be the class that takes the most predictions, ``s`` its share of
+  the predictions and ``p`` its true share of the validation labels. Collapse "starts" halfway
+  between ``p`` and 1: ``onset = p + (1 - p) / 2``. Past the onset the penalty grows linearly,
+  ``penalty = 0.5 * (s - onset) / (1 - onset)``, reaching (but never touching) 0.5 as ``s -> 1``.
+  A model that predicts classes in about their true proportions pays nothing.
+
+So any model that predicts at least two classes scores strictly above ``-0.5`` and strictly above
+every collapsed model, whatever its balanced accuracy.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
+
+COLLAPSE_PENALTY = 1.0
+NEAR_COLLAPSE_WEIGHT = 0.5
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Every number we keep about one set of predictions."""
+
+    balanced_accuracy: float
+    accuracy: float
+    macro_f1: float
+    penalty: float
+    score: float
+    collapsed: bool
+    top_class_share: float
+    n_predicted_classes: int
+    histogram: list[int]
+    confusion: list[list[int]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def collapse_penalty(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    """Penalty for single-class and near-single-class output (see the module docstring)."""
+    hist = np.bincount(np.asarray(y_pred, dtype=np.int64), minlength=n_classes)
+    if np.count_nonzero(hist) <= 1:
+        return COLLAPSE_PENALTY
+    top = int(np.argmax(hist))
+    share = hist[top] / hist.sum()
+    prior = float(np.mean(np.asarray(y_true) == top))
+    onset = prior + (1.0 - prior) / 2.0
+    if onset >= 1.0 or share <= onset:
+        return 0.0
+    return NEAR_COLLAPSE_WEIGHT * float((share - onset) / (1.0 - onset))
+
+
+def evaluate_predictions(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> Evaluation:
+    """Score predicted class ids against true ones (both ``0..n_classes-1``)."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    labels = list(range(n_classes))
+    hist = np.bincount(y_pred, minlength=n_classes)
+    with warnings.catch_warnings():
+        # scikit-learn warns when a class is predicted that the true labels lack; the score is
+        # still the mean recall over the classes present, which is what we want.
+        warnings.simplefilter("ignore", UserWarning)
+        ba = float(balanced_accuracy_score(y_true, y_pred))
+    penalty = collapse_penalty(y_true, y_pred, n_classes)
+    return Evaluation(
+        balanced_accuracy=ba,
+        accuracy=float(accuracy_score(y_true, y_pred)),
+        macro_f1=float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        penalty=penalty,
+        score=ba - penalty,
+        collapsed=bool(np.count_nonzero(hist) <= 1),
+        top_class_share=float(hist.max() / max(hist.sum(), 1)),
+        n_predicted_classes=int(np.count_nonzero(hist)),
+        histogram=[int(v) for v in hist],
+        confusion=confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    )
+
+
+def cross_entropy(y_true: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true classes (the unweighted validation loss)."""
+    p = np.clip(probabilities[np.arange(len(y_true)), y_true], 1e-7, 1.0)
+    return float(-np.mean(np.log(p)))

@@ -1,0 +1,221 @@
+"""Build and train the Keras LSTM classifier. The only module that imports TensorFlow.
+
+The standardization statistics (from the training part only) live inside the model as a frozen
+``Normalization`` layer, so a saved model takes raw sequences and needs nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Must be set before TensorFlow is imported, or its C++ start-up noise reaches the user.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import gc  # noqa: E402
+import logging  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import absl.logging  # noqa: E402
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from objectives.imbalance import class_weights, oversample_indices  # noqa: E402
+from objectives.metrics import Evaluation, cross_entropy, evaluate_predictions  # noqa: E402
+from objectives.search_space import LstmParams  # noqa: E402
+
+absl.logging.set_verbosity(absl.logging.ERROR)
+tf.get_logger().setLevel(logging.ERROR)
+_logger = logging.getLogger(__name__)
+
+PREDICT_BATCH = 1024
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite: the trial cannot go on."""
+
+
+def configure_threads(threads: int | None) -> None:
+    """Limit TensorFlow's intra-op threads (call before the first op; later calls are ignored)."""
+    if not threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        _logger.debug("TensorFlow already initialised; thread settings unchanged")
+
+
+def reset_keras() -> None:
+    """Free the previous trial's graph and tensors so memory stays flat over many trials."""
+    # Keras 3's clear_session() would run its own gc.collect(); one full collection is enough.
+    keras.backend.clear_session(free_memory=False)
+    _drop_custom_gradients()
+    gc.collect()
+
+
+def _drop_custom_gradients() -> None:
+    """Forget the per-trace custom gradients TensorFlow 2.21 never unregisters.
+
+    Keras's optimizer step goes through ``tf.custom_gradient``, which in graph mode registers a
+    ``CustomGradient-N`` entry in TensorFlow's global gradient registry that pins its whole traced
+    graph (~10 MiB per trial; tensorflow/tensorflow#97697, fixed after 2.21). Once the session is
+    cleared no live graph can use them. The registry is private API: if it moves, skip quietly.
+    """
+    try:
+        from tensorflow.python.framework import ops as tf_ops
+
+        registry = tf_ops.gradient_registry._registry
+    except (ImportError, AttributeError):
+        return
+    for name in [n for n in registry if isinstance(n, str) and n.startswith("CustomGradient-")]:
+        del registry[name]
+
+
+def build_lstm(
+    params: LstmParams, *, timesteps: int, features: int, n_classes: int, mean: np.ndarray, std: np.ndarray
+) -> keras.Model:
+    """Stacked LSTM classifier: standardize -> LSTM x layers (dropout after each) -> softmax."""
+    inputs = keras.Input(shape=(timesteps, features), name="sequence")
+    x = keras.layers.Normalization(axis=-1, mean=mean, variance=np.square(std), name="standardize")(inputs)
+    for i in range(params.layers):
+        last = i == params.layers - 1
+        x = keras.layers.LSTM(params.units, return_sequences=not last, name=f"lstm_{i + 1}")(x)
+        if params.dropout > 0:
+            x = keras.layers.Dropout(params.dropout, name=f"dropout_{i + 1}")(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="class_probabilities")(x)
+    model = keras.Model(inputs, outputs, name="lstm_classifier")
+    optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate, clipnorm=params.clipnorm or None)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    return model
+
+
+def predict_proba(model: keras.Model, X: np.ndarray) -> np.ndarray:
+    # predict() builds a data iterator per call (~0.1 s); small sets go through in one batch.
+    if len(X) <= PREDICT_BATCH:
+        return np.asarray(model.predict_on_batch(X))
+    return np.asarray(model.predict(X, batch_size=PREDICT_BATCH, verbose=0))
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """What one epoch looked like; logged as MLflow curves."""
+
+    epoch: int
+    loss: float
+    val_loss: float
+    val_balanced_accuracy: float
+    val_score: float
+    val_top_class_share: float
+    learning_rate: float
+    seconds: float
+
+
+class EpochMonitor(keras.callbacks.Callback):
+    """Scores validation every epoch, keeps the best weights, stops after ``patience`` flat epochs.
+
+    It also writes ``val_loss`` into the epoch logs so ``ReduceLROnPlateau`` (placed after it)
+    can use it without a second pass over the validation data.
+    """
+
+    def __init__(
+        self, X_val: np.ndarray, y_val: np.ndarray, n_classes: int, *, patience: int,
+        on_epoch: Callable[[EpochRecord], None],
+    ) -> None:
+        super().__init__()
+        self.X_val, self.y_val, self.n_classes = X_val, y_val, n_classes
+        self.patience = patience
+        self.on_epoch = on_epoch
+        self.history: list[EpochRecord] = []
+        self.best_score = -np.inf
+        self.best_epoch: int | None = None
+        self._best_weights: list[np.ndarray] | None = None
+        self._wait = 0
+        self._t0 = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs if logs is not None else {}
+        loss = float(logs.get("loss", np.nan))
+        if not np.isfinite(loss):
+            raise NonFiniteLoss(f"training loss became {loss} at epoch {epoch + 1}; lower the learning rate or clip gradients")
+        probs = predict_proba(self.model, self.X_val)
+        ev = evaluate_predictions(self.y_val, probs.argmax(axis=1), self.n_classes)
+        val_loss = cross_entropy(self.y_val, probs)
+        logs["val_loss"] = val_loss
+        record = EpochRecord(
+            epoch=epoch + 1, loss=loss, val_loss=val_loss, val_balanced_accuracy=ev.balanced_accuracy,
+            val_score=ev.score, val_top_class_share=ev.top_class_share,
+            learning_rate=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+            seconds=time.perf_counter() - self._t0,
+        )
+        self.history.append(record)
+        if ev.score > self.best_score:
+            self.best_score, self.best_epoch, self._wait = ev.score, epoch + 1, 0
+            self._best_weights = self.model.get_weights()
+        else:
+            self._wait += 1
+            if self._wait >= self.patience:
+                self.model.stop_training = True
+        self.on_epoch(record)
+
+    def restore_best(self) -> None:
+        if self._best_weights is not None:
+            self.model.set_weights(self._best_weights)
+
+
+@dataclass
+class Training:
+    """One trial's training: the model, its epoch history and the epoch whose weights it kept."""
+
+    model: keras.Model
+    monitor: EpochMonitor
+    history: list[EpochRecord] = field(default_factory=list)
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.monitor.best_epoch
+
+
+def start_training(
+    params: LstmParams, *, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+    n_classes: int, mean: np.ndarray, std: np.ndarray, patience: int, seed: int,
+    on_epoch: Callable[[EpochRecord], None],
+) -> Training:
+    """Build a fresh model and its monitor (seeded); call :func:`fit` next."""
+    reset_keras()
+    keras.utils.set_random_seed(seed)
+    model = build_lstm(
+        params, timesteps=X_train.shape[1], features=X_train.shape[2], n_classes=n_classes, mean=mean, std=std
+    )
+    monitor = EpochMonitor(X_val, y_val, n_classes, patience=patience, on_epoch=on_epoch)
+    return Training(model=model, monitor=monitor, history=monitor.history)
+
+
+def fit(training: Training, params: LstmParams, *, X_train: np.ndarray, y_train: np.ndarray, n_classes: int,
+        epochs: int, seed: int) -> None:
+    """Train with the params' class-weight strategy; always ends with the best epoch's weights."""
+    X, y = X_train, y_train
+    if params.class_weight == "oversample":
+        idx = oversample_indices(y, seed=seed)
+        X, y = X[idx], y[idx]
+    lr_schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3, min_lr=1e-5, verbose=0)
+    try:
+        training.model.fit(
+            X, y, epochs=epochs, batch_size=params.batch_size, verbose=0, shuffle=True,
+            class_weight=class_weights(y_train, params.class_weight, n_classes),
+            callbacks=[training.monitor, lr_schedule],
+        )
+    finally:
+        training.monitor.restore_best()
+
+
+def evaluate_model(model: keras.Model, X: np.ndarray, y: np.ndarray, n_classes: int) -> Evaluation:
+    return evaluate_predictions(y, predict_proba(model, X).argmax(axis=1), n_classes)

@@ -1,0 +1,188 @@
+"""The Optuna objective: suggest -> build -> train -> evaluate -> score, one trial at a time.
+
+This is the one place that decides what a trial's end means: COMPLETE returns the penalized
+validation score; the pruner's verdict becomes PRUNED; an error or Ctrl-C becomes FAIL. Whatever
+happens, the tracker hears how the trial ended before Optuna does, so no MLflow run is left
+RUNNING.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import optuna
+
+from objectives import model as lstm
+from objectives.metrics import Evaluation
+from objectives.search_space import LstmParams, SearchSpace, suggest_params
+from sweep import interrupt
+from sweep.data import Split, standardization
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrialOutcome:
+    """How a trial ended, with everything worth logging about it."""
+
+    number: int
+    params: LstmParams
+    state: str  # COMPLETE, PRUNED or FAIL
+    history: list[lstm.EpochRecord] = field(default_factory=list)
+    best_epoch: int | None = None
+    val: Evaluation | None = None
+    test: Evaluation | None = None
+    model: Any = None
+    is_new_best: bool = False
+    reason: str | None = None
+    seconds: float = 0.0
+
+
+class TrialLog(Protocol):
+    def log_epoch(self, record: lstm.EpochRecord) -> None: ...
+
+    def end(self, outcome: TrialOutcome) -> dict[str, str]:
+        """Finish the trial's record; return attributes to store on the trial (e.g. run id)."""
+        ...
+
+
+class Tracker(Protocol):
+    def start_trial(self, number: int, params: LstmParams) -> TrialLog: ...
+
+
+class NullTracker:
+    """Tracks nothing (for tests and benchmarks of the bare objective)."""
+
+    class _Log:
+        def log_epoch(self, record: lstm.EpochRecord) -> None:
+            return None
+
+        def end(self, outcome: TrialOutcome) -> dict[str, str]:
+            return {}
+
+    def start_trial(self, number: int, params: LstmParams) -> TrialLog:
+        return self._Log()
+
+
+class Objective:
+    """Callable for ``study.optimize``; returns the penalized validation score (higher is better)."""
+
+    def __init__(
+        self, split: Split, *, n_classes: int, space: SearchSpace, epochs: int, patience: int, seed: int,
+        tracker: Tracker | None = None,
+    ) -> None:
+        self.split = split
+        self.n_classes = n_classes
+        self.space = space
+        self.epochs = epochs
+        self.patience = patience
+        self.seed = seed
+        self.tracker = tracker or NullTracker()
+        self.mean, self.std = standardization(split.X_train)
+
+    def __call__(self, trial: optuna.trial.BaseTrial) -> float:
+        number = getattr(trial, "number", 0)
+        params = suggest_params(trial, self.space)
+        log = self.tracker.start_trial(number, params)
+        outcome = TrialOutcome(number=number, params=params, state="FAIL")
+        t0 = time.perf_counter()
+        training = None
+
+        def on_epoch(record: lstm.EpochRecord) -> None:
+            interrupt.check()
+            log.log_epoch(record)
+            trial.report(record.val_score, record.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"median pruner at epoch {record.epoch}")
+
+        try:
+            seed = self.seed + number
+            training = lstm.start_training(
+                params, X_train=self.split.X_train, y_train=self.split.y_train, X_val=self.split.X_val,
+                y_val=self.split.y_val, n_classes=self.n_classes, mean=self.mean, std=self.std,
+                patience=self.patience, seed=seed, on_epoch=on_epoch,
+            )
+            outcome.history = training.history
+            try:
+                lstm.fit(training, params, X_train=self.split.X_train, y_train=self.split.y_train,
+                         n_classes=self.n_classes, epochs=self.epochs, seed=seed)
+                outcome.state = "COMPLETE"
+            except optuna.TrialPruned as exc:
+                outcome.state, outcome.reason = "PRUNED", str(exc) or "pruned"
+            self._evaluate(training, outcome)
+            outcome.is_new_best = outcome.state == "COMPLETE" and _beats_best(trial, outcome.val.score)
+            outcome.seconds = time.perf_counter() - t0
+            self._store(trial, outcome, log.end(outcome))
+            _logger.info("trial %d: %s val_balanced_accuracy=%.4f (collapsed: %s)", number, outcome.state,
+                         outcome.val.balanced_accuracy, "yes" if outcome.val.collapsed else "no")
+            if outcome.state == "PRUNED":
+                raise optuna.TrialPruned(outcome.reason)
+            return outcome.val.score
+        except optuna.TrialPruned:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - every failure must close the trial's record
+            outcome.state = "FAIL"
+            outcome.reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            outcome.seconds = time.perf_counter() - t0
+            try:
+                attrs = log.end(outcome)
+                trial.set_user_attr("fail_reason", outcome.reason[:500])
+                for key, value in attrs.items():
+                    trial.set_user_attr(key, value)
+            except Exception:  # noqa: BLE001 - never mask the original error
+                _logger.exception("trial %d: could not record the failure", number)
+            raise
+        finally:
+            outcome.model = None
+            del training
+
+    def _evaluate(self, training: lstm.Training, outcome: TrialOutcome) -> None:
+        outcome.best_epoch = training.best_epoch
+        outcome.model = training.model
+        outcome.val = lstm.evaluate_model(training.model, self.split.X_val, self.split.y_val, self.n_classes)
+        if self.split.X_test is not None:
+            outcome.test = lstm.evaluate_model(training.model, self.split.X_test, self.split.y_test, self.n_classes)
+
+    @staticmethod
+    def _store(trial: optuna.trial.BaseTrial, outcome: TrialOutcome, attrs: dict[str, str]) -> None:
+        val = outcome.val
+        values: dict[str, Any] = {
+            "val_score": val.score,
+            "val_balanced_accuracy": val.balanced_accuracy,
+            "val_accuracy": val.accuracy,
+            "val_macro_f1": val.macro_f1,
+            "penalty": val.penalty,
+            "collapsed": val.collapsed,
+            "top_class_share": val.top_class_share,
+            "val_histogram": val.histogram,
+            "val_confusion": val.confusion,
+            "best_epoch": outcome.best_epoch,
+            "epochs_run": len(outcome.history),
+            "train_seconds": round(outcome.seconds, 3),
+        }
+        if outcome.test is not None:
+            values.update(
+                test_balanced_accuracy=outcome.test.balanced_accuracy,
+                test_accuracy=outcome.test.accuracy,
+                test_macro_f1=outcome.test.macro_f1,
+                test_collapsed=outcome.test.collapsed,
+                test_confusion=outcome.test.confusion,
+            )
+        if outcome.reason:
+            values["prune_reason"] = outcome.reason
+        values.update(attrs)
+        for key, value in values.items():
+            trial.set_user_attr(key, value)
+
+
+def _beats_best(trial: optuna.trial.BaseTrial, score: float) -> bool:
+    study = getattr(trial, "study", None)
+    if study is None:
+        return True
+    try:
+        return score > study.best_value
+    except ValueError:  # no completed trial yet
+        return True

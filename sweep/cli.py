@@ -1,0 +1,370 @@
+"""The `sweep` command line. It only wires the other modules together.
+
+Heavy imports (TensorFlow, MLflow) happen inside the commands that need them, so `sweep --help`,
+`sweep status` and friends start fast. A SweepError becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+import typer
+
+try:  # newer Typer vendors its own click; its exceptions are not click's
+    from typer._click import exceptions as _typer_click
+except ImportError:  # pragma: no cover - older Typer uses click itself
+    _typer_click = click.exceptions
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from sweep.config import DEFAULT_STORAGE, resolve_config
+from sweep import interrupt
+from sweep.errors import SweepError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+    help="Optuna sweeps of Keras LSTM classifiers that are ranked by balanced accuracy and never win by "
+    "predicting one class.",
+)
+# Piped or redirected output is not cut to 80 columns.
+out = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
+err = Console(stderr=True, highlight=False)
+
+StorageOpt = typer.Option(
+    DEFAULT_STORAGE, "--storage", envvar="SWEEP_STORAGE", show_envvar=True,
+    help="Optuna storage: any SQLAlchemy URL (sqlite:///FILE, postgresql+psycopg://user:pw@host/db).",
+)
+JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout instead of a table.")
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _short_params(params: dict[str, Any]) -> str:
+    names = {"units": "units", "layers": "layers", "dropout": "drop", "learning_rate": "lr",
+             "class_weight": "cw", "batch_size": "bs", "clipnorm": "clip"}
+    parts = []
+    for key, label in names.items():
+        if key in params:
+            v = params[key]
+            text = f"{v:.1e}" if key == "learning_rate" else (f"{v:.2f}" if key == "dropout" else f"{v:g}" if isinstance(v, float) else str(v))
+            parts.append(f"{label}={text}")
+    return " ".join(parts)
+
+
+@app.command()
+def run(
+    data: Path = typer.Argument(..., help="Data file: .npz (X_train, y_train[, X_test, y_test]) or UCR-style .csv/.tsv."),
+    test: Optional[Path] = typer.Option(None, "--test", help="Test file for .csv/.tsv data (scored, never used for selection)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with [run], [train] and [search_space] tables."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name (default: the data file's name)."),
+    storage: Optional[str] = typer.Option(None, "--storage", envvar="SWEEP_STORAGE", show_envvar=True,
+                                          help=f"Optuna storage URL (default {DEFAULT_STORAGE})."),
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Total finished trials the study should hold (default 20)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epoch cap per trial (default 15)."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Stop a trial after this many epochs without a better val score (default 5)."),
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of the training data held out for validation (default 0.2)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the split, the sampler and training (default 0)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", show_envvar=True,
+                                               help="MLflow tracking URI (default sqlite:///mlflow.db, artifacts in ./mlruns)."),
+    log_models: Optional[str] = typer.Option(None, "--log-models", help="Which trained models to log: best (default), all, none."),
+    pruner: Optional[str] = typer.Option(None, "--pruner", help="median (default) or none."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="TensorFlow threads (default: all cores)."),
+    allow_changes: bool = typer.Option(False, "--allow-changes", help="Resume even if data, search space or settings changed."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+) -> None:
+    """Run (or resume) a sweep until the study holds N finished trials."""
+    cfg = resolve_config(config_file=config, flags=dict(
+        study=study, storage=storage, n_trials=n_trials, epochs=epochs, patience=patience,
+        val_fraction=val_fraction, seed=seed, tracking_uri=tracking_uri, log_models=log_models,
+        pruner=pruner, threads=threads,
+    ))
+    from sweep.runner import prepare, run_sweep
+
+    prep = prepare(cfg, data, test_path=test)
+    if quiet:
+        result = run_sweep(prep, allow_changes=allow_changes)
+        return
+    _announce(prep)
+    result = _run_with_progress(prep, allow_changes)
+    _print_summary(result, prep)
+
+
+def _announce(prep: Any) -> None:
+    d = prep.data
+    counts = [int((prep.data.y_train == i).sum()) for i in range(d.n_classes)]
+    classes = ", ".join(f"{lab}: {c}" for lab, c in zip(d.labels, counts))
+    test = f", {len(d.y_test)} test" if d.has_test else ", no test split"
+    from sweep.study import mask_url
+
+    out.print(f"[bold]study[/] {prep.name}  [dim]storage {mask_url(prep.cfg.storage)}[/]")
+    out.print(f"[bold]data[/]  {d.source}: {len(d.y_train)} train sequences ({len(prep.split.y_train)} fit / "
+              f"{len(prep.split.y_val)} validation{test}), {d.timesteps} steps x {d.features} features, "
+              f"classes {{{classes}}}")
+
+
+def _run_with_progress(prep: Any, allow_changes: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from sweep.runner import run_sweep
+
+    progress = Progress(
+        TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=out, transient=True,
+    )
+    task = None
+
+    def on_start(done: int, total: int) -> None:
+        nonlocal task
+        if done:
+            out.print(f"resuming: {done} of {total} trials already finished")
+        task = progress.add_task("sweep", total=total, completed=min(done, total), best="-")
+        if done >= total:
+            out.print(f"nothing to do: the study already holds {done} finished trials (raise --n-trials to run more)")
+
+    def on_trial_end(row: dict[str, Any], best: dict[str, Any] | None) -> None:
+        state = row["state"].lower()
+        colour = {"complete": "green", "pruned": "yellow", "fail": "red"}.get(state, "white")
+        collapsed = "  [bold red]COLLAPSED[/]" if row["collapsed"] else ""
+        star = " [bold green]*best*[/]" if best and best["number"] == row["number"] else ""
+        if state == "fail":
+            detail = f"[red]{row['reason']}[/]"
+        else:
+            detail = (f"score {_fmt(row['score'])}  val bal.acc {_fmt(row['val_balanced_accuracy'])}  "
+                      f"test bal.acc {_fmt(row['test_balanced_accuracy'])}")
+        progress.console.print(
+            f"trial {row['number']:>3} [{colour}]{state:<8}[/] {detail}{collapsed}{star}  "
+            f"[dim]{_short_params(row['params'])}  {_fmt(row['duration_s'], 1)}s[/]"
+        )
+        if task is not None and state in ("complete", "pruned"):
+            progress.update(task, advance=1, best=_fmt(best["value"]) if best else "-")
+
+    with progress:
+        return run_sweep(prep, allow_changes=allow_changes, on_start=on_start, on_trial_end=on_trial_end)
+
+
+def _print_summary(result: Any, prep: Any) -> None:
+    rows = result.rows
+    finished = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")]
+    collapsed = sum(1 for r in finished if r["collapsed"])
+    out.print(f"\n[bold]{result.name}[/]: {len(finished)}/{result.n_trials} trials finished "
+              f"({sum(r['state'] == 'COMPLETE' for r in rows)} complete, {sum(r['state'] == 'PRUNED' for r in rows)} pruned, "
+              f"{sum(r['state'] == 'FAIL' for r in rows)} failed; {collapsed} collapsed to one class)")
+    best = result.best
+    if best is None:
+        out.print("[red]no trial completed[/]")
+        return
+    table = Table(title=f"best trial: {best['number']}", show_header=True, title_justify="left")
+    table.add_column("")
+    table.add_column("validation (selects)")
+    table.add_column("test (reported only)")
+    table.add_row("balanced accuracy", _fmt(best["val_balanced_accuracy"]), _fmt(best["test_balanced_accuracy"]))
+    table.add_row("accuracy", _fmt(best["val_accuracy"]), _fmt(best["test_accuracy"]))
+    table.add_row("macro F1", _fmt(best["val_macro_f1"]), _fmt(best["test_macro_f1"]))
+    table.add_row("score (bal.acc - penalty)", _fmt(best["value"]), "")
+    if best.get("bayes_balanced_accuracy") is not None:
+        test_bayes = best.get("bayes_balanced_accuracy_test")
+        table.add_row("planted Bayes-optimal bal.acc", f"{_fmt(best['bayes_balanced_accuracy'])} (population)",
+                      f"{_fmt(test_bayes)} (this test split)" if test_bayes is not None else "")
+    out.print(table)
+    out.print(f"params: {_short_params(best['params'])}")
+    if best.get("model_uri"):
+        out.print(f"model:  {best['model_uri']}")
+    out.print(f"\nnext:   sweep best {result.name}    sweep status {result.name}    sweep ui  (MLflow store {result.tracking_uri})")
+    if result.experiment_id is not None and not result.tracking_uri.startswith("http"):
+        out.print(f"        then open http://127.0.0.1:5000/#/experiments/{result.experiment_id}/runs (trials are nested under the study run)")
+    elif result.experiment_id is not None:
+        out.print(f"        {result.tracking_uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs")
+
+
+def _open_study(name: str, storage: str) -> Any:
+    from sweep.study import load_study, open_storage
+
+    return load_study(name, open_storage(storage, must_exist=True, heartbeat=False))
+
+
+@app.command()
+def studies(storage: str = StorageOpt, as_json: bool = JsonOpt) -> None:
+    """List the studies in a storage."""
+    from sweep.study import list_studies, open_storage
+
+    infos = list_studies(open_storage(storage, must_exist=True, heartbeat=False))
+    if as_json:
+        out.print_json(json.dumps([vars(i) for i in infos]))
+        return
+    table = Table("study", "finished / target", "complete", "pruned", "failed", "running", "best score", "data")
+    for i in infos:
+        table.add_row(i.name, f"{i.finished} / {_fmt(i.n_trials_target)}", str(i.complete), str(i.pruned),
+                      str(i.failed), str(i.running), _fmt(i.best_value), i.data or "-")
+    out.print(table if infos else "no studies yet: start one with `sweep run DATA`")
+
+
+@app.command()
+def status(study: str = typer.Argument(..., help="Study name."), storage: str = StorageOpt, as_json: bool = JsonOpt) -> None:
+    """Show every trial of a study: state, score, balanced accuracy, collapse, key params, run id."""
+    from sweep.study import trial_rows
+
+    s = _open_study(study, storage)
+    rows = trial_rows(s)
+    if as_json:
+        out.print_json(json.dumps({"study": study, "n_trials_target": s.user_attrs.get("n_trials"), "trials": rows}))
+        return
+    table = Table(title=f"study {study}: {sum(r['state'] in ('COMPLETE', 'PRUNED') for r in rows)} of "
+                        f"{_fmt(s.user_attrs.get('n_trials'))} trials finished (* = best)", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    wide = out.width >= 100  # narrow terminals drop time and run id (both are in --json)
+    columns = ("#", "state", "score", "val BA", "test BA", "coll", "units", "lay", "lr", "weights", "sec", "MLflow run")
+    for name in columns if wide else columns[:-2]:
+        table.add_column(name, no_wrap=True, justify="left" if name in ("state", "weights", "MLflow run") else "right")
+    best = s.best_trial.number if any(r["state"] == "COMPLETE" for r in rows) else None
+    for r in rows:
+        p = r["params"]
+        table.add_row(
+            f"{r['number']}{'*' if r['number'] == best else ''}", r["state"].lower(), _fmt(r["score"], 3),
+            _fmt(r["val_balanced_accuracy"], 3), _fmt(r["test_balanced_accuracy"], 3),
+            "[red]yes[/]" if r["collapsed"] else "no", _fmt(p.get("units")), _fmt(p.get("layers")),
+            f"{p['learning_rate']:.1e}" if "learning_rate" in p else "-", _fmt(p.get("class_weight")),
+            *((_fmt(r["duration_s"], 1), (r["mlflow_run_id"] or "-")[:8]) if wide else ()),
+        )
+    out.print(table)
+
+
+@app.command()
+def best(study: str = typer.Argument(..., help="Study name."), storage: str = StorageOpt, as_json: bool = JsonOpt) -> None:
+    """Show the best trial: params, validation and test scores, confusion matrix, model URI."""
+    from sweep.study import best_summary
+
+    summary = best_summary(_open_study(study, storage))
+    if summary is None:
+        raise SweepError(f"study {study!r} has no completed trial yet; run `sweep run` to finish some")
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    out.print(f"[bold]study {study}: best trial {summary['number']}[/]  score {_fmt(summary['value'])}")
+    for key in ("units", "layers", "dropout", "learning_rate", "class_weight", "batch_size", "clipnorm"):
+        if key in summary["params"]:
+            out.print(f"  {key:<14} {summary['params'][key]}")
+    out.print(f"  val  balanced accuracy {_fmt(summary['val_balanced_accuracy'])}   accuracy {_fmt(summary['val_accuracy'])}"
+              f"   macro F1 {_fmt(summary['val_macro_f1'])}   collapsed {_fmt(summary['collapsed'])}")
+    out.print(f"  test balanced accuracy {_fmt(summary['test_balanced_accuracy'])}   accuracy {_fmt(summary['test_accuracy'])}"
+              f"   macro F1 {_fmt(summary['test_macro_f1'])}")
+    labels = [str(v) for v in (summary["labels"] or [])]
+    for title, matrix in (("validation", summary["val_confusion"]), ("test", summary["test_confusion"])):
+        if not matrix:
+            continue
+        table = Table(*(["true \\ predicted"] + labels), title=f"confusion matrix ({title})", title_justify="left")
+        for lab, row in zip(labels, matrix):
+            table.add_row(lab, *(str(v) for v in row))
+        out.print(table)
+    out.print(f"  model URI  {summary['model_uri'] or '- (not logged: see --log-models)'}")
+    out.print(f"  MLflow run {summary['mlflow_run_id'] or '-'}  ({summary['tracking_uri'] or '-'})")
+
+
+@app.command()
+def export(
+    study: str = typer.Argument(..., help="Study name."),
+    out_file: Path = typer.Option(..., "--out", help="Output file: .csv or .json."),
+    storage: str = StorageOpt,
+) -> None:
+    """Write every trial of a study (state, scores, params, run ids) to CSV or JSON."""
+    from sweep.study import trial_rows
+
+    suffix = out_file.suffix.lower()
+    if suffix not in (".csv", ".json"):
+        raise SweepError(f"--out {out_file}: unknown format '{suffix or '(none)'}'; use .csv or .json")
+    if not out_file.parent.exists():
+        raise SweepError(f"--out {out_file}: folder {out_file.parent} does not exist; create it first")
+    rows = trial_rows(_open_study(study, storage))
+    if suffix == ".json":
+        out_file.write_text(json.dumps({"study": study, "trials": rows}, indent=2))
+    else:
+        param_keys = sorted({k for r in rows for k in r["params"]})
+        flat = [{**{k: v for k, v in r.items() if k != "params"}, **{f"param_{k}": r["params"].get(k) for k in param_keys}}
+                for r in rows]
+        with out_file.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(flat[0]) if flat else ["number"])
+            writer.writeheader()
+            writer.writerows(flat)
+    out.print(f"wrote {len(rows)} trials to {out_file}")
+
+
+@app.command()
+def ui(
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", show_envvar=True,
+                                               help="MLflow store to browse (default sqlite:///mlflow.db)."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(5000, "--port"),
+) -> None:
+    """Start the MLflow UI on the store sweeps log to."""
+    uri = tracking_uri or "sqlite:///mlflow.db"
+    if uri.startswith(("http://", "https://")):
+        out.print(f"that store is served already: open {uri} in a browser")
+        return
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise SweepError(f"no MLflow store at {uri} yet; run `sweep run DATA` here first or pass --tracking-uri")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    err.print(f"MLflow UI on http://{host}:{port}  (store {uri}; open an experiment's 'Training runs'; Ctrl-C to stop)")
+    os.execv(sys.executable, cmd)
+
+
+@app.command("make-data")
+def make_data(
+    kind: str = typer.Argument(..., help="seed-signal (planted temporal signal, known Bayes rate) or seed-noise (no signal)."),
+    out_file: Path = typer.Option(..., "--out", help="Output .npz file."),
+    n: int = typer.Option(1000, "--n", help="Training sequences."),
+    n_test: int = typer.Option(1000, "--n-test", help="Test sequences."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Write a synthetic imbalanced (80/20) set of 20-step x 5-feature sequences."""
+    from sweep.synthetic import make_dataset, write_dataset
+
+    arrays = make_dataset(kind, n_train=n, n_test=n_test, seed=seed)
+    path = write_dataset(arrays, out_file)
+    meta = json.loads(str(arrays["meta"]))
+    extra = f"; planted Bayes-optimal balanced accuracy {meta['bayes_balanced_accuracy']:.2f}" if kind == "seed-signal" else ""
+    out.print(f"wrote {path}: {n} train + {n_test} test sequences, 20 steps x 5 features, labels 80/20{extra}")
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def main() -> None:
+    """Entry point: run the app; turn project errors into one line and exit code 2."""
+    # A process started in the background (`sweep run ... &`, nohup, some CI runners) inherits
+    # SIGINT as ignored; Ctrl-C, kill -INT and kill -TERM must still stop it cleanly.
+    interrupt.install()
+    try:
+        code = app(standalone_mode=False)
+        # Typer turns KeyboardInterrupt into exit code 130 and returns it in this mode.
+        if interrupt.requested() or code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except SweepError as exc:
+        sys.stderr.write(f"error: {_one_line(str(exc))}\n")
+        sys.exit(2)
+    except (click.UsageError, _typer_click.UsageError) as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        sys.stderr.write(f"error: {_one_line(exc.format_message())}{hint}\n")
+        sys.exit(2)
+    except (click.ClickException, _typer_click.ClickException) as exc:
+        sys.stderr.write(f"error: {_one_line(exc.format_message())}\n")
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        sys.stderr.write("interrupted: finished trials are saved; run the same command again to resume\n")
+        sys.exit(130)

@@ -1,0 +1,144 @@
+"""Settings for a sweep, resolved in one place: flag > config file > default.
+
+A config file is TOML with up to three tables::
+
+    [run]            # study, storage, n_trials, seed, tracking_uri, log_models, pruner, threads
+    [train]          # epochs, val_fraction, patience
+    [search_space]   # narrows the ranges and choices of objectives.search_space.SearchSpace
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from objectives.search_space import SearchSpace
+from sweep.errors import ConfigError
+
+DEFAULT_STORAGE = "sqlite:///sweep.db"
+LOG_MODELS = ("best", "all", "none")
+PRUNERS = ("median", "none")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What one trial does with its data; part of the study's identity."""
+
+    epochs: int = 15
+    val_fraction: float = 0.2
+    patience: int = 5
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    study: str | None = None
+    storage: str = DEFAULT_STORAGE
+    n_trials: int = 20
+    seed: int = 0
+    tracking_uri: str | None = None
+    log_models: str = "best"
+    pruner: str = "median"
+    threads: int | None = None
+    train: TrainSettings = field(default_factory=TrainSettings)
+    space: SearchSpace = field(default_factory=SearchSpace)
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that makes trial values comparable: resuming with a different identity is refused."""
+        return {
+            "search_space": self.space.to_dict(),
+            "train": dataclasses.asdict(self.train),
+            "seed": self.seed,
+        }
+
+    def identity_fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+_RUN_KEYS = {"study", "storage", "n_trials", "seed", "tracking_uri", "log_models", "pruner", "threads"}
+_TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainSettings)}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML config file into ``{"run": {}, "train": {}, "search_space": {}}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found; check the path given to --config")
+    try:
+        with path.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; --config takes a TOML file") from None
+    unknown = set(doc) - {"run", "train", "search_space"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown table [{sorted(unknown)[0]}]; use [run], [train] and [search_space]")
+    for table in doc.values():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: top-level keys must be tables ([run], [train], [search_space])")
+    return {k: doc.get(k, {}) for k in ("run", "train", "search_space")}
+
+
+def resolve_config(*, config_file: str | Path | None = None, flags: Mapping[str, Any] | None = None) -> SweepConfig:
+    """Merge flags (non-None values), an optional config file and the defaults; validate the result.
+
+    Raises:
+        ConfigError: naming the file or flag, the key and the fix.
+    """
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    doc = read_config_file(config_file) if config_file is not None else {"run": {}, "train": {}, "search_space": {}}
+    where = str(config_file) if config_file is not None else "config"
+
+    run = {}
+    for key, value in doc["run"].items():
+        if key not in _RUN_KEYS:
+            raise ConfigError(f"{where}: run.{key}: unknown key; known keys are {', '.join(sorted(_RUN_KEYS))}")
+        run[key] = value
+    train = {}
+    for key, value in doc["train"].items():
+        if key not in _TRAIN_KEYS:
+            raise ConfigError(f"{where}: train.{key}: unknown key; known keys are {', '.join(sorted(_TRAIN_KEYS))}")
+        train[key] = value
+    for key, value in flags.items():
+        if key in _TRAIN_KEYS:
+            train[key] = value
+        elif key in _RUN_KEYS:
+            run[key] = value
+        else:
+            raise ConfigError(f"unknown setting {key!r}")
+
+    space = SearchSpace.from_mapping(doc["search_space"], where=f"{where}: search_space")
+    settings = TrainSettings(**train)
+    cfg = SweepConfig(train=settings, space=space, **run)
+    _validate(cfg, where)
+    return cfg
+
+
+def _validate(cfg: SweepConfig, where: str) -> None:
+    def need_int(name: str, value: Any, low: int, high: int | None = None) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ConfigError(f"{name} must be an integer {bound}, got {value!r}")
+
+    need_int("n_trials (--n-trials)", cfg.n_trials, 1)
+    need_int("seed (--seed)", cfg.seed, 0)
+    need_int("train.epochs (--epochs)", cfg.train.epochs, 1)
+    need_int("train.patience (--patience)", cfg.train.patience, 1)
+    if cfg.threads is not None:
+        need_int("threads (--threads)", cfg.threads, 1)
+    vf = cfg.train.val_fraction
+    if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0.05 <= vf <= 0.5:
+        raise ConfigError(f"train.val_fraction (--val-fraction) must be a number in [0.05, 0.5], got {vf!r}")
+    if cfg.log_models not in LOG_MODELS:
+        raise ConfigError(f"log_models (--log-models) must be one of {', '.join(LOG_MODELS)}, got {cfg.log_models!r}")
+    if cfg.pruner not in PRUNERS:
+        raise ConfigError(f"pruner (--pruner) must be one of {', '.join(PRUNERS)}, got {cfg.pruner!r}")
+    if not isinstance(cfg.storage, str) or not cfg.storage:
+        raise ConfigError(f"{where}: run.storage must be a database URL string")
+    if cfg.study is not None and (not isinstance(cfg.study, str) or not cfg.study.strip()):
+        raise ConfigError("study (--study) must be a non-empty name")

@@ -1,0 +1,340 @@
+"""Load labelled sequences, validate them at the edge, and split them the same way every time.
+
+Accepted files:
+
+* ``.npz`` with ``X_train [n, timesteps, features]`` and ``y_train [n]``, optionally ``X_test``
+  and ``y_test`` (the layout of the shared benchmark sets), optionally a ``meta`` JSON string.
+* ``.csv`` / ``.tsv`` in UCR style: the label in the first column, one univariate series per row.
+  A test file comes separately (``--test FILE``).
+
+Labels may be integers or strings; they are mapped to ``0..K-1`` in sorted order and the mapping
+(``Dataset.labels``) travels with the study and every logged model.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sweep.errors import DataError
+
+Label = int | str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A validated classification set; class ids are ``0..K-1``, ``labels[i]`` is the original label."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    labels: tuple[Label, ...]
+    X_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def timesteps(self) -> int:
+        return int(self.X_train.shape[1])
+
+    @property
+    def features(self) -> int:
+        return int(self.X_train.shape[2])
+
+    @property
+    def has_test(self) -> bool:
+        return self.X_test is not None
+
+    def fingerprint(self) -> str:
+        """A short hash of every array and the label mapping: equal data, equal fingerprint."""
+        h = hashlib.sha256()
+        h.update(json.dumps(list(self.labels)).encode())
+        for arr in (self.X_train, self.y_train, self.X_test, self.y_test):
+            if arr is None:
+                h.update(b"none")
+                continue
+            h.update(str(arr.shape).encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train / validation (for selection) / test (reported only) arrays with class ids."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray | None
+    y_test: np.ndarray | None
+
+
+def load_dataset(path: str | Path, *, test_path: str | Path | None = None) -> Dataset:
+    """Read and validate a data file (and an optional separate test file).
+
+    Raises:
+        DataError: with a message naming the file, the problem and the fix.
+    """
+    path = Path(path)
+    _check_readable(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        if test_path is not None:
+            raise DataError(f"--test is for .csv/.tsv data; {path.name} is an .npz: put X_test/y_test inside it")
+        X, y, X_test, y_test, meta = _read_npz(path)
+    elif suffix in (".csv", ".tsv"):
+        X, y = _read_delimited(path)
+        X_test = y_test = None
+        if test_path is not None:
+            test_path = Path(test_path)
+            _check_readable(test_path)
+            if test_path.suffix.lower() not in (".csv", ".tsv"):
+                raise DataError(f"{test_path}: unknown test file format '{test_path.suffix}'; use .csv or .tsv")
+            X_test, y_test = _read_delimited(test_path)
+        meta = {}
+    else:
+        raise DataError(f"{path}: unknown format '{suffix or '(none)'}'; use .npz, .csv or .tsv")
+    return _validate(path, X, y, X_test, y_test, meta)
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"{path}: no such file; check the path (make a demo set with `sweep make-data seed-signal`)")
+    if not path.is_file():
+        raise DataError(f"{path}: is a directory, not a data file")
+    try:
+        with path.open("rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror}); check its permissions") from None
+
+
+def _read_npz(path: Path) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+    if not zipfile.is_zipfile(path):
+        # numpy would try to unpickle it and complain about pickles, which misleads.
+        raise DataError(f"{path}: not a readable .npz file (not a zip archive); re-save it with numpy.savez")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc}); re-save it with numpy.savez") from None
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise DataError(f"{path}: holds pickled objects; save plain numeric or string arrays with numpy.savez") from None
+        raise DataError(f"{path}: not a readable .npz file ({exc}); re-save it with numpy.savez") from None
+    for key in ("X_train", "y_train"):
+        if key not in arrays:
+            raise DataError(
+                f"{path}: missing array '{key}'; an .npz needs X_train [n, timesteps, features] and y_train [n] "
+                f"(it has: {', '.join(arrays) or 'nothing'})"
+            )
+    if ("X_test" in arrays) != ("y_test" in arrays):
+        have, lack = ("X_test", "y_test") if "X_test" in arrays else ("y_test", "X_test")
+        raise DataError(f"{path}: has '{have}' but not '{lack}'; store both or neither")
+    meta: dict[str, Any] = {}
+    if "meta" in arrays:
+        try:
+            meta = json.loads(str(arrays["meta"]))
+        except json.JSONDecodeError:
+            meta = {}
+    return arrays["X_train"], arrays["y_train"], arrays.get("X_test"), arrays.get("y_test"), meta
+
+
+def _read_delimited(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        with path.open(newline="") as fh:
+            rows = [row for row in csv.reader(fh, delimiter=delimiter) if row and any(c.strip() for c in row)]
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: is not a text file; a .csv holds one 'label,v1,v2,...' row per series") from None
+    if rows and not _is_numeric_row(rows[0][1:]):
+        rows = rows[1:]  # a header line
+    if not rows:
+        raise DataError(f"{path}: holds no data rows; expected one 'label,v1,v2,...' row per series")
+    width = len(rows[0])
+    if width < 2:
+        raise DataError(f"{path}: line 1 has a label but no values; expected 'label,v1,v2,...'")
+    labels, values = [], []
+    for lineno, row in enumerate(rows, start=1):
+        if len(row) != width:
+            raise DataError(
+                f"{path}: row {lineno} has {len(row) - 1} values but row 1 has {width - 1}; "
+                "all series must have the same length (pad them)"
+            )
+        try:
+            values.append([float(v) for v in row[1:]])
+        except ValueError:
+            bad = next(v for v in row[1:] if not _is_float(v))
+            raise DataError(f"{path}: row {lineno} has a non-numeric value {bad!r}; fix or drop that row") from None
+        labels.append(row[0].strip())
+    X = np.asarray(values, dtype=np.float32)[:, :, None]
+    return X, np.asarray(_normalise_labels(labels))
+
+
+def _is_float(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_numeric_row(values: list[str]) -> bool:
+    return bool(values) and all(_is_float(v) for v in values)
+
+
+def _normalise_labels(raw: list[str]) -> list[Label]:
+    """'1', '1.0' and '1.000e+00' are the same integer label; anything else stays a string."""
+    out: list[Label] = []
+    for v in raw:
+        try:
+            f = float(v)
+        except ValueError:
+            return list(raw)
+        if not np.isfinite(f) or f != int(f):
+            return list(raw)
+        out.append(int(f))
+    return out
+
+
+def _validate(path: Path, X: Any, y: Any, X_test: Any, y_test: Any, meta: dict[str, Any]) -> Dataset:
+    X = _check_x(path, "X_train", X)
+    y = _check_y(path, "y_train", y, len(X), "X_train")
+    labels = _label_order(path, y)
+    if len(labels) < 2:
+        raise DataError(
+            f"{path}: y_train has one class only ({labels[0]!r}); a classifier needs at least two classes"
+        )
+    index = {lab: i for i, lab in enumerate(labels)}
+    y_ids = np.asarray([index[_as_label(v)] for v in y], dtype=np.int64)
+    counts = np.bincount(y_ids, minlength=len(labels))
+    if counts.min() < 2:
+        small = labels[int(np.argmin(counts))]
+        raise DataError(
+            f"{path}: class {small!r} has {counts.min()} training sequence; the stratified validation split "
+            "needs at least 2 per class: add sequences of that class or drop it"
+        )
+    X_test_out = y_test_ids = None
+    if X_test is not None:
+        X_test_out = _check_x(path, "X_test", X_test)
+        if X_test_out.shape[1:] != X.shape[1:]:
+            raise DataError(
+                f"{path}: X_test has sequences of shape {X_test_out.shape[1:]} but X_train has {X.shape[1:]} "
+                "[timesteps, features]; they must match"
+            )
+        y_test = _check_y(path, "y_test", y_test, len(X_test_out), "X_test")
+        unseen = sorted({_as_label(v) for v in y_test} - set(labels), key=str)
+        if unseen:
+            raise DataError(
+                f"{path}: y_test has label {unseen[0]!r} that never occurs in y_train; a model cannot learn it"
+            )
+        y_test_ids = np.asarray([index[_as_label(v)] for v in y_test], dtype=np.int64)
+    return Dataset(
+        X_train=X, y_train=y_ids, labels=tuple(labels), X_test=X_test_out, y_test=y_test_ids,
+        source=str(path), meta=meta,
+    )
+
+
+def _check_x(path: Path, name: str, X: Any) -> np.ndarray:
+    X = np.asarray(X)
+    if X.dtype.kind not in "biuf":
+        raise DataError(f"{path}: {name} has dtype {X.dtype}; expected numbers")
+    if X.ndim != 3:
+        hint = "; for univariate series use X[..., None]" if X.ndim == 2 else ""
+        raise DataError(f"{path}: {name} has shape {X.shape}: expected 3 dimensions [n, timesteps, features]{hint}")
+    if min(X.shape) == 0:
+        raise DataError(f"{path}: {name} has shape {X.shape}: it is empty")
+    X = X.astype(np.float32, copy=False)
+    bad = ~np.isfinite(X)
+    if bad.any():
+        first = int(np.argwhere(bad)[0][0])
+        raise DataError(
+            f"{path}: {name} has {int(bad.sum())} NaN/inf values (first in sequence {first}); "
+            "fill or drop them before sweeping"
+        )
+    return X
+
+
+def _check_y(path: Path, name: str, y: Any, n: int, x_name: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(f"{path}: {name} has shape {y.shape}; expected one label per sequence [n]")
+    if len(y) != n:
+        raise DataError(f"{path}: {x_name} has {n} sequences but {name} has {len(y)} labels; they must match")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or (y != np.round(y)).any():
+            raise DataError(f"{path}: {name} holds non-integer numbers; labels must be integers or strings")
+        y = y.astype(np.int64)
+    elif y.dtype.kind not in "biuUS":
+        raise DataError(f"{path}: {name} has dtype {y.dtype}; labels must be integers or strings")
+    return y
+
+
+def _as_label(v: Any) -> Label:
+    if isinstance(v, (bytes, np.bytes_)):
+        return v.decode()
+    if isinstance(v, (str, np.str_)):
+        return str(v)
+    return int(v)
+
+
+def _label_order(path: Path, y: np.ndarray) -> list[Label]:
+    values = {_as_label(v) for v in y}
+    if len({type(v) for v in values}) > 1:
+        raise DataError(f"{path}: y_train mixes numbers and strings; use one kind of label")
+    return sorted(values)
+
+
+def split_stratified(data: Dataset, *, val_fraction: float, seed: int) -> Split:
+    """Stratified, seeded train/validation split of the training part; the test part is kept apart.
+
+    Every class lands on both sides: stratification rounds a rare class's share down, so a class
+    the split left out of validation gets one of its training sequences moved there.
+
+    Raises:
+        DataError: when the validation part is too small to hold every class.
+    """
+    from sklearn.model_selection import train_test_split
+
+    n = len(data.y_train)
+    n_val = int(np.ceil(n * val_fraction))
+    if n_val < data.n_classes or n - n_val < data.n_classes:
+        raise DataError(
+            f"{data.source}: a validation fraction of {val_fraction} gives {n_val} of {n} sequences, too few "
+            f"to hold all {data.n_classes} classes on both sides; change --val-fraction or add data"
+        )
+    idx_train, idx_val = train_test_split(
+        np.arange(n), test_size=n_val, stratify=data.y_train, random_state=seed
+    )
+    missing = np.setdiff1d(np.arange(data.n_classes), data.y_train[idx_val])
+    if missing.size:
+        move = np.array([idx_train[data.y_train[idx_train] == c][0] for c in missing])
+        idx_train = np.setdiff1d(idx_train, move)
+        idx_val = np.concatenate([idx_val, move])
+    return Split(
+        X_train=data.X_train[idx_train], y_train=data.y_train[idx_train],
+        X_val=data.X_train[idx_val], y_val=data.y_train[idx_val],
+        X_test=data.X_test, y_test=data.y_test,
+    )
+
+
+def standardization(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation over all sequences and timesteps of ``X``."""
+    flat = X.reshape(-1, X.shape[-1]).astype(np.float64)
+    mean = flat.mean(axis=0)
+    std = flat.std(axis=0)
+    return mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)

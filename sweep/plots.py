@@ -1,0 +1,106 @@
+"""Figures logged to MLflow: confusion matrices, learning curves, the optimization history.
+
+Figures are built with matplotlib's object API (no pyplot state), so they can be rendered on a
+background thread while the next trial trains.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+
+def confusion_figure(panels: Sequence[tuple[str, list[list[int]]]], labels: Sequence[Any]) -> Figure:
+    """One heat-map per (title, matrix); rows are true classes, columns predicted ones."""
+    k = len(labels)
+    size = max(3.2, 0.45 * k + 2.2)
+    fig = Figure(figsize=(size * len(panels), size))
+    axes = fig.subplots(1, len(panels), squeeze=False)
+    names = [str(label) for label in labels]
+    for ax, (title, matrix) in zip(axes[0], panels):
+        cm = np.asarray(matrix)
+        row = cm.sum(axis=1, keepdims=True)
+        share = np.divide(cm, row, out=np.zeros_like(cm, dtype=float), where=row > 0)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        if k <= 15:
+            for i in range(k):
+                for j in range(k):
+                    ax.text(j, i, f"{cm[i, j]}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=8,
+                            color="white" if share[i, j] > 0.6 else "black")
+        ax.set_xticks(range(k), names, rotation=45 if k > 6 else 0)
+        ax.set_yticks(range(k), names)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        recall = np.diag(share)[row[:, 0] > 0]
+        ax.set_title(f"{title}\nbalanced accuracy {recall.mean():.3f}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def learning_curve_figure(history: Sequence[Any], *, title: str, best_epoch: int | None) -> Figure:
+    """Loss (left) and validation balanced accuracy / penalized score (right) per epoch."""
+    epochs = [r.epoch for r in history]
+    fig = Figure(figsize=(10, 3.6))
+    ax_loss, ax_score = fig.subplots(1, 2)
+    ax_loss.plot(epochs, [r.loss for r in history], marker="o", ms=3, label="train loss (class-weighted)")
+    ax_loss.plot(epochs, [r.val_loss for r in history], marker="o", ms=3, label="validation loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("cross-entropy")
+    ax_score.plot(epochs, [r.val_balanced_accuracy for r in history], marker="o", ms=3, label="val balanced accuracy")
+    ax_score.plot(epochs, [r.val_score for r in history], marker="o", ms=3, label="val score (with collapse penalty)")
+    ax_score.plot(epochs, [r.val_top_class_share for r in history], ls=":", label="share of top predicted class")
+    ax_score.set_xlabel("epoch")
+    ax_score.set_ylim(min(-0.55, min((r.val_score for r in history), default=0) - 0.05), 1.02)
+    ax_score.axhline(0, color="grey", lw=0.5)
+    ax_score.set_ylabel("validation")
+    if best_epoch is not None:
+        for ax in (ax_loss, ax_score):
+            ax.axvline(best_epoch, color="green", ls="--", lw=1, label=f"kept weights (epoch {best_epoch})")
+    ax_loss.legend(fontsize=8)
+    ax_score.legend(fontsize=8, loc="lower right")
+    fig.suptitle(title, fontsize=11)
+    for ax in (ax_loss, ax_score):
+        ax.grid(alpha=0.3)
+        if epochs:
+            ax.set_xticks(epochs if len(epochs) <= 20 else epochs[:: max(1, len(epochs) // 10)])
+    fig.tight_layout()
+    return fig
+
+
+def history_figure(rows: Sequence[dict[str, Any]], *, title: str) -> Figure:
+    """Score of every finished trial in order, the best so far, and collapsed trials in red.
+
+    Each row needs ``number``, ``state``, ``score`` and ``collapsed``.
+    """
+    fig = Figure(figsize=(9, 4))
+    ax = fig.subplots()
+    done = [r for r in rows if r["score"] is not None]
+    for state, marker, color in (("COMPLETE", "o", "tab:blue"), ("PRUNED", "x", "tab:grey")):
+        pts = [r for r in done if r["state"] == state and not r["collapsed"]]
+        if not pts:
+            continue
+        ax.scatter([r["number"] for r in pts], [r["score"] for r in pts], marker=marker, color=color,
+                   label=state.lower(), zorder=3)
+    collapsed = [r for r in done if r["collapsed"]]
+    if collapsed:
+        ax.scatter([r["number"] for r in collapsed], [r["score"] for r in collapsed], marker="v", color="tab:red",
+                   label="collapsed (one class)", zorder=3)
+    best, line_x, line_y = -np.inf, [], []
+    for r in sorted((r for r in done if r["state"] == "COMPLETE"), key=lambda r: r["number"]):
+        best = max(best, r["score"])
+        line_x.append(r["number"])
+        line_y.append(best)
+    if line_x:
+        ax.step(line_x, line_y, where="post", color="tab:green", label="best so far")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial number")
+    ax.set_ylabel("val score (balanced accuracy - collapse penalty)")
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

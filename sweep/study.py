@@ -1,0 +1,372 @@
+"""Optuna storage from a URL, create-or-resume with identity checks, and the exact-N trial loop."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from sweep import interrupt
+from sweep.config import SweepConfig
+from sweep.errors import StorageError, StudyError
+
+_logger = logging.getLogger(__name__)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+MAX_CONSECUTIVE_FAILURES = 3
+HEARTBEAT_INTERVAL = 20
+GRACE_PERIOD = 60
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+# Heartbeats and stale-trial retries are marked experimental in Optuna 5.0; we rely on them on purpose.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (safe to print, log and tag)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<malformed storage URL>"
+
+
+def check_url(url: str) -> None:
+    """Raise StorageError if ``url`` is not a usable database URL (no connection is made).
+
+    For SQLite it also checks that the database's folder exists.
+    """
+    parsed = _parse_url(url)
+    path = sqlite_path(url)
+    if path is not None and not path.parent.exists():
+        raise StorageError(
+            f"storage {parsed.render_as_string(hide_password=True)}: folder {path.parent} does not exist; create it first"
+        )
+
+
+def _parse_url(url: str) -> Any:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise StorageError(
+            f"storage URL {mask_url(url)!r} is not a database URL; use e.g. sqlite:///sweep.db or "
+            "postgresql+psycopg://user:password@host:5432/dbname"
+        ) from None
+    if parsed.drivername == "postgresql" or parsed.drivername == "postgres":
+        # Bare postgresql:// means psycopg2 to SQLAlchemy; we ship psycopg 3.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql", "mysql"):
+        raise StorageError(
+            f"storage URL {mask_url(url)!r}: unsupported database '{parsed.get_backend_name()}'; "
+            "use sqlite:///FILE or postgresql+psycopg://..."
+        )
+    return parsed
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL (None for other databases or in-memory SQLite)."""
+    parsed = _parse_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage for ``url``, with heartbeats so a dead worker's trial is reaped.
+
+    Args:
+        url: any SQLAlchemy URL Optuna accepts.
+        must_exist: for read-only commands: refuse to create a new SQLite file.
+        heartbeat: enable trial heartbeats (for workers; readers don't need them).
+
+    Raises:
+        StorageError: malformed URL, missing SQLite folder/file, or an unreachable database.
+    """
+    parsed = _parse_url(url)
+    masked = parsed.render_as_string(hide_password=True)
+    engine_kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        path = sqlite_path(url)
+        if path is not None:
+            if must_exist and not path.exists():
+                raise StudyError(
+                    f"no studies yet: {masked} does not exist; start one with `sweep run DATA` "
+                    "or point --storage at an existing database"
+                )
+            check_url(url)
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    elif parsed.get_backend_name() == "postgresql":
+        engine_kwargs["connect_args"] = {"connect_timeout": 5}
+        engine_kwargs["pool_pre_ping"] = True
+    kwargs: dict[str, Any] = {}
+    if heartbeat:
+        kwargs = dict(
+            heartbeat_interval=HEARTBEAT_INTERVAL,
+            grace_period=GRACE_PERIOD,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+        )
+    try:
+        return optuna.storages.RDBStorage(
+            parsed.render_as_string(hide_password=False), engine_kwargs=engine_kwargs, **kwargs
+        )
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors vary by database
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        reason = reason.replace(parsed.password or "\0", "***") if parsed.password else reason
+        raise StorageError(
+            f"cannot open storage {masked}: {reason}; check the host, port, database name and credentials"
+        ) from None
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    name: str
+    n_trials_target: int | None
+    finished: int
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+    best_value: float | None
+    data: str | None
+
+
+def list_studies(storage: optuna.storages.BaseStorage) -> list[StudyInfo]:
+    out = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=True):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        counts = _state_counts(study)
+        out.append(
+            StudyInfo(
+                name=summary.study_name,
+                n_trials_target=summary.user_attrs.get("n_trials"),
+                finished=counts[TrialState.COMPLETE] + counts[TrialState.PRUNED],
+                complete=counts[TrialState.COMPLETE],
+                pruned=counts[TrialState.PRUNED],
+                failed=counts[TrialState.FAIL],
+                running=counts[TrialState.RUNNING],
+                best_value=summary.best_trial.value if summary.best_trial else None,
+                data=summary.user_attrs.get("data_path"),
+            )
+        )
+    return out
+
+
+def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Load an existing study by name.
+
+    Raises:
+        StudyError: naming the studies that do exist.
+    """
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+        known = f"known studies: {', '.join(names)}" if names else "this storage has no studies yet"
+        raise StudyError(f"no study named {name!r} ({known}); check --study/--storage") from None
+
+
+def _state_counts(study: optuna.Study) -> dict[TrialState, int]:
+    counts = {state: 0 for state in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state] += 1
+    return counts
+
+
+def count_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def make_sampler(seed: int, n_existing: int) -> optuna.samplers.BaseSampler:
+    # Offset the seed by the trials already run, so a resumed study does not replay the random
+    # start-up proposals it already tried.
+    return optuna.samplers.TPESampler(seed=seed + n_existing)
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3)
+
+
+def create_or_resume(
+    cfg: SweepConfig, *, name: str, storage: optuna.storages.BaseStorage, identity: dict[str, Any],
+    allow_changes: bool = False,
+) -> tuple[optuna.Study, bool]:
+    """Create the study, or resume it if its stored identity (data + space + settings) matches.
+
+    Returns:
+        The study and whether it already existed.
+
+    Raises:
+        StudyError: the study exists with a different identity and ``allow_changes`` is false.
+    """
+    existing = None
+    try:
+        existing = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        pass
+    if existing is not None:
+        _check_identity(name, existing.user_attrs, identity, allow_changes=allow_changes)
+    n_existing = len(existing.trials) if existing is not None else 0
+    study = optuna.create_study(
+        study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+        sampler=make_sampler(cfg.seed, n_existing), pruner=make_pruner(cfg.pruner),
+    )
+    if existing is None:
+        for key, value in identity.items():
+            study.set_user_attr(key, value)
+    study.set_user_attr("n_trials", cfg.n_trials)
+    return study, existing is not None
+
+
+def _check_identity(name: str, stored: dict[str, Any], identity: dict[str, Any], *, allow_changes: bool) -> None:
+    if "data_fingerprint" not in stored:
+        raise StudyError(
+            f"study {name!r} was not created by lstm-sweep (no data fingerprint); choose another --study name"
+        )
+    diffs = []
+    if stored.get("data_fingerprint") != identity["data_fingerprint"]:
+        diffs.append(
+            f"data {stored.get('data_path')} ({stored.get('data_fingerprint')}) -> "
+            f"{identity['data_path']} ({identity['data_fingerprint']})"
+        )
+    old, new = stored.get("settings", {}), identity["settings"]
+    for key in sorted(set(_flatten(old)) | set(_flatten(new))):
+        a, b = _flatten(old).get(key), _flatten(new).get(key)
+        if a != b:
+            diffs.append(f"{key} {json.dumps(a)} -> {json.dumps(b)}")
+    if diffs and not allow_changes:
+        raise StudyError(
+            f"study {name!r} was created with different settings ({'; '.join(diffs[:3])}"
+            f"{'; ...' if len(diffs) > 3 else ''}); resume with the original ones, pick a new --study name, "
+            "or pass --allow-changes to resume anyway"
+        )
+    if diffs:
+        _logger.warning("resuming study %r with changed settings: %s", name, "; ".join(diffs))
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def run_trials(
+    study: optuna.Study, objective: Callable[[optuna.Trial], float], *, n_trials: int,
+    on_trial_end: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+) -> int:
+    """Run trials until the study holds ``n_trials`` finished (complete or pruned) ones.
+
+    A failed trial does not count and is replaced; after ``MAX_CONSECUTIVE_FAILURES`` failures
+    in a row the sweep stops with the last error. Ctrl-C propagates (the trial is marked FAIL).
+
+    Returns:
+        The number of trials this call ran.
+    """
+    ran = 0
+    failures = 0
+    callbacks = [lambda s, t: on_trial_end(s, t)] if on_trial_end else []
+    while count_finished(study) < n_trials:
+        interrupt.check()
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
+        ran += 1
+        last = study.get_trials(deepcopy=False)[-1]
+        if last.state == TrialState.FAIL:
+            failures += 1
+            if failures >= MAX_CONSECUTIVE_FAILURES:
+                reason = last.user_attrs.get("fail_reason", "see the log")
+                raise StudyError(
+                    f"{failures} trials in a row failed (last: trial {last.number}: {reason}); "
+                    "fix the cause and run the same command again to resume"
+                )
+        else:
+            failures = 0
+    return ran
+
+
+def reap_stale_trials(study: optuna.Study) -> list[int]:
+    """Fail trials whose worker stopped sending heartbeats; returns their numbers."""
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    optuna.storages.fail_stale_trials(study)
+    after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    return sorted(before - after)
+
+
+def default_study_name(data_path: str | os.PathLike[str]) -> str:
+    return Path(data_path).stem
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One flat record per trial: what `status`, `export` and the history plot show."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        rows.append({
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "score": a.get("val_score", t.value),
+            "val_balanced_accuracy": a.get("val_balanced_accuracy"),
+            "test_balanced_accuracy": a.get("test_balanced_accuracy"),
+            "collapsed": bool(a.get("collapsed", False)),
+            "penalty": a.get("penalty"),
+            "top_class_share": a.get("top_class_share"),
+            "best_epoch": a.get("best_epoch"),
+            "epochs_run": a.get("epochs_run"),
+            "duration_s": round(duration, 2) if duration is not None else None,
+            "params": dict(t.params),
+            "mlflow_run_id": a.get("mlflow_run_id"),
+            "model_uri": a.get("model_uri"),
+            "reason": a.get("prune_reason") or a.get("fail_reason"),
+        })
+    return rows
+
+
+def best_summary(study: optuna.Study) -> dict[str, Any] | None:
+    """The best complete trial with its scores, confusion matrices and model URI (None if none)."""
+    try:
+        best = study.best_trial
+    except ValueError:
+        return None
+    a = best.user_attrs
+    return {
+        "study": study.study_name,
+        "number": best.number,
+        "value": best.value,
+        "params": dict(best.params),
+        "val_balanced_accuracy": a.get("val_balanced_accuracy"),
+        "val_accuracy": a.get("val_accuracy"),
+        "val_macro_f1": a.get("val_macro_f1"),
+        "penalty": a.get("penalty"),
+        "test_balanced_accuracy": a.get("test_balanced_accuracy"),
+        "test_accuracy": a.get("test_accuracy"),
+        "test_macro_f1": a.get("test_macro_f1"),
+        "collapsed": bool(a.get("collapsed", False)),
+        "val_confusion": a.get("val_confusion"),
+        "test_confusion": a.get("test_confusion"),
+        "best_epoch": a.get("best_epoch"),
+        "labels": study.user_attrs.get("labels"),
+        "mlflow_run_id": a.get("mlflow_run_id"),
+        "model_uri": a.get("model_uri"),
+        "tracking_uri": study.user_attrs.get("tracking_uri"),
+        "data_path": study.user_attrs.get("data_path"),
+        "bayes_balanced_accuracy": study.user_attrs.get("bayes_balanced_accuracy"),
+        "bayes_balanced_accuracy_test": study.user_attrs.get("bayes_balanced_accuracy_test"),
+    }

@@ -1,0 +1,22 @@
+"""Helpers for tests that drive the real `sweep` console script."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SWEEP = str(Path(sys.executable).parent / "sweep")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment minus anything that would point a test at a user's stores."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SWEEP_STORAGE")}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0", COLUMNS="200", **extra)
+    return env
+
+
+def run_sweep_cli(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([SWEEP, *args], cwd=cwd, env=env or clean_env(), capture_output=True, text=True,
+                          timeout=timeout)

@@ -1,0 +1,73 @@
+"""Import boundaries: the pure modules and the CLI's start-up path never load TensorFlow, Keras or MLflow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SWEEP = Path(sys.executable).parent / "sweep"
+HEAVY = ("tensorflow", "keras", "mlflow")
+LIGHT_MODULES = (
+    "sweep.config",
+    "sweep.data",
+    "sweep.synthetic",
+    "sweep.study",
+    "sweep.cli",
+    "sweep.runner",
+    "objectives.metrics",
+    "objectives.search_space",
+    "objectives.imbalance",
+)
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SWEEP_STORAGE")}
+
+
+def _first_heavy_import(modules: tuple[str, ...], *, extra_path: Path | None = None) -> str:
+    """Import ``modules`` one at a time in a fresh interpreter; name the first that loads a heavy package."""
+    code = (
+        "import importlib, sys\n"
+        f"heavy = {HEAVY!r}\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "    loaded = sorted({m.split('.')[0] for m in sys.modules} & set(heavy))\n"
+        "    if loaded:\n"
+        "        print(f'{name} imported {loaded}')\n"
+        "        break\n"
+        "else:\n"
+        "    print('clean')\n"
+    )
+    env = _env()
+    if extra_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(extra_path), env.get("PYTHONPATH")]))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_light_modules_do_not_import_tensorflow_keras_or_mlflow():
+    assert _first_heavy_import(LIGHT_MODULES) == "clean"
+
+
+def test_the_probe_notices_a_module_that_pulls_in_a_heavy_package(tmp_path):
+    # Guards against a vacuous check, without paying for a real TensorFlow import.
+    (tmp_path / "pulls_keras.py").write_text(
+        "import sys, types\nsys.modules['keras.layers'] = types.ModuleType('keras.layers')\n")
+    assert _first_heavy_import(("sweep.errors", "pulls_keras"), extra_path=tmp_path) == (
+        "pulls_keras imported ['keras']")
+
+
+def test_sweep_help_exits_0_in_under_3_seconds(tmp_path):
+    assert SWEEP.exists(), f"console script not installed at {SWEEP}"
+    t0 = time.perf_counter()
+    result = subprocess.run([str(SWEEP), "--help"], cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=30)
+    elapsed = time.perf_counter() - t0
+    assert result.returncode == 0, result.stderr
+    for command in ("run", "status", "best", "studies", "export", "make-data", "ui"):
+        assert command in result.stdout
+    assert elapsed < 3.0, f"sweep --help took {elapsed:.1f}s"
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,217 @@
+"""End to end through the real CLI: a real SQLite file, a real MLflow store, real (tiny) training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from helpers import SWEEP, clean_env, run_sweep_cli
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--epochs", "2", "--patience", "2"]
+
+
+def _stores(tmp_path: Path) -> list[str]:
+    return ["--storage", f"sqlite:///{tmp_path}/sweep.db", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+
+
+def _trials(tmp_path: Path, study: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path}/sweep.db").get_trials()
+
+
+def _finished(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+
+
+def _runs(tmp_path: Path, study: str) -> list:
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name(study)
+    return client.search_runs([exp.experiment_id], max_results=1000) if exp else []
+
+
+def test_interrupt_then_resume_finishes_exactly_n_trials(tmp_path, tiny_signal):
+    cmd = [SWEEP, "run", str(tiny_signal), "--study", "resume", "--n-trials", "6", *TINY, *_stores(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if (tmp_path / "sweep.db").exists():
+            try:
+                if len(_finished(_trials(tmp_path, "resume"))) >= 2:
+                    break
+            except (KeyError, Exception):  # noqa: BLE001 - tables may not exist yet
+                continue
+    time.sleep(1.0)  # land the signal inside the next trial, most of the time
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr
+
+    trials = _trials(tmp_path, "resume")
+    done_before = len(_finished(trials))
+    assert 2 <= done_before < 6
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert not [r for r in _runs(tmp_path, "resume") if r.info.status == "RUNNING"]
+
+    result = run_sweep_cli(*cmd[1:], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"resuming: {done_before} of 6 trials already finished" in result.stdout
+
+    trials = _trials(tmp_path, "resume")
+    assert len(_finished(trials)) == 6
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+
+    runs = _runs(tmp_path, "resume")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    parents = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("sweep.role") == "trial"]
+    assert len(parents) == 1, "a resumed sweep reuses its parent run"
+    assert len(children) == len(trials), "one child run per trial, failed ones included"
+    by_number = {int(r.data.tags["sweep.trial_number"]): r for r in children}
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    for t in _finished(trials):
+        run = by_number[t.number]
+        assert t.user_attrs["mlflow_run_id"] == run.info.run_id
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.info.status == ("FINISHED" if t.state.name == "COMPLETE" else "KILLED")
+        curve = client.get_metric_history(run.info.run_id, "val_balanced_accuracy")
+        assert [m.step for m in curve] == list(range(1, t.user_attrs["epochs_run"] + 1))
+        for key in ("loss", "val_loss", "val_score", "learning_rate", "val_top_class_share"):
+            assert len(client.get_metric_history(run.info.run_id, key)) == len(curve)
+        assert {"final_val_balanced_accuracy", "test_balanced_accuracy", "final_val_accuracy", "test_macro_f1"} <= set(run.data.metrics)
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+        assert artifacts == {"plots/confusion_matrix.png", "plots/learning_curve.png"}
+    for t in trials:
+        if t.state == optuna.trial.TrialState.FAIL:
+            assert by_number[t.number].info.status in ("KILLED", "FAILED")
+    parent_files = {a.path for a in client.list_artifacts(parents[0].info.run_id, "plots")}
+    assert "plots/optimization_history.png" in parent_files
+    assert parents[0].info.status == "FINISHED"
+
+    # Same command once more: nothing to run, nothing changes.
+    again = run_sweep_cli(*cmd[1:], cwd=tmp_path)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    assert len(_trials(tmp_path, "resume")) == len(trials)
+
+
+def test_best_json_reloads_the_logged_model_and_reproduces_its_score(tmp_path, tiny_signal):
+    result = run_sweep_cli("run", str(tiny_signal), "--study", "best", "--n-trials", "3", *TINY, *_stores(tmp_path),
+                           cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "test (reported only)" in result.stdout
+    best = run_sweep_cli("best", "best", "--json", "--storage", f"sqlite:///{tmp_path}/sweep.db", cwd=tmp_path)
+    assert best.returncode == 0, best.stderr
+    summary = json.loads(best.stdout)
+    for key in ("value", "params", "val_balanced_accuracy", "test_balanced_accuracy", "collapsed", "mlflow_run_id", "model_uri"):
+        assert key in summary
+    assert summary["model_uri"].startswith("models:/")
+
+    from objectives.metrics import evaluate_predictions
+    from sweep.data import load_dataset, split_stratified
+    from sweep.tracking import load_model
+
+    model = load_model(summary["model_uri"], f"sqlite:///{tmp_path}/mlflow.db")
+    split = split_stratified(load_dataset(tiny_signal), val_fraction=0.2, seed=0)
+    ev = evaluate_predictions(split.y_val, model.predict(split.X_val, verbose=0).argmax(axis=1), 2)
+    assert ev.score == pytest.approx(summary["value"], abs=1e-9)
+    assert ev.balanced_accuracy == pytest.approx(summary["val_balanced_accuracy"], abs=1e-9)
+    test = evaluate_predictions(split.y_test, model.predict(split.X_test, verbose=0).argmax(axis=1), 2)
+    assert test.balanced_accuracy == pytest.approx(summary["test_balanced_accuracy"], abs=1e-9)
+
+    status = run_sweep_cli("status", "best", "--json", "--storage", f"sqlite:///{tmp_path}/sweep.db", cwd=tmp_path)
+    rows = json.loads(status.stdout)["trials"]
+    assert [r["number"] for r in rows] == [0, 1, 2]
+    studies = json.loads(run_sweep_cli("studies", "--json", "--storage", f"sqlite:///{tmp_path}/sweep.db", cwd=tmp_path).stdout)
+    assert studies[0]["name"] == "best" and studies[0]["finished"] == 3
+
+
+def test_resume_with_a_changed_space_is_refused_unless_allowed(tmp_path, tiny_signal):
+    base = ["run", str(tiny_signal), "--study", "space", *TINY, *_stores(tmp_path)]
+    assert run_sweep_cli(*base, "--n-trials", "1", cwd=tmp_path).returncode == 0
+    config = tmp_path / "narrow.toml"
+    config.write_text("[search_space]\nunits = { low = 8, high = 16 }\n")
+    db_before = (tmp_path / "sweep.db").read_bytes()
+
+    refused = run_sweep_cli(*base, "--n-trials", "2", "--config", str(config), cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "different settings" in refused.stderr and "search_space.units" in refused.stderr
+    assert (tmp_path / "sweep.db").read_bytes() == db_before, "a refused resume must not touch the study"
+
+    other_data = tmp_path / "other.npz"
+    from sweep.synthetic import make_dataset, write_dataset
+
+    write_dataset(make_dataset("seed-noise", n_train=80, n_test=0), other_data)
+    refused = run_sweep_cli("run", str(other_data), "--study", "space", "--n-trials", "2", *TINY, *_stores(tmp_path), cwd=tmp_path)
+    assert refused.returncode == 2 and "different settings (data " in refused.stderr, refused.stderr
+
+    allowed = run_sweep_cli(*base, "--n-trials", "2", "--config", str(config), "--allow-changes", cwd=tmp_path)
+    assert allowed.returncode == 0, allowed.stderr
+    assert len(_finished(_trials(tmp_path, "space"))) == 2
+
+
+def test_csv_with_string_labels_and_test_file_export_and_log_all_models(tmp_path, tiny_csv):
+    train, test = tiny_csv
+    result = run_sweep_cli("run", str(train), "--test", str(test), "--study", "csv", "--n-trials", "2",
+                           "--log-models", "all", "--pruner", "none", *TINY, *_stores(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(run_sweep_cli("best", "csv", "--json", "--storage", f"sqlite:///{tmp_path}/sweep.db",
+                                       cwd=tmp_path).stdout)
+    assert summary["labels"] == ["down", "up"]
+    assert summary["test_balanced_accuracy"] is not None
+    complete = [t for t in _trials(tmp_path, "csv") if t.state.name == "COMPLETE"]
+    assert all(t.user_attrs.get("model_uri") for t in complete), "--log-models all logs every complete trial"
+
+    for name in ("trials.csv", "trials.json"):
+        exported = run_sweep_cli("export", "csv", "--out", str(tmp_path / name), "--storage",
+                                 f"sqlite:///{tmp_path}/sweep.db", cwd=tmp_path)
+        assert exported.returncode == 0, exported.stderr
+    assert json.loads((tmp_path / "trials.json").read_text())["trials"][0]["params"]["units"] >= 16
+    header = (tmp_path / "trials.csv").read_text().splitlines()[0].split(",")
+    assert {"number", "state", "value", "val_balanced_accuracy", "param_units", "mlflow_run_id"} <= set(header)
+
+
+def test_log_models_none_logs_no_model(tmp_path, tiny_signal):
+    result = run_sweep_cli("run", str(tiny_signal), "--study", "nomodel", "--n-trials", "1", "--log-models", "none",
+                           *TINY, *_stores(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (trial,) = _trials(tmp_path, "nomodel")
+    assert "model_uri" not in trial.user_attrs
+    assert trial.user_attrs["mlflow_run_id"]
+
+
+@pytest.mark.postgres
+def test_sweep_on_postgresql(tmp_path, tiny_signal):
+    url = os.environ.get("SWEEP_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("SWEEP_TEST_POSTGRES_URL is not set")
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(url).set(drivername="postgresql")
+    db = f"sweep_e2e_{uuid.uuid4().hex[:10]}"
+    conninfo = admin.render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    try:
+        storage = make_url(url).set(drivername="postgresql+psycopg", database=db).render_as_string(hide_password=False)
+        result = run_sweep_cli("run", str(tiny_signal), "--study", "pg", "--n-trials", "2", *TINY, "--storage", storage,
+                               "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        study = optuna.load_study(study_name="pg", storage=storage)
+        assert len(_finished(study.get_trials())) == 2
+        status = run_sweep_cli("status", "pg", "--json", "--storage", storage, cwd=tmp_path)
+        assert len(json.loads(status.stdout)["trials"]) == 2
+        assert not (tmp_path / "sweep.db").exists()
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

@@ -1,0 +1,35 @@
+"""The README's promises that a test can hold: its two commands, and CI running the second."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _commands() -> list[str]:
+    block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    return [line for line in block.splitlines() if line and not line.startswith("#")]
+
+
+def test_readme_opens_with_two_commands_the_first_sweeps_seed_signal():
+    main, tests = _commands()
+    assert "sweep make-data seed-signal" in main and "sweep run seed-signal.npz" in main
+    assert main.startswith("python3 -m venv .venv") and tests.startswith("python3 -m venv .venv")
+    assert tests.rstrip().endswith("pytest")
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    _, tests = _commands()
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert tests.strip() in ci_lines
+
+
+def test_every_command_in_the_readme_table_exists():
+    from sweep.cli import app
+    import typer.main
+
+    names = set(typer.main.get_command(app).commands)
+    documented = set(re.findall(r"^\| `sweep ([a-z-]+)", (ROOT / "README.md").read_text(), re.M))
+    assert documented and documented <= names
