@@ -76,6 +76,16 @@ class SearchSpace:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     @classmethod
+    def from_dict(cls, stored: Mapping[str, Any]) -> SearchSpace:
+        """The exact inverse of :meth:`to_dict` (the space a study stored), no narrowing rules."""
+        default = cls()
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            current, value = getattr(default, f.name), stored[f.name]
+            values[f.name] = type(current)(**value) if dataclasses.is_dataclass(current) else tuple(value)
+        return cls(**values)
+
+    @classmethod
     def from_mapping(cls, table: Mapping[str, Any], *, where: str = "search_space") -> SearchSpace:
         """Narrow the default space with a ``[search_space]`` table from a config file.
 

@@ -83,7 +83,9 @@ def run(
                                                help="MLflow tracking URI (default sqlite:///mlflow.db, artifacts in ./mlruns)."),
     log_models: Optional[str] = typer.Option(None, "--log-models", help="Which trained models to log: best (default), all, none."),
     pruner: Optional[str] = typer.Option(None, "--pruner", help="median (default) or none."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="TensorFlow threads (default: all cores)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="TensorFlow threads per worker (default: the worker's share of the cores)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes on this machine (default 1; 2 on 2 cores is fastest)."),
+    create_only: bool = typer.Option(False, "--create-only", help="Create (or check) the study and its MLflow run, then exit: start `sweep worker` processes anywhere."),
     allow_changes: bool = typer.Option(False, "--allow-changes", help="Resume even if data, search space or settings changed."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
@@ -91,36 +93,81 @@ def run(
     cfg = resolve_config(config_file=config, flags=dict(
         study=study, storage=storage, n_trials=n_trials, epochs=epochs, patience=patience,
         val_fraction=val_fraction, seed=seed, tracking_uri=tracking_uri, log_models=log_models,
-        pruner=pruner, threads=threads,
+        pruner=pruner, threads=threads, workers=workers,
     ))
-    from sweep.runner import prepare, run_sweep
+    from sweep.runner import open_sweep, prepare
 
     prep = prepare(cfg, data, test_path=test)
-    if quiet:
-        result = run_sweep(prep, allow_changes=allow_changes)
+    if not quiet:
+        _announce(prep)
+    opened = open_sweep(prep, allow_changes=allow_changes)
+    if create_only:
+        opened.tracker.schedule()
+        from sweep.study import count_finished, mask_url
+
+        done = count_finished(opened.study)
+        out.print(f"study {prep.name} is ready ({done} of {cfg.n_trials} trials finished); start workers with:\n"
+                  f"  SWEEP_STORAGE='{mask_url(cfg.storage)}' sweep worker {prep.name} "
+                  f"--tracking-uri {opened.tracker.tracking_uri} --data {Path(prep.data.source).resolve()}")
         return
-    _announce(prep)
-    result = _run_with_progress(prep, allow_changes)
+    if quiet:
+        _execute(opened, cfg.workers)
+        return
+    result = _run_with_progress(opened, cfg.workers)
     _print_summary(result, prep)
 
 
-def _announce(prep: Any) -> None:
+def _execute(opened: Any, workers: int, **callbacks: Any) -> Any:
+    if workers > 1:
+        from sweep.workers import run_workers
+
+        return run_workers(opened, workers=workers, **callbacks)
+    from sweep.runner import run_opened
+
+    return run_opened(opened, **callbacks)
+
+
+@app.command()
+def worker(
+    study: str = typer.Argument(..., help="Name of a study created by `sweep run` (or `sweep run --create-only`)."),
+    storage: str = StorageOpt,
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", show_envvar=True,
+                                               help="MLflow tracking URI (default: the one the study was started with)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="This machine's copy of the study's data file (default: the path the study was created with); its fingerprint must match."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="TensorFlow threads (default: all cores)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+) -> None:
+    """Join an existing study from any machine and run trials until it holds its N finished trials."""
+    if threads is not None and threads < 1:
+        raise SweepError(f"--threads must be an integer >= 1, got {threads}")
+    from sweep.runner import join
+
+    opened = join(study, storage, data_path=data, tracking_uri=tracking_uri, threads=threads)
+    if quiet:
+        _execute(opened, 1)
+        return
+    _announce(opened.prep, role="worker")
+    result = _run_with_progress(opened, 1)
+    _print_summary(result, opened.prep)
+
+
+def _announce(prep: Any, role: str = "study") -> None:
     d = prep.data
     counts = [int((prep.data.y_train == i).sum()) for i in range(d.n_classes)]
     classes = ", ".join(f"{lab}: {c}" for lab, c in zip(d.labels, counts))
     test = f", {len(d.y_test)} test" if d.has_test else ", no test split"
     from sweep.study import mask_url
 
-    out.print(f"[bold]study[/] {prep.name}  [dim]storage {mask_url(prep.cfg.storage)}[/]")
+    workers = f"  {prep.cfg.workers} workers" if prep.cfg.workers > 1 else ""
+    who = f"worker {os.getpid()} on study" if role == "worker" else "study"
+    out.print(f"[bold]{who}[/] {prep.name}{workers}  [dim]storage {mask_url(prep.cfg.storage)}[/]")
     out.print(f"[bold]data[/]  {d.source}: {len(d.y_train)} train sequences ({len(prep.split.y_train)} fit / "
               f"{len(prep.split.y_val)} validation{test}), {d.timesteps} steps x {d.features} features, "
               f"classes {{{classes}}}")
 
 
-def _run_with_progress(prep: Any, allow_changes: bool) -> Any:
+def _run_with_progress(opened: Any, workers: int) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from sweep.runner import run_sweep
 
     progress = Progress(
         TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
@@ -135,6 +182,10 @@ def _run_with_progress(prep: Any, allow_changes: bool) -> Any:
         task = progress.add_task("sweep", total=total, completed=min(done, total), best="-")
         if done >= total:
             out.print(f"nothing to do: the study already holds {done} finished trials (raise --n-trials to run more)")
+
+    def on_wait(running: int) -> None:
+        progress.console.print(f"[dim]waiting: the last {running} trial(s) run in other workers; if a worker dies, "
+                               "its trial is retried here after the heartbeat grace period[/]")
 
     def on_trial_end(row: dict[str, Any], best: dict[str, Any] | None) -> None:
         state = row["state"].lower()
@@ -154,7 +205,9 @@ def _run_with_progress(prep: Any, allow_changes: bool) -> Any:
             progress.update(task, advance=1, best=_fmt(best["value"]) if best else "-")
 
     with progress:
-        return run_sweep(prep, allow_changes=allow_changes, on_start=on_start, on_trial_end=on_trial_end)
+        if workers > 1:
+            return _execute(opened, workers, on_start=on_start, on_trial_end=on_trial_end)
+        return _execute(opened, 1, on_start=on_start, on_trial_end=on_trial_end, on_wait=on_wait)
 
 
 def _print_summary(result: Any, prep: Any) -> None:
@@ -241,6 +294,11 @@ def status(study: str = typer.Argument(..., help="Study name."), storage: str = 
             *((_fmt(r["duration_s"], 1), (r["mlflow_run_id"] or "-")[:8]) if wide else ()),
         )
     out.print(table)
+    for r in rows:
+        if r["state"] == "FAIL" and r["reason"]:
+            out.print(f"[dim]trial {r['number']} failed: {r['reason']}[/]")
+        elif r["retry_of"] is not None:
+            out.print(f"[dim]trial {r['number']} retried trial {r['retry_of']}'s parameters[/]")
 
 
 @app.command()

@@ -2,7 +2,7 @@
 
 A config file is TOML with up to three tables::
 
-    [run]            # study, storage, n_trials, seed, tracking_uri, log_models, pruner, threads
+    [run]            # study, storage, n_trials, seed, tracking_uri, log_models, pruner, threads, workers
     [train]          # epochs, val_fraction, patience
     [search_space]   # narrows the ranges and choices of objectives.search_space.SearchSpace
 """
@@ -44,6 +44,7 @@ class SweepConfig:
     log_models: str = "best"
     pruner: str = "median"
     threads: int | None = None
+    workers: int = 1
     train: TrainSettings = field(default_factory=TrainSettings)
     space: SearchSpace = field(default_factory=SearchSpace)
 
@@ -59,7 +60,7 @@ class SweepConfig:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-_RUN_KEYS = {"study", "storage", "n_trials", "seed", "tracking_uri", "log_models", "pruner", "threads"}
+_RUN_KEYS = {"study", "storage", "n_trials", "seed", "tracking_uri", "log_models", "pruner", "threads", "workers"}
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainSettings)}
 
 
@@ -131,6 +132,7 @@ def _validate(cfg: SweepConfig, where: str) -> None:
     need_int("train.patience (--patience)", cfg.train.patience, 1)
     if cfg.threads is not None:
         need_int("threads (--threads)", cfg.threads, 1)
+    need_int("workers (--workers)", cfg.workers, 1, 64)
     vf = cfg.train.val_fraction
     if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0.05 <= vf <= 0.5:
         raise ConfigError(f"train.val_fraction (--val-fraction) must be a number in [0.05, 0.5], got {vf!r}")

@@ -14,14 +14,17 @@ from typing import Any, Callable
 from optuna.trial import FrozenTrial
 
 from sweep import __version__
-from sweep.config import SweepConfig
+from objectives.search_space import SearchSpace
+from sweep.config import SweepConfig, TrainSettings
 from sweep.data import Dataset, Split, load_dataset, split_stratified, standardization
+from sweep.errors import DataError, StudyError
 from sweep.study import (
     best_summary,
     check_url,
     count_finished,
     create_or_resume,
     default_study_name,
+    join_study,
     mask_url,
     open_storage,
     reap_stale_trials,
@@ -40,6 +43,7 @@ class PreparedSweep:
     name: str
     data: Dataset
     split: Split
+    test_path: str | None = None
 
 
 @dataclass
@@ -60,7 +64,8 @@ def prepare(cfg: SweepConfig, data_path: str | Path, *, test_path: str | Path | 
     check_url(cfg.storage)
     data = load_dataset(data_path, test_path=test_path)
     split = split_stratified(data, val_fraction=cfg.train.val_fraction, seed=cfg.seed)
-    return PreparedSweep(cfg=cfg, name=cfg.study or default_study_name(data_path), data=data, split=split)
+    return PreparedSweep(cfg=cfg, name=cfg.study or default_study_name(data_path), data=data, split=split,
+                         test_path=str(Path(test_path).resolve()) if test_path is not None else None)
 
 
 def study_identity(prep: PreparedSweep) -> dict[str, Any]:
@@ -68,6 +73,7 @@ def study_identity(prep: PreparedSweep) -> dict[str, Any]:
     return {
         "data_path": str(Path(data.source).resolve()),
         "data_fingerprint": data.fingerprint(),
+        "test_path": prep.test_path,
         "settings": prep.cfg.identity(),
         "labels": list(data.labels),
         "timesteps": data.timesteps,
@@ -80,23 +86,34 @@ def study_identity(prep: PreparedSweep) -> dict[str, Any]:
     }
 
 
-def run_sweep(
-    prep: PreparedSweep, *, allow_changes: bool = False,
-    on_start: Callable[[int, int], None] | None = None,
-    on_trial_end: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None,
-) -> SweepResult:
-    """Create or resume the study and run it to ``n_trials`` finished trials.
-
-    Args:
-        prep: the validated sweep from :func:`prepare`.
-        allow_changes: resume even if the stored data/space/settings differ.
-        on_start: called with (finished so far, target) once the study is open.
-        on_trial_end: called after each trial with its row and the best trial so far.
-    """
-    from objectives import model as lstm
-    from objectives.objective import Objective
+def _tracker(prep: PreparedSweep) -> Any:
     from sweep.tracking import MlflowTracker
 
+    data = prep.data
+    mean, std = standardization(prep.split.X_train)
+    return MlflowTracker(
+        tracking_uri=prep.cfg.tracking_uri, study_name=prep.name, log_models=prep.cfg.log_models,
+        labels=list(data.labels), timesteps=data.timesteps, features=data.features, mean=mean, std=std,
+    )
+
+
+@dataclass
+class OpenSweep:
+    """A study ready for workers: created or resumed, with its MLflow parent run."""
+
+    prep: PreparedSweep
+    study: Any
+    resumed: bool
+    tracker: Any
+    parent_run_id: str
+
+
+def open_sweep(prep: PreparedSweep, *, allow_changes: bool = False) -> OpenSweep:
+    """Create or resume the study (once, before any worker starts) and its MLflow parent run.
+
+    The storage is opened before TensorFlow or MLflow is imported, so a wrong or unreachable
+    URL fails in about a second.
+    """
     cfg, data = prep.cfg, prep.data
     storage = open_storage(cfg.storage)
     study, resumed = create_or_resume(
@@ -105,13 +122,7 @@ def run_sweep(
     reaped = reap_stale_trials(study)
     if reaped:
         _logger.warning("trials %s had no heartbeat and were marked failed", reaped)
-    lstm.configure_threads(cfg.threads)
-
-    mean, std = standardization(prep.split.X_train)
-    tracker = MlflowTracker(
-        tracking_uri=cfg.tracking_uri, study_name=prep.name, log_models=cfg.log_models,
-        labels=list(data.labels), timesteps=data.timesteps, features=data.features, mean=mean, std=std,
-    )
+    tracker = _tracker(prep)
     parent = tracker.start_sweep(
         params={
             "data": Path(data.source).name,
@@ -134,9 +145,24 @@ def run_sweep(
     study.set_user_attr("mlflow_parent_run_id", parent)
     study.set_user_attr("tracking_uri", tracker.tracking_uri)
     tracker.reconcile_runs({t.number: t.state.name for t in study.get_trials(deepcopy=False)})
+    return OpenSweep(prep=prep, study=study, resumed=resumed, tracker=tracker, parent_run_id=parent)
 
+
+def work(
+    opened: OpenSweep, *,
+    on_start: Callable[[int, int], None] | None = None,
+    on_trial_end: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None,
+    on_wait: Callable[[int], None] | None = None,
+) -> int:
+    """Run trials in this process until the study holds its N finished trials; returns how many ran."""
+    from objectives import model as lstm
+    from objectives.objective import Objective
+
+    prep, study, tracker = opened.prep, opened.study, opened.tracker
+    cfg = prep.cfg
+    lstm.configure_threads(cfg.threads)
     objective = Objective(
-        prep.split, n_classes=data.n_classes, space=cfg.space, epochs=cfg.train.epochs,
+        prep.split, n_classes=prep.data.n_classes, space=cfg.space, epochs=cfg.train.epochs,
         patience=cfg.train.patience, seed=cfg.seed, tracker=tracker,
     )
 
@@ -145,22 +171,138 @@ def run_sweep(
             row = next(r for r in trial_rows(study_) if r["number"] == trial.number)
             on_trial_end(row, best_summary(study_))
 
+    def after_reap(numbers: list[int]) -> None:
+        _logger.warning("trials %s had no heartbeat (worker gone) and were failed; retrying with their parameters",
+                        numbers)
+        tracker.reconcile_runs({t.number: t.state.name for t in study.get_trials(deepcopy=False)})
+
     if on_start is not None:
         on_start(count_finished(study), cfg.n_trials)
+    return run_trials(study, objective, n_trials=cfg.n_trials, on_trial_end=after_trial, on_wait=on_wait,
+                      on_reap=after_reap)
+
+
+def finish(opened: OpenSweep, *, status: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Reap dead trials, close their MLflow runs, write the study summary; end the parent run.
+
+    ``status`` FINISHED ends the parent run only if the study holds its N trials (a worker that
+    stops early leaves it RUNNING for the others); KILLED/FAILED always end it.
+    """
+    study, tracker = opened.study, opened.tracker
+    reap_stale_trials(study)
+    rows = trial_rows(study)
+    tracker.reconcile_runs({r["number"]: r["state"] for r in rows})
+    best = best_summary(study)
+    done = count_finished(study) >= opened.prep.cfg.n_trials
+    if status != "FINISHED" or done:
+        tracker.end_sweep(rows, best, status=status)
+    else:
+        tracker.flush()
+    return rows, best
+
+
+def run_sweep(
+    prep: PreparedSweep, *, allow_changes: bool = False,
+    on_start: Callable[[int, int], None] | None = None,
+    on_trial_end: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None,
+    on_wait: Callable[[int], None] | None = None,
+) -> SweepResult:
+    """Create or resume the study and run it to ``n_trials`` finished trials in this process.
+
+    Args:
+        prep: the validated sweep from :func:`prepare`.
+        allow_changes: resume even if the stored data/space/settings differ.
+        on_start: called with (finished so far, target) once the study is open.
+        on_trial_end: called after each trial with its row and the best trial so far.
+        on_wait: called when the last trials run in other processes and this one waits.
+    """
+    opened = open_sweep(prep, allow_changes=allow_changes)
+    return run_opened(opened, on_start=on_start, on_trial_end=on_trial_end, on_wait=on_wait)
+
+
+def run_opened(opened: OpenSweep, **callbacks: Any) -> SweepResult:
+    """Work on an opened (or joined) study in this process, then :func:`finish` it."""
     status = "FAILED"
     ran = 0
     try:
-        ran = run_trials(study, objective, n_trials=cfg.n_trials, on_trial_end=after_trial)
+        ran = work(opened, **callbacks)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        reap_stale_trials(study)
-        rows = trial_rows(study)
-        tracker.reconcile_runs({r["number"]: r["state"] for r in rows})
-        tracker.end_sweep(rows, best_summary(study), status=status)
+        rows, best = finish(opened, status=status)
+    return _result(opened, ran=ran, rows=rows, best=best)
+
+
+def _result(opened: OpenSweep, *, ran: int, rows: list[dict[str, Any]], best: dict[str, Any] | None) -> SweepResult:
     return SweepResult(
-        name=prep.name, n_trials=cfg.n_trials, ran=ran, resumed=resumed, best=best_summary(study), rows=rows,
-        parent_run_id=parent, tracking_uri=tracker.tracking_uri, experiment_id=tracker.experiment_id,
+        name=opened.prep.name, n_trials=opened.prep.cfg.n_trials, ran=ran, resumed=opened.resumed, best=best,
+        rows=rows, parent_run_id=opened.parent_run_id, tracking_uri=opened.tracker.tracking_uri,
+        experiment_id=opened.tracker.experiment_id,
     )
+
+
+# -- workers: join a study another process created ---------------------------------------------
+def join(
+    name: str, storage_url: str, *, data_path: str | Path | None = None, tracking_uri: str | None = None,
+    threads: int | None = None,
+) -> OpenSweep:
+    """Join an existing study as a worker (``sweep worker``): rebuild its settings, check its data.
+
+    Raises:
+        StudyError: unknown study, or one without an MLflow parent run.
+        DataError: the data file is missing or is not the file the study was created on.
+    """
+    storage = open_storage(storage_url)
+    study = join_study(name, storage)
+    attrs = study.user_attrs
+    cfg = config_from_study(attrs, name=name, storage=storage_url, tracking_uri=tracking_uri, threads=threads)
+    source = Path(data_path) if data_path is not None else Path(attrs["data_path"])
+    if not source.exists():
+        raise DataError(
+            f"study {name!r} was created on {attrs['data_path']}, which is not on this machine; "
+            "copy the file here and pass --data PATH"
+        )
+    test_path = attrs.get("test_path")
+    if test_path is not None and data_path is not None:
+        test_path = str(source.with_name(Path(test_path).name))
+    data = load_dataset(source, test_path=test_path)
+    if data.fingerprint() != attrs["data_fingerprint"]:
+        raise DataError(
+            f"{source} is not the data study {name!r} was created on (fingerprint {data.fingerprint()}, "
+            f"study has {attrs['data_fingerprint']} from {attrs['data_path']}); pass --data with that same file"
+        )
+    split = split_stratified(data, val_fraction=cfg.train.val_fraction, seed=cfg.seed)
+    prep = PreparedSweep(cfg=cfg, name=name, data=data, split=split)
+    parent = attrs.get("mlflow_parent_run_id")
+    if not parent:
+        raise StudyError(f"study {name!r} has no MLflow run yet; start it with `sweep run DATA --study {name}` first")
+    tracker = _tracker(prep)
+    tracker.join_sweep(parent)
+    reap_stale_trials(study)
+    tracker.reconcile_runs({t.number: t.state.name for t in study.get_trials(deepcopy=False)})
+    return OpenSweep(prep=prep, study=study, resumed=True, tracker=tracker, parent_run_id=parent)
+
+
+def config_from_study(
+    attrs: dict[str, Any], *, name: str, storage: str, tracking_uri: str | None, threads: int | None,
+) -> SweepConfig:
+    """The SweepConfig a study was created with (its identity is then identical by construction)."""
+    settings = attrs["settings"]
+    run = attrs.get("run_settings", {})
+    return SweepConfig(
+        study=name, storage=storage, n_trials=int(attrs.get("n_trials", 20)), seed=int(settings["seed"]),
+        tracking_uri=tracking_uri or attrs.get("tracking_uri"), log_models=run.get("log_models", "best"),
+        pruner=run.get("pruner", "median"), threads=threads, train=TrainSettings(**settings["train"]),
+        space=SearchSpace.from_dict(settings["search_space"]),
+    )
+
+
+def run_worker(
+    opened: OpenSweep, *,
+    on_trial_end: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None,
+    on_wait: Callable[[int], None] | None = None,
+) -> SweepResult:
+    """Work on a joined study until it holds its N trials; the last one out ends the parent run."""
+    return run_opened(opened, on_trial_end=on_trial_end, on_wait=on_wait)

@@ -2,27 +2,38 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
 import os
+import tempfile
+import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep import interrupt
+from sweep import interrupt, sqlite
 from sweep.config import SweepConfig
 from sweep.errors import StorageError, StudyError
 
 _logger = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Trials that hold one of the study's N slots: finished, being run, or queued for a retry.
+LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 MAX_CONSECUTIVE_FAILURES = 3
+# A worker's heartbeat every HEARTBEAT_INTERVAL s; a trial without one for GRACE_PERIOD s is
+# failed and retried with the same parameters. The environment overrides both (tests use ~1 s).
 HEARTBEAT_INTERVAL = 20
 GRACE_PERIOD = 60
+POLL_SECONDS = 2.0
+SURPLUS = "surplus: another worker took the study's last slot (this trial never trained)"
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 # Heartbeats and stale-trial retries are marked experimental in Optuna 5.0; we rely on them on purpose.
@@ -83,6 +94,67 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def _heartbeat_settings() -> tuple[int, int]:
+    def read(name: str, default: int) -> int:
+        raw = os.environ.get(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise StorageError(f"{name}={raw!r}: must be a whole number of seconds >= 1")
+        return value
+
+    interval = read("SWEEP_HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL)
+    grace = read("SWEEP_GRACE_PERIOD", GRACE_PERIOD)
+    if grace <= interval:
+        raise StorageError(
+            f"SWEEP_GRACE_PERIOD ({grace}) must be longer than SWEEP_HEARTBEAT_INTERVAL ({interval}), "
+            "or live trials would be reaped"
+        )
+    return interval, grace
+
+
+@contextmanager
+def creation_lock(url: str) -> Iterator[None]:
+    """Serialize first-time creation (tables, study) across processes sharing ``url``.
+
+    Optuna 5.0 crashes when several processes create its tables or one study at once ("table
+    already exists", unique violations). PostgreSQL: an advisory lock; SQLite: a file lock in the
+    temp folder (all SQLite users of one file are on one machine); other databases: none.
+    """
+    parsed = _parse_url(url)
+    key = int(hashlib.sha256(b"lstm-sweep:create").hexdigest()[:15], 16)
+    if parsed.get_backend_name() == "postgresql":
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.pool import NullPool
+
+        engine = create_engine(parsed, poolclass=NullPool, connect_args={"connect_timeout": 5})
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        finally:
+            engine.dispose()
+        return
+    path = sqlite_path(url)
+    if path is None:
+        yield
+        return
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"lstm-sweep-{digest}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage for ``url``, with heartbeats so a dead worker's trial is reaped.
 
@@ -107,26 +179,74 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True) 
                 )
             check_url(url)
         engine_kwargs["connect_args"] = {"timeout": 60}
+        sqlite.tune_connections()
+        if path is not None and not must_exist:
+            sqlite.use_wal(path)
     elif parsed.get_backend_name() == "postgresql":
         engine_kwargs["connect_args"] = {"connect_timeout": 5}
         engine_kwargs["pool_pre_ping"] = True
     kwargs: dict[str, Any] = {}
     if heartbeat:
+        interval, grace = _heartbeat_settings()
         kwargs = dict(
-            heartbeat_interval=HEARTBEAT_INTERVAL,
-            grace_period=GRACE_PERIOD,
+            heartbeat_interval=interval,
+            grace_period=grace,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
         )
+    plain_url = parsed.render_as_string(hide_password=False)
     try:
-        return optuna.storages.RDBStorage(
-            parsed.render_as_string(hide_password=False), engine_kwargs=engine_kwargs, **kwargs
-        )
+        with creation_lock(plain_url):
+            storage = optuna.storages.RDBStorage(plain_url, engine_kwargs=engine_kwargs, **kwargs)
+        if os.environ.get("SWEEP_STORAGE_TIMING"):
+            _time_storage(storage, Path(os.environ["SWEEP_STORAGE_TIMING"]))
+        return storage
+    except StorageError:
+        raise
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors vary by database
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         reason = reason.replace(parsed.password or "\0", "***") if parsed.password else reason
         raise StorageError(
             f"cannot open storage {masked}: {reason}; check the host, port, database name and credentials"
         ) from None
+
+
+def _time_storage(storage: optuna.storages.RDBStorage, out: Path) -> None:
+    """Time every call into the storage; at exit append one JSON line to ``out``.
+
+    Set ``SWEEP_STORAGE_TIMING=FILE`` to see what the database costs a worker (used by
+    benchmarks/scaling.py): ``{"pid", "storage_seconds", "calls", "process_seconds"}``. Heartbeat
+    calls from the background thread count too.
+    """
+    import atexit
+    import functools
+    import threading
+
+    lock = threading.Lock()
+    stats = {"storage_seconds": 0.0, "calls": 0}
+    started = time.monotonic()
+
+    def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kw)
+            finally:
+                with lock:
+                    stats["storage_seconds"] += time.perf_counter() - t0
+                    stats["calls"] += 1
+        return wrapper
+
+    for name in dir(type(storage)):  # the storage API and the heartbeat API
+        if not name.startswith("_") and callable(getattr(storage, name, None)):
+            setattr(storage, name, timed(getattr(storage, name)))
+
+    def report() -> None:
+        line = {"pid": os.getpid(), **stats, "process_seconds": time.monotonic() - started}
+        with out.open("a") as fh:
+            fh.write(json.dumps(line) + "\n")
+
+    atexit.register(report)
 
 
 @dataclass(frozen=True)
@@ -206,29 +326,59 @@ def create_or_resume(
 ) -> tuple[optuna.Study, bool]:
     """Create the study, or resume it if its stored identity (data + space + settings) matches.
 
+    Creation is serialized across processes (:func:`creation_lock`), so several ``sweep run``
+    processes started at once on a fresh database make one study, not a crash.
+
     Returns:
         The study and whether it already existed.
 
     Raises:
         StudyError: the study exists with a different identity and ``allow_changes`` is false.
     """
-    existing = None
-    try:
-        existing = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        pass
-    if existing is not None:
-        _check_identity(name, existing.user_attrs, identity, allow_changes=allow_changes)
-    n_existing = len(existing.trials) if existing is not None else 0
-    study = optuna.create_study(
-        study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-        sampler=make_sampler(cfg.seed, n_existing), pruner=make_pruner(cfg.pruner),
-    )
-    if existing is None:
-        for key, value in identity.items():
-            study.set_user_attr(key, value)
-    study.set_user_attr("n_trials", cfg.n_trials)
+    url = getattr(storage, "url", None)
+    with creation_lock(url) if url else _no_lock():
+        existing = None
+        try:
+            existing = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            pass
+        if existing is not None:
+            _check_identity(name, existing.user_attrs, identity, allow_changes=allow_changes)
+        n_existing = len(existing.trials) if existing is not None else 0
+        study = optuna.create_study(
+            study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+            sampler=make_sampler(cfg.seed, n_existing), pruner=make_pruner(cfg.pruner),
+        )
+        if existing is None:
+            for key, value in identity.items():
+                study.set_user_attr(key, value)
+        study.set_user_attr("n_trials", cfg.n_trials)
+        study.set_user_attr("run_settings", {"pruner": cfg.pruner, "log_models": cfg.log_models})
     return study, existing is not None
+
+
+@contextmanager
+def _no_lock() -> Iterator[None]:
+    yield
+
+
+def join_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Load a study that ``sweep run`` created, with the sampler and pruner a worker needs.
+
+    Raises:
+        StudyError: no such study, or it was not made by lstm-sweep.
+    """
+    study = load_study(name, storage)
+    attrs = study.user_attrs
+    if "data_fingerprint" not in attrs or "settings" not in attrs:
+        raise StudyError(f"study {name!r} was not created by lstm-sweep; create it with `sweep run DATA --study {name}`")
+    seed = int(attrs["settings"].get("seed", 0))
+    # Each worker gets its own random stream (pid), so two workers never propose the same start-up trial.
+    return optuna.load_study(
+        study_name=name, storage=storage,
+        sampler=make_sampler(seed, len(study.trials) + os.getpid()),
+        pruner=make_pruner(attrs.get("run_settings", {}).get("pruner", "median")),
+    )
 
 
 def _check_identity(name: str, stored: dict[str, Any], identity: dict[str, Any], *, allow_changes: bool) -> None:
@@ -267,37 +417,106 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+class _Surplus(Exception):
+    """The trial got a number past the study's N slots (another worker took the last one)."""
+
+
+def slot_is_free(study: optuna.Study, number: int, n_trials: int) -> bool:
+    """Whether trial ``number`` is within the study's ``n_trials`` slots.
+
+    Slots go by trial number: a trial may run only if fewer than ``n_trials`` trials with a lower
+    number are finished, running or queued. Two workers racing for the last slot get different
+    numbers from the storage, so exactly one of them wins, on any database.
+    """
+    ahead = sum(1 for t in study.get_trials(deepcopy=False, states=LIVE) if t.number < number)
+    return ahead < n_trials
+
+
 def run_trials(
     study: optuna.Study, objective: Callable[[optuna.Trial], float], *, n_trials: int,
     on_trial_end: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    on_wait: Callable[[int], None] | None = None,
+    on_reap: Callable[[list[int]], None] | None = None,
+    poll_seconds: float = POLL_SECONDS,
 ) -> int:
     """Run trials until the study holds ``n_trials`` finished (complete or pruned) ones.
 
+    Safe with any number of workers on one study: a trial runs only in a free slot
+    (:func:`slot_is_free`), so the study never ends with more than ``n_trials`` finished trials.
+    While the last slots are taken by trials running elsewhere, the worker waits and reaps: if
+    one of them stops sending heartbeats it is failed and re-queued with its parameters, and a
+    waiting worker runs it.
+
     A failed trial does not count and is replaced; after ``MAX_CONSECUTIVE_FAILURES`` failures
-    in a row the sweep stops with the last error. Ctrl-C propagates (the trial is marked FAIL).
+    in a row in this worker the sweep stops with the last error. Ctrl-C propagates (the trial is
+    marked FAIL).
+
+    Args:
+        on_trial_end: after each trial this worker ran.
+        on_wait: called with the number of trials running elsewhere when this worker starts waiting.
+        on_reap: called with the numbers of trials reaped (failed for lack of heartbeat).
 
     Returns:
         The number of trials this call ran.
     """
     ran = 0
     failures = 0
-    callbacks = [lambda s, t: on_trial_end(s, t)] if on_trial_end else []
-    while count_finished(study) < n_trials:
+    mine: dict[str, int] = {}
+    callbacks = []
+    if on_trial_end is not None:
+        callbacks.append(lambda s, t: None if t.user_attrs.get("fail_reason") == SURPLUS else on_trial_end(s, t))
+
+    def guarded(trial: optuna.Trial) -> float:
+        mine["number"] = trial.number
+        if not slot_is_free(study, trial.number, n_trials):
+            trial.set_user_attr("fail_reason", SURPLUS)
+            raise _Surplus(SURPLUS)
+        return objective(trial)
+
+    waiting = False
+    while True:
         interrupt.check()
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
+        trials = study.get_trials(deepcopy=False)
+        finished = sum(1 for t in trials if t.state in FINISHED)
+        if finished >= n_trials:
+            break
+        queued = sum(1 for t in trials if t.state == TrialState.WAITING)
+        live = sum(1 for t in trials if t.state in LIVE)
+        if live >= n_trials and not queued:
+            if not waiting and on_wait is not None:
+                on_wait(sum(1 for t in trials if t.state == TrialState.RUNNING))
+            waiting = True
+            reaped = reap_stale_trials(study)
+            if reaped and on_reap is not None:
+                on_reap(reaped)
+            if not reaped:
+                _sleep(poll_seconds)
+            continue
+        waiting = False
+        mine.clear()
+        study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
+        last = next((t for t in study.get_trials(deepcopy=False) if t.number == mine.get("number")), None)
+        if last is not None and last.user_attrs.get("fail_reason") == SURPLUS:
+            continue
         ran += 1
-        last = study.get_trials(deepcopy=False)[-1]
-        if last.state == TrialState.FAIL:
+        if last is None or last.state == TrialState.FAIL:  # None: it failed before the objective ran
             failures += 1
             if failures >= MAX_CONSECUTIVE_FAILURES:
-                reason = last.user_attrs.get("fail_reason", "see the log")
+                reason = last.user_attrs.get("fail_reason", "see the log") if last else "see the log"
                 raise StudyError(
-                    f"{failures} trials in a row failed (last: trial {last.number}: {reason}); "
+                    f"{failures} trials in a row failed (last: {f'trial {last.number}: ' if last else ''}{reason}); "
                     "fix the cause and run the same command again to resume"
                 )
         else:
             failures = 0
     return ran
+
+
+def _sleep(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        interrupt.check()
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
 
 def reap_stale_trials(study: optuna.Study) -> list[int]:
@@ -315,8 +534,15 @@ def default_study_name(data_path: str | os.PathLike[str]) -> str:
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One flat record per trial: what `status`, `export` and the history plot show."""
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    retried_as = {t.system_attrs["retry_history"][-1]: t.number for t in trials if t.system_attrs.get("retry_history")}
+    for t in trials:
         a = t.user_attrs
+        reason = a.get("prune_reason") or a.get("fail_reason")
+        if t.state == TrialState.FAIL and reason is None:
+            # Failed by a heartbeat check: its worker died (kill -9, lost machine).
+            retry = retried_as.get(t.number)
+            reason = "no heartbeat: its worker died" + (f"; retried as trial {retry}" if retry is not None else "")
         duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
         rows.append({
             "number": t.number,
@@ -334,7 +560,9 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "params": dict(t.params),
             "mlflow_run_id": a.get("mlflow_run_id"),
             "model_uri": a.get("model_uri"),
-            "reason": a.get("prune_reason") or a.get("fail_reason"),
+            "reason": reason,
+            "surplus": a.get("fail_reason") == SURPLUS,
+            "retry_of": t.system_attrs.get("failed_trial"),
         })
     return rows
 

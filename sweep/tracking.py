@@ -7,26 +7,32 @@ The only module that imports MLflow. The default store is MLflow's own default
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import logging
 import os
+import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 import mlflow  # noqa: E402
-from mlflow.entities import RunStatus  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from objectives.objective import TrialOutcome  # noqa: E402
 from objectives.search_space import LstmParams  # noqa: E402
-from sweep import plots  # noqa: E402
+from sweep import plots, sqlite  # noqa: E402
 from sweep.errors import SweepError  # noqa: E402
+from sweep.study import creation_lock  # noqa: E402
+
+if TYPE_CHECKING:  # the objective imports TensorFlow; `sweep run --create-only` needs none of it
+    from objectives.objective import TrialOutcome
 
 _logger = logging.getLogger(__name__)
 for _name in ("mlflow", "alembic", "urllib3"):
@@ -75,12 +81,16 @@ class MlflowTracker:
             "note": "standardization is built into the model (its 'standardize' layer); feed raw sequences. "
             "Output column i is the probability of labels[i].",
         }
-        self.client = MlflowClient(self.tracking_uri)
+        self.client = self._open_store()
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         # Trial plots render and upload here while the next trial trains (~0.5 s saved per trial).
         self._plotter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sweep-plots")
         self._pending: list[Future] = []
+
+    def flush(self) -> None:
+        """Wait for the trial plots still rendering on the background thread."""
+        self._flush_plots()
 
     def _flush_plots(self) -> None:
         for job in self._pending:
@@ -91,17 +101,55 @@ class MlflowTracker:
         self._pending.clear()
 
     # -- sweep level -------------------------------------------------------------------------
-    def start_sweep(self, *, params: dict[str, Any], tags: dict[str, str]) -> str:
-        """Create or reuse the study's experiment and parent run; make the parent the active run."""
-        mlflow.set_tracking_uri(self.tracking_uri)
+    def _experiment(self) -> str:
+        experiment = self.client.get_experiment_by_name(self.study_name)
+        if experiment is not None and experiment.lifecycle_stage == "deleted":
+            self.client.restore_experiment(experiment.experiment_id)
+        if experiment is not None:
+            return experiment.experiment_id
         try:
+            return self.client.create_experiment(self.study_name, tags={TAG_STUDY: self.study_name})
+        except Exception:  # noqa: BLE001 - another worker created it first
             experiment = self.client.get_experiment_by_name(self.study_name)
-            if experiment is not None and experiment.lifecycle_stage == "deleted":
-                self.client.restore_experiment(experiment.experiment_id)
-            self.experiment_id = (
-                experiment.experiment_id if experiment is not None
-                else self.client.create_experiment(self.study_name, tags={TAG_STUDY: self.study_name})
-            )
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+    def _lock(self) -> contextlib.AbstractContextManager:
+        """Serializes store and experiment creation across processes for database stores: MLflow,
+        like Optuna, crashes when several processes create its tables (or one experiment) at once."""
+        database = self.tracking_uri.startswith(("sqlite:", "postgresql", "mysql"))
+        return creation_lock(self.tracking_uri) if database else contextlib.nullcontext()
+
+    def _open_store(self) -> MlflowClient:
+        """The client; a local SQLite store is created in WAL mode (workers in several processes write to it)."""
+        mlflow.set_tracking_uri(self.tracking_uri)
+        if self.tracking_uri.startswith("sqlite:///"):
+            path = Path(self.tracking_uri.removeprefix("sqlite:///"))
+            if not path.parent.exists():
+                raise SweepError(f"MLflow store {self.tracking_uri}: folder {path.parent} does not exist; create it first")
+            sqlite.tune_connections()
+        try:
+            with self._lock():
+                if self.tracking_uri.startswith("sqlite:///"):
+                    sqlite.use_wal(path)
+                return MlflowClient(self.tracking_uri)
+        except SweepError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - store/driver errors vary
+            raise SweepError(
+                f"cannot open MLflow tracking store {self.tracking_uri}: {str(exc).strip().splitlines()[-1]}; "
+                "check --tracking-uri / MLFLOW_TRACKING_URI"
+            ) from None
+
+    def start_sweep(self, *, params: dict[str, Any], tags: dict[str, str]) -> str:
+        """Create or reuse the study's experiment and parent run (left RUNNING until end_sweep)."""
+        with self._lock():
+            return self._start_sweep(params, tags)
+
+    def _start_sweep(self, params: dict[str, Any], tags: dict[str, str]) -> str:
+        try:
+            self.experiment_id = self._experiment()
             # Classifies the experiment for MLflow 3's UI. (Its GenAI/Model-training switch is a browser
             # setting and still defaults to GenAI: the summary links straight to the runs page.)
             self.client.set_experiment_tag(self.experiment_id, "mlflow.experimentKind", "custom_model_development")
@@ -109,56 +157,77 @@ class MlflowTracker:
                 [self.experiment_id], filter_string=f"tags.`{TAG_ROLE}` = 'parent'", max_results=1,
                 order_by=["attributes.start_time ASC"],
             )
+            if runs:
+                self.parent_run_id = runs[0].info.run_id
+                self.client.update_run(self.parent_run_id, status="RUNNING")
+            else:
+                run = self.client.create_run(
+                    self.experiment_id, run_name=f"{self.study_name} (study)",
+                    tags={TAG_STUDY: self.study_name, TAG_ROLE: "parent"},
+                )
+                self.parent_run_id = run.info.run_id
+                self.client.log_batch(self.parent_run_id, params=[Param(k, str(v)) for k, v in params.items()])
+                self.client.log_dict(self.parent_run_id, self.preprocessing, "label_mapping_and_preprocessing.json")
+            self.client.log_batch(self.parent_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         except Exception as exc:  # noqa: BLE001 - store/HTTP errors vary
             raise SweepError(
                 f"cannot use MLflow tracking store {self.tracking_uri}: {str(exc).splitlines()[0]}; "
                 "check --tracking-uri / MLFLOW_TRACKING_URI"
             ) from None
-        if mlflow.active_run() is not None:
-            mlflow.end_run()
-        if runs:
-            self.parent_run_id = runs[0].info.run_id
-            mlflow.start_run(run_id=self.parent_run_id)
-        else:
-            run = mlflow.start_run(
-                experiment_id=self.experiment_id, run_name=f"{self.study_name} (study)",
-                tags={TAG_STUDY: self.study_name, TAG_ROLE: "parent"},
-            )
-            self.parent_run_id = run.info.run_id
-            mlflow.log_params(params)
-            mlflow.log_dict(self.preprocessing, "label_mapping_and_preprocessing.json")
-        mlflow.set_tags(tags)
         return self.parent_run_id
+
+    def schedule(self) -> None:
+        """Mark the parent run SCHEDULED: the study exists and waits for `sweep worker` processes."""
+        if self.parent_run_id is not None:
+            self.client.update_run(self.parent_run_id, status="SCHEDULED")
+
+    def join_sweep(self, parent_run_id: str) -> None:
+        """Log this worker's trials under a parent run another process created (``sweep worker``)."""
+        try:
+            run = self.client.get_run(parent_run_id)
+            if run.info.status != "RUNNING":
+                self.client.update_run(parent_run_id, status="RUNNING")
+        except Exception as exc:  # noqa: BLE001 - store/HTTP errors vary
+            raise SweepError(
+                f"cannot find the study's MLflow run {parent_run_id} in {self.tracking_uri}: "
+                f"{str(exc).splitlines()[0]}; pass the --tracking-uri the study was started with"
+            ) from None
+        self.experiment_id = run.info.experiment_id
+        self.parent_run_id = parent_run_id
 
     def end_sweep(self, rows: list[dict[str, Any]], best: dict[str, Any] | None, *, status: str) -> None:
         """Log the optimization history and the best trial's summary on the parent; end it."""
         self._flush_plots()
         if self.parent_run_id is None:
             return
+        run_id, client = self.parent_run_id, self.client
         try:
-            while mlflow.active_run() is not None and mlflow.active_run().info.run_id != self.parent_run_id:
+            while mlflow.active_run() is not None:
                 mlflow.end_run(status="KILLED")
             fig = plots.history_figure(rows, title=f"{self.study_name}: optimization history")
-            mlflow.log_figure(fig, "plots/optimization_history.png")
+            client.log_figure(run_id, fig, "plots/optimization_history.png")
             finished = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")]
             metrics = {
                 "trials_finished": len(finished),
                 "trials_collapsed": sum(1 for r in finished if r["collapsed"]),
-                "trials_failed": sum(1 for r in rows if r["state"] == "FAIL"),
+                "trials_failed": sum(1 for r in rows if r["state"] == "FAIL" and not r.get("surplus")),
             }
+            tags: dict[str, str] = {}
             if best is not None:
-                mlflow.log_dict(best, "best_trial.json")
+                client.log_dict(run_id, best, "best_trial.json")
                 metrics.update({f"best_{k}": best[k] for k in (
                     "value", "val_balanced_accuracy", "test_balanced_accuracy") if best.get(k) is not None})
-                mlflow.set_tags({
+                tags = {
                     "best.trial_number": str(best["number"]),
                     "best.run_id": best.get("mlflow_run_id") or "",
                     "best.model_uri": best.get("model_uri") or "",
                     **{f"best.{k}": str(v) for k, v in best["params"].items()},
-                })
-            mlflow.log_metrics(metrics)
+                }
+            now = int(time.time() * 1000)
+            client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                             tags=[RunTag(k, v) for k, v in tags.items()])
         finally:
-            mlflow.end_run(status=status)
+            client.set_terminated(run_id, status=status)
 
     def reconcile_runs(self, trial_states: dict[int, str]) -> int:
         """End child runs left RUNNING by a dead process whose trial Optuna no longer runs."""
@@ -181,8 +250,10 @@ class MlflowTracker:
     # -- trial level ---------------------------------------------------------------------------
     def start_trial(self, number: int, params: LstmParams) -> _TrialRun:
         run = mlflow.start_run(
-            experiment_id=self.experiment_id, run_name=f"trial-{number:03d}", nested=True,
-            tags={TAG_STUDY: self.study_name, TAG_ROLE: "trial", TAG_TRIAL: str(number), TAG_STATE: "RUNNING"},
+            experiment_id=self.experiment_id, run_name=f"trial-{number:03d}",
+            tags={TAG_STUDY: self.study_name, TAG_ROLE: "trial", TAG_TRIAL: str(number), TAG_STATE: "RUNNING",
+                  # the parent is another process's run: name it instead of nesting under an active run
+                  **({"mlflow.parentRunId": self.parent_run_id} if self.parent_run_id else {})},
         )
         mlflow.log_params(params.to_dict())
         return _TrialRun(self, run.info.run_id, number)
@@ -210,8 +281,7 @@ class _TrialRun:
     def end(self, outcome: TrialOutcome) -> dict[str, str]:
         attrs = {"mlflow_run_id": self.run_id}
         if self.ended:
-            # A second call (logging failed the first time) must not touch the parent run, which
-            # is the active run again once this one has ended.
+            # A second call (logging failed the first time): just make sure the run is closed.
             self.tracker.client.set_terminated(self.run_id, status="FAILED")
             return attrs
         self.ended = True

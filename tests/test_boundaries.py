@@ -17,6 +17,8 @@ LIGHT_MODULES = (
     "sweep.study",
     "sweep.cli",
     "sweep.runner",
+    "sweep.workers",
+    "sweep.sqlite",
     "objectives.metrics",
     "objectives.search_space",
     "objectives.imbalance",
@@ -53,6 +55,14 @@ def test_light_modules_do_not_import_tensorflow_keras_or_mlflow():
     assert _first_heavy_import(LIGHT_MODULES) == "clean"
 
 
+def test_tracking_loads_mlflow_but_not_tensorflow():
+    """`sweep run --create-only` (study + MLflow run, no training) must not pay for TensorFlow."""
+    code = "import sys, sweep.tracking; print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_the_probe_notices_a_module_that_pulls_in_a_heavy_package(tmp_path):
     # Guards against a vacuous check, without paying for a real TensorFlow import.
     (tmp_path / "pulls_keras.py").write_text(
@@ -67,7 +77,7 @@ def test_sweep_help_exits_0_in_under_3_seconds(tmp_path):
     result = subprocess.run([str(SWEEP), "--help"], cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=30)
     elapsed = time.perf_counter() - t0
     assert result.returncode == 0, result.stderr
-    for command in ("run", "status", "best", "studies", "export", "make-data", "ui"):
+    for command in ("run", "worker", "status", "best", "studies", "export", "make-data", "ui"):
         assert command in result.stdout
     assert elapsed < 3.0, f"sweep --help took {elapsed:.1f}s"
     assert list(tmp_path.iterdir()) == []

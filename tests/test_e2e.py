@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import optuna
@@ -190,28 +188,13 @@ def test_log_models_none_logs_no_model(tmp_path, tiny_signal):
 
 
 @pytest.mark.postgres
-def test_sweep_on_postgresql(tmp_path, tiny_signal):
-    url = os.environ.get("SWEEP_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("SWEEP_TEST_POSTGRES_URL is not set")
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    admin = make_url(url).set(drivername="postgresql")
-    db = f"sweep_e2e_{uuid.uuid4().hex[:10]}"
-    conninfo = admin.render_as_string(hide_password=False)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{db}"')
-    try:
-        storage = make_url(url).set(drivername="postgresql+psycopg", database=db).render_as_string(hide_password=False)
-        result = run_sweep_cli("run", str(tiny_signal), "--study", "pg", "--n-trials", "2", *TINY, "--storage", storage,
-                               "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path)
-        assert result.returncode == 0, result.stderr
-        study = optuna.load_study(study_name="pg", storage=storage)
-        assert len(_finished(study.get_trials())) == 2
-        status = run_sweep_cli("status", "pg", "--json", "--storage", storage, cwd=tmp_path)
-        assert len(json.loads(status.stdout)["trials"]) == 2
-        assert not (tmp_path / "sweep.db").exists()
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+def test_sweep_on_postgresql(tmp_path, tiny_signal, pg_url):
+    storage = pg_url
+    result = run_sweep_cli("run", str(tiny_signal), "--study", "pg", "--n-trials", "2", *TINY, "--storage", storage,
+                           "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="pg", storage=storage)
+    assert len(_finished(study.get_trials())) == 2
+    status = run_sweep_cli("status", "pg", "--json", "--storage", storage, cwd=tmp_path)
+    assert len(json.loads(status.stdout)["trials"]) == 2
+    assert not (tmp_path / "sweep.db").exists()

@@ -1,0 +1,136 @@
+"""`sweep run --workers N`: N worker processes on this machine, one study, one coordinator.
+
+The coordinator creates the study and its MLflow parent run once (Optuna 5.0 crashes when
+several processes create them at once), then starts N ``sweep worker`` processes, the very
+command a user runs on other machines. Each worker gets its share of the cores for TensorFlow.
+The coordinator trains nothing: it polls the study to show progress, forwards Ctrl-C, and
+writes the study summary when the workers are done.
+
+The storage URL reaches the workers through the environment (``SWEEP_STORAGE``), never the
+command line, so its password does not show in ``ps``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from sweep.errors import StudyError
+from sweep.runner import OpenSweep, SweepResult, _result, finish
+from sweep.study import SURPLUS, best_summary, count_finished, trial_rows
+
+POLL_SECONDS = 1.0
+STOP_GRACE_SECONDS = 120
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """TensorFlow threads for each of ``workers`` processes: an equal share of the cores, at least 1."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // workers)
+
+
+def worker_command(opened: OpenSweep, *, threads: int) -> list[str]:
+    prep = opened.prep
+    return [sys.executable, "-m", "sweep", "worker", prep.name, "--data", str(Path(prep.data.source).resolve()),
+            "--threads", str(threads), "--quiet"]
+
+
+def run_workers(
+    opened: OpenSweep, *, workers: int,
+    on_start: Callable[[int, int], None] | None = None,
+    on_trial_end: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None,
+) -> SweepResult:
+    """Run the opened study with ``workers`` local worker processes; return when it holds N trials.
+
+    Raises:
+        StudyError: every worker exited before the study was complete (their last error lines).
+        KeyboardInterrupt: after Ctrl-C was forwarded and the workers stopped.
+    """
+    prep, study = opened.prep, opened.study
+    cfg = prep.cfg
+    threads = cfg.threads or threads_per_worker(workers)
+    env = {**os.environ, "SWEEP_STORAGE": cfg.storage, "MLFLOW_TRACKING_URI": opened.tracker.tracking_uri,
+           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
+           "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "0")}
+    seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    before = set(seen)
+    if on_start is not None:
+        on_start(count_finished(study), cfg.n_trials)
+    logs = [tempfile.TemporaryFile(mode="w+") for _ in range(workers)]
+    procs = [
+        subprocess.Popen(worker_command(opened, threads=threads), env=env, stdout=subprocess.DEVNULL, stderr=log,
+                         start_new_session=True)  # Ctrl-C reaches the coordinator, which forwards it once
+        for log in logs
+    ]
+    status = "FAILED"
+    try:
+        while True:
+            seen |= _report_new(study, seen, on_trial_end)
+            if all(p.poll() is not None for p in procs):
+                break
+            time.sleep(POLL_SECONDS)
+        seen |= _report_new(study, seen, on_trial_end)
+        if count_finished(study) < cfg.n_trials:
+            raise StudyError(f"all {workers} workers stopped before the study was complete: {_last_errors(procs, logs)}")
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        _stop(procs)
+        raise
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for log in logs:
+            log.close()
+        rows, best = finish(opened, status=status)
+    ran = sum(1 for r in rows if r["number"] in seen - before and not r["surplus"])
+    return _result(opened, ran=ran, rows=rows, best=best)
+
+
+def _report_new(study: Any, seen: set[int], on_trial_end: Callable | None) -> set[int]:
+    new = set()
+    trials = study.get_trials(deepcopy=False)
+    for t in trials:
+        if t.number in seen or not t.state.is_finished():
+            continue
+        new.add(t.number)
+        if on_trial_end is not None and t.user_attrs.get("fail_reason") != SURPLUS:
+            row = next(r for r in trial_rows(study) if r["number"] == t.number)
+            on_trial_end(row, best_summary(study))
+    return new
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """Forward one SIGINT to every worker and wait for them to fail their trials cleanly."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for p in procs:
+        while p.poll() is None and time.monotonic() < deadline:
+            try:
+                p.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                continue
+            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, kill (heartbeats reap their trials)
+                deadline = 0
+        if p.poll() is None:
+            p.kill()
+
+
+def _last_errors(procs: list[subprocess.Popen], logs: list[Any]) -> str:
+    lines = []
+    for i, (p, log) in enumerate(zip(procs, logs)):
+        log.seek(0)
+        text = [line.strip() for line in log.read().splitlines() if line.strip()]
+        last = text[-1] if text else "no message"
+        lines.append(f"worker {i + 1} exit {p.returncode}: {last}")
+    return "; ".join(lines)

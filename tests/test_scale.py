@@ -1,0 +1,221 @@
+"""Many workers on one study, through the real CLI: exact N, kill -9, first start, storage errors.
+
+Real parts only: SQLite files, the local PostgreSQL server (a fresh database per test, from
+SWEEP_TEST_POSTGRES_URL), a real `mlflow server` process, real `sweep worker` processes. Heartbeats
+are shortened through the environment so a killed worker's trial is reaped in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from helpers import SWEEP, clean_env, run_sweep_cli
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--epochs", "3", "--patience", "3"]
+FAST_HEARTBEAT = {"SWEEP_HEARTBEAT_INTERVAL": "1", "SWEEP_GRACE_PERIOD": "4"}
+
+
+def _study(storage: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _by_state(study: optuna.Study) -> dict[str, list[optuna.trial.FrozenTrial]]:
+    out: dict[str, list] = {s.name: [] for s in TrialState}
+    for t in study.get_trials():
+        out[t.state.name].append(t)
+    return out
+
+
+def _runs(tracking_uri: str, name: str) -> list:
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    return client.search_runs([exp.experiment_id], max_results=1000) if exp else []
+
+
+def _assert_exact_and_closed(storage: str, tracking_uri: str, name: str, n: int) -> optuna.Study:
+    """Exactly n finished trials, nothing RUNNING or WAITING, every MLflow run ended."""
+    study = _study(storage, name)
+    states = _by_state(study)
+    finished = states["COMPLETE"] + states["PRUNED"]
+    assert len(finished) == n, {k: [t.number for t in v] for k, v in states.items() if v}
+    assert not states["RUNNING"] and not states["WAITING"]
+    runs = _runs(tracking_uri, name)
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+    trial_runs = [r for r in runs if r.data.tags.get("sweep.role") == "trial"]
+    numbers = [int(r.data.tags["sweep.trial_number"]) for r in trial_runs]
+    assert len(numbers) == len(set(numbers)), "one MLflow run per trial"
+    assert {t.number for t in finished} <= set(numbers)
+    parent = next(r for r in runs if r.data.tags.get("sweep.role") == "parent")
+    assert parent.info.status == "FINISHED"
+    assert {r.data.tags.get("mlflow.parentRunId") for r in trial_runs} == {parent.info.run_id}
+    return study
+
+
+def _start_worker(name: str, storage: str, tracking_uri: str, cwd: Path, log: Path) -> subprocess.Popen:
+    env = clean_env(SWEEP_STORAGE=storage, **FAST_HEARTBEAT)
+    return subprocess.Popen([SWEEP, "worker", name, "--tracking-uri", tracking_uri, "--threads", "1", "--quiet"],
+                            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:  # noqa: BLE001 - the study or its tables may not exist yet
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _kill9_scenario(tmp_path: Path, data: Path, storage: str, tracking_uri: str) -> None:
+    """Two workers; kill -9 one mid-trial; the other reaps it, retries its params, finishes exactly N."""
+    n = 4
+    created = run_sweep_cli("run", str(data), "--study", "k9", "--n-trials", str(n), *TINY, "--storage", storage,
+                            "--tracking-uri", tracking_uri, "--create-only", cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    a = _start_worker("k9", storage, tracking_uri, tmp_path, tmp_path / "a.log")
+    b = _start_worker("k9", storage, tracking_uri, tmp_path, tmp_path / "b.log")
+    try:
+        # Kill A while it is inside a trial that has reported at least one epoch.
+        def a_mid_trial() -> bool:
+            running = _by_state(_study(storage, "k9"))["RUNNING"]
+            return any(t.intermediate_values for t in running) and a.poll() is None
+        _wait_for(a_mid_trial, 180, "a trial mid-training")
+        os.kill(a.pid, signal.SIGKILL)
+        a.wait()
+        assert b.wait(timeout=300) == 0, (tmp_path / "b.log").read_text()
+    finally:
+        for p in (a, b):
+            if p.poll() is None:
+                p.kill()
+    study = _assert_exact_and_closed(storage, tracking_uri, "k9", n)
+    failed = _by_state(study)["FAIL"]
+    # Killed trials were reaped (failed) and each retried with its exact parameters.
+    killed = [t for t in failed if "fail_reason" not in t.user_attrs]
+    assert killed, [t.user_attrs for t in failed]
+    retries = {t.system_attrs["failed_trial"]: t for t in study.get_trials() if "failed_trial" in t.system_attrs}
+    for t in killed:
+        retry = retries[t.number]
+        assert retry.params == t.params
+    runs = {r.data.tags.get("sweep.trial_number"): r for r in _runs(tracking_uri, "k9")}
+    for t in killed:
+        if str(t.number) in runs:
+            assert runs[str(t.number)].info.status == "FAILED"
+
+
+def test_two_local_workers_on_sqlite_finish_exactly_n(tmp_path, tiny_signal):
+    storage, tracking = f"sqlite:///{tmp_path}/sweep.db", f"sqlite:///{tmp_path}/mlflow.db"
+    result = run_sweep_cli("run", str(tiny_signal), "--study", "two", "--n-trials", "5", *TINY, "--workers", "2",
+                           "--storage", storage, "--tracking-uri", tracking, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "2 workers" in result.stdout and "5/5 trials finished" in result.stdout
+    assert "database is locked" not in result.stderr
+    study = _assert_exact_and_closed(storage, tracking, "two", 5)
+    params = [tuple(sorted(t.params.items())) for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(params) == len(set(params)), "two workers proposed the same trial"
+
+
+def test_kill9_worker_on_sqlite_loses_nothing(tmp_path, tiny_signal):
+    _kill9_scenario(tmp_path, tiny_signal, f"sqlite:///{tmp_path}/sweep.db", f"sqlite:///{tmp_path}/mlflow.db")
+
+
+@pytest.mark.postgres
+def test_kill9_worker_on_postgresql_loses_nothing(tmp_path, tiny_signal, pg_url):
+    _kill9_scenario(tmp_path, tiny_signal, pg_url, f"sqlite:///{tmp_path}/mlflow.db")
+
+
+@pytest.mark.postgres
+def test_postgresql_mlflow_server_and_two_workers(tmp_path, tiny_signal, pg_url, mlflow_server):
+    """The docker-compose topology with local processes: PostgreSQL + mlflow server + 2 workers."""
+    n = 4
+    created = run_sweep_cli("run", str(tiny_signal), "--study", "topo", "--n-trials", str(n), *TINY, "--storage",
+                            pg_url, "--tracking-uri", mlflow_server, "--create-only", cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert "sweep worker topo" in created.stdout
+    parent = next(r for r in _runs(mlflow_server, "topo") if r.data.tags.get("sweep.role") == "parent")
+    assert parent.info.status == "SCHEDULED"
+    workers = [_start_worker("topo", pg_url, mlflow_server, tmp_path, tmp_path / f"w{i}.log") for i in range(2)]
+    try:
+        for i, w in enumerate(workers):
+            assert w.wait(timeout=300) == 0, (tmp_path / f"w{i}.log").read_text()
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+    study = _assert_exact_and_closed(pg_url, mlflow_server, "topo", n)
+    per_worker = [t.number for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(per_worker) >= 2
+    # The best model went through the server's artifact proxy and loads back from it.
+    best = json.loads(run_sweep_cli("best", "topo", "--json", "--storage", pg_url, cwd=tmp_path).stdout)
+    assert best["model_uri"] and best["tracking_uri"] == mlflow_server
+    assert list((tmp_path / "server-artifacts").rglob("*.keras")), "artifacts are stored by the server"
+    assert not (tmp_path / "mlruns").exists(), "nothing was written next to the workers"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_concurrent_first_start_on_a_fresh_database(tmp_path, tiny_signal, backend, request):
+    """Three `sweep run --create-only` at once on a brand-new database: one study, no crash."""
+    if backend == "postgresql":
+        storage = request.getfixturevalue("pg_url")
+    else:
+        storage = f"sqlite:///{tmp_path}/fresh.db"
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    cmd = [SWEEP, "run", str(tiny_signal), "--study", "race", "--n-trials", "3", *TINY, "--storage", storage,
+           "--tracking-uri", tracking, "--create-only"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [e for _, e in outs]
+    summaries = optuna.get_all_study_summaries(storage)
+    assert [s.study_name for s in summaries] == ["race"]
+    assert summaries[0].user_attrs["n_trials"] == 3 and "data_fingerprint" in summaries[0].user_attrs
+    parents = [r for r in _runs(tracking, "race") if r.data.tags.get("sweep.role") == "parent"]
+    assert len(parents) == 1
+
+
+def test_worker_refuses_data_with_another_fingerprint(tmp_path, tiny_signal):
+    from sweep.synthetic import make_dataset, write_dataset
+
+    storage = f"sqlite:///{tmp_path}/sweep.db"
+    created = run_sweep_cli("run", str(tiny_signal), "--study", "fp", "--n-trials", "2", *TINY, "--storage", storage,
+                            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--create-only", cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    other = write_dataset(make_dataset("seed-signal", n_train=80, n_test=40, seed=2), tmp_path / "other.npz")
+    result = run_sweep_cli("worker", "fp", "--storage", storage, "--data", str(other), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "is not the data study 'fp' was created on" in result.stderr
+    tiny_signal.rename(tmp_path / "moved.npz")
+    result = run_sweep_cli("worker", "fp", "--storage", storage, cwd=tmp_path)
+    assert result.returncode == 2 and "pass --data PATH" in result.stderr
+    assert _by_state(_study(storage, "fp"))["RUNNING"] == []
+
+
+@pytest.mark.parametrize("command", ["run", "worker", "status"])
+def test_unreachable_storage_fails_fast_with_the_password_masked(tmp_path, tiny_signal, command):
+    url = "postgresql+psycopg://sweeper:s3cr3t-pw@127.0.0.1:1/nowhere"
+    args = {"run": ["run", str(tiny_signal)], "worker": ["worker", "some-study"], "status": ["status", "x"]}[command]
+    t0 = time.monotonic()
+    result = run_sweep_cli(*args, cwd=tmp_path, env=clean_env(SWEEP_STORAGE=url))
+    elapsed = time.monotonic() - t0
+    assert result.returncode == 2, result.stderr
+    assert "s3cr3t-pw" not in result.stderr + result.stdout
+    assert "sweeper:***@127.0.0.1:1/nowhere" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert elapsed < 8, f"took {elapsed:.1f}s"
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()

@@ -1,0 +1,112 @@
+"""The exact-N loop with other workers on the same study, without TensorFlow (a toy objective).
+
+Other workers are simulated in the same storage: a RUNNING trial is a trial another worker is
+training; a RUNNING trial whose heartbeat stopped is a worker that died.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+from optuna.distributions import FloatDistribution
+
+from sweep.study import SURPLUS, open_storage, run_trials, slot_is_free, trial_rows
+
+DIST = {"x": FloatDistribution(0.0, 1.0)}
+
+
+def toy(trial: optuna.Trial) -> float:
+    return trial.suggest_float("x", 0.0, 1.0)
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch) -> optuna.Study:
+    monkeypatch.setenv("SWEEP_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("SWEEP_GRACE_PERIOD", "2")
+    storage = open_storage(f"sqlite:///{tmp_path}/slots.db")
+    return optuna.create_study(study_name="s", storage=storage, direction="maximize")
+
+
+def _complete(study: optuna.Study, k: int) -> None:
+    for i in range(k):
+        study.add_trial(create_trial(params={"x": i / 10}, distributions=DIST, value=i / 10))
+
+
+def _states(study: optuna.Study) -> list[str]:
+    return [t.state.name for t in study.get_trials()]
+
+
+def test_a_slot_is_free_while_fewer_than_n_lower_trials_are_live(study):
+    _complete(study, 2)                                   # trials 0, 1
+    running = study.ask()                                 # trial 2: another worker's
+    study.add_trial(create_trial(params={"x": 0.5}, distributions=DIST, state=TrialState.FAIL))  # 3 (does not count)
+    assert running.number == 2
+    assert slot_is_free(study, 2, n_trials=3)             # 2 live trials below it
+    assert not slot_is_free(study, 4, n_trials=3)         # 0, 1, 2 take the slots; 3 failed
+    assert slot_is_free(study, 4, n_trials=4)
+    study.tell(running, state=TrialState.FAIL)
+    assert slot_is_free(study, 4, n_trials=3)             # the failed trial gave its slot back
+
+
+def test_a_worker_waits_for_the_last_slot_and_takes_it_back_if_that_trial_fails(study):
+    _complete(study, 2)
+    other = study.ask()                                   # the last of 3 slots, held elsewhere
+    waits: list[int] = []
+    result: dict[str, int] = {}
+    worker = threading.Thread(target=lambda: result.update(ran=run_trials(
+        study, toy, n_trials=3, on_wait=waits.append, poll_seconds=0.05)))
+    worker.start()
+    time.sleep(0.5)
+    assert waits == [1] and _states(study).count("COMPLETE") == 2, "it must wait, not run a 4th trial"
+    study.tell(other, state=TrialState.FAIL)              # the other worker gave up its trial
+    worker.join(timeout=10)
+    assert not worker.is_alive() and result["ran"] == 1
+    assert _states(study).count("COMPLETE") == 3 and "RUNNING" not in _states(study)
+
+
+def test_a_worker_that_finds_the_study_full_runs_nothing(study):
+    _complete(study, 3)
+    assert run_trials(study, toy, n_trials=3) == 0
+    assert len(study.trials) == 3
+
+
+def test_a_dead_workers_trial_is_reaped_and_retried_with_its_parameters(study):
+    _complete(study, 1)
+    dead = study.ask()
+    x = dead.suggest_float("x", 0.0, 1.0)
+    study._storage.record_heartbeat(dead._trial_id)       # it was alive once, then stopped
+    reaped: list[list[int]] = []
+    ran = run_trials(study, toy, n_trials=2, on_reap=reaped.append, poll_seconds=0.1)
+    assert ran == 1 and reaped == [[dead.number]]
+    trials = study.get_trials()
+    assert trials[dead.number].state == TrialState.FAIL
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == dead.number)
+    assert retry.state == TrialState.COMPLETE and retry.params == {"x": x}
+    rows = {r["number"]: r for r in trial_rows(study)}
+    assert rows[dead.number]["reason"] == f"no heartbeat: its worker died; retried as trial {retry.number}"
+    assert rows[retry.number]["retry_of"] == dead.number
+
+
+def test_a_surplus_trial_never_reaches_the_objective_and_is_not_a_failure(study, monkeypatch):
+    """Simulate losing the race for the last slot: the guard's count already sees N live trials."""
+    import sweep.study as study_mod
+
+    _complete(study, 1)
+    calls: list[int] = []
+    real = study_mod.slot_is_free
+    verdicts = iter([False, False, False, True])       # lose the race 3 times (> MAX_CONSECUTIVE_FAILURES), then win
+    monkeypatch.setattr(study_mod, "slot_is_free", lambda s, n, k: next(verdicts) and real(s, n, k))
+
+    def objective(trial: optuna.Trial) -> float:
+        calls.append(trial.number)
+        return toy(trial)
+
+    assert run_trials(study, objective, n_trials=2) == 1
+    surplus = [t for t in study.get_trials() if t.user_attrs.get("fail_reason") == SURPLUS]
+    assert len(surplus) == 3 and all(t.state == TrialState.FAIL for t in surplus)
+    assert calls == [4] and _states(study).count("COMPLETE") == 2
+    assert all(r["surplus"] for r in trial_rows(study) if r["number"] in {t.number for t in surplus})
