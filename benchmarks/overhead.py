@@ -32,7 +32,7 @@ Two views of the sweep side are reported:
 
 Target: overhead (sweep / bare - 1, medians) <= 10% per trial.
 
-    .venv/bin/python benchmarks/overhead.py                        # 6 measured trials per side, 10 epochs
+    .venv/bin/python benchmarks/overhead.py                        # 12 measured trials per side, 10 epochs
     .venv/bin/python benchmarks/overhead.py --trials 3 --epochs 3  # smoke test
     .venv/bin/python benchmarks/overhead.py --quick                # same as the smoke test
 
@@ -128,7 +128,7 @@ def measure(trials: int, epochs: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=6, help="measured trials per side (plus one warm-up each)")
+    parser.add_argument("--trials", type=int, default=12, help="measured trials per side (plus one warm-up each)")
     parser.add_argument("--epochs", type=int, default=10, help="epochs per trial (no early stopping)")
     parser.add_argument("--quick", action="store_true", help="smoke test: --trials 3 --epochs 3")
     args = parser.parse_args()

@@ -91,11 +91,14 @@ class Objective:
         t0 = time.perf_counter()
         training = None
 
+        study = getattr(trial, "study", None)
+        prunes = study is not None and not isinstance(study.pruner, optuna.pruners.NopPruner)
+
         def on_epoch(record: lstm.EpochRecord) -> None:
             interrupt.check()
             log.log_epoch(record)
             trial.report(record.val_score, record.epoch)
-            if trial.should_prune():
+            if prunes and trial.should_prune():
                 raise optuna.TrialPruned(f"median pruner at epoch {record.epoch}")
 
         try:
@@ -173,8 +176,10 @@ class Objective:
             )
         if outcome.reason:
             values["prune_reason"] = outcome.reason
-        values.update(attrs)
-        for key, value in values.items():
+        # One write for the whole record (each user attribute is its own database transaction);
+        # the links to MLflow stay top-level attributes, where other tools look for them.
+        trial.set_user_attr("result", values)
+        for key, value in attrs.items():
             trial.set_user_attr(key, value)
 
 

@@ -36,7 +36,13 @@ def confusion_figure(panels: Sequence[tuple[str, list[list[int]]]], labels: Sequ
         ax.set_ylabel("true class")
         recall = np.diag(share)[row[:, 0] > 0]
         ax.set_title(f"{title}\nbalanced accuracy {recall.mean():.3f}", fontsize=10)
-    fig.tight_layout()
+    # Fixed margins in inches (tight_layout() would draw the figure once more just to measure it):
+    # room for the y tick labels and the axis label, left of every panel.
+    width, height = fig.get_size_inches()
+    label_in = 0.55 + 0.075 * max((len(n) for n in names), default=1)
+    bottom_in = 0.7 + (0.06 * max((len(n) for n in names), default=1) if k > 6 else 0)
+    fig.subplots_adjust(left=label_in / width, right=1 - 0.15 / width, bottom=bottom_in / height, top=1 - 0.6 / height,
+                        wspace=label_in * len(panels) / (width - label_in * len(panels)))
     return fig
 
 
@@ -66,7 +72,7 @@ def learning_curve_figure(history: Sequence[Any], *, title: str, best_epoch: int
         ax.grid(alpha=0.3)
         if epochs:
             ax.set_xticks(epochs if len(epochs) <= 20 else epochs[:: max(1, len(epochs) // 10)])
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.14, top=0.86, wspace=0.22)
     return fig
 
 

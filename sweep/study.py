@@ -222,23 +222,34 @@ def _time_storage(storage: optuna.storages.RDBStorage, out: Path) -> None:
     import threading
 
     lock = threading.Lock()
-    stats = {"storage_seconds": 0.0, "calls": 0}
+    stats: dict[str, Any] = {"storage_seconds": 0.0, "calls": 0, "by_method": {}}
     started = time.monotonic()
+
+    local = threading.local()
+
+    def _add(name: str, spent: float) -> None:
+        with lock:
+            stats["storage_seconds"] += spent
+            stats["calls"] += 1
+            calls, seconds = stats["by_method"].get(name, (0, 0.0))
+            stats["by_method"][name] = (calls + 1, round(seconds + spent, 4))
 
     def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kw: Any) -> Any:
+            depth = getattr(local, "depth", 0)
+            local.depth = depth + 1
             t0 = time.perf_counter()
             try:
                 return fn(*args, **kw)
             finally:
-                with lock:
-                    stats["storage_seconds"] += time.perf_counter() - t0
-                    stats["calls"] += 1
+                local.depth = depth
+                if not depth:  # a call made by another storage call is already counted
+                    _add(fn.__name__, time.perf_counter() - t0)
         return wrapper
 
-    for name in dir(type(storage)):  # the storage API and the heartbeat API
-        if not name.startswith("_") and callable(getattr(storage, name, None)):
+    for name in dir(type(storage)):  # the storage and heartbeat APIs, and the private calls Optuna's cache makes
+        if not name.startswith("__") and callable(getattr(storage, name, None)):
             setattr(storage, name, timed(getattr(storage, name)))
 
     def report() -> None:
@@ -461,13 +472,16 @@ def run_trials(
     """
     ran = 0
     failures = 0
-    mine: dict[str, int] = {}
-    callbacks = []
+    mine: dict[str, Any] = {}
+
+    def remember(study_: optuna.Study, trial: FrozenTrial) -> None:
+        mine["frozen"] = trial
+
+    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [remember]
     if on_trial_end is not None:
         callbacks.append(lambda s, t: None if t.user_attrs.get("fail_reason") == SURPLUS else on_trial_end(s, t))
 
     def guarded(trial: optuna.Trial) -> float:
-        mine["number"] = trial.number
         if not slot_is_free(study, trial.number, n_trials):
             trial.set_user_attr("fail_reason", SURPLUS)
             raise _Surplus(SURPLUS)
@@ -495,11 +509,11 @@ def run_trials(
         waiting = False
         mine.clear()
         study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
-        last = next((t for t in study.get_trials(deepcopy=False) if t.number == mine.get("number")), None)
+        last = mine.get("frozen")  # this worker's trial as Optuna closed it (None: it failed before the objective)
         if last is not None and last.user_attrs.get("fail_reason") == SURPLUS:
             continue
         ran += 1
-        if last is None or last.state == TrialState.FAIL:  # None: it failed before the objective ran
+        if last is None or last.state == TrialState.FAIL:
             failures += 1
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 reason = last.user_attrs.get("fail_reason", "see the log") if last else "see the log"
@@ -527,6 +541,11 @@ def reap_stale_trials(study: optuna.Study) -> list[int]:
     return sorted(before - after)
 
 
+def trial_attrs(trial: FrozenTrial) -> dict[str, Any]:
+    """A trial's user attributes with its ``result`` record (one write per trial) spread in."""
+    return {**trial.user_attrs, **trial.user_attrs.get("result", {})}
+
+
 def default_study_name(data_path: str | os.PathLike[str]) -> str:
     return Path(data_path).stem
 
@@ -537,7 +556,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     trials = study.get_trials(deepcopy=False)
     retried_as = {t.system_attrs["retry_history"][-1]: t.number for t in trials if t.system_attrs.get("retry_history")}
     for t in trials:
-        a = t.user_attrs
+        a = trial_attrs(t)
         reason = a.get("prune_reason") or a.get("fail_reason")
         if t.state == TrialState.FAIL and reason is None:
             # Failed by a heartbeat check: its worker died (kill -9, lost machine).
@@ -573,7 +592,7 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
         best = study.best_trial
     except ValueError:
         return None
-    a = best.user_attrs
+    a = trial_attrs(best)
     return {
         "study": study.study_name,
         "number": best.number,

@@ -260,23 +260,37 @@ class MlflowTracker:
 
 
 class _TrialRun:
+    # Per-epoch metrics are sent in batches, at most every FLUSH_SECONDS (and at the trial's end):
+    # one MLflow write per epoch cost ~12 ms, ~2% of a short trial. The UI's live curves lag by
+    # at most this much.
+    FLUSH_SECONDS = 2.0
+
     def __init__(self, tracker: MlflowTracker, run_id: str, number: int) -> None:
         self.tracker, self.run_id, self.number = tracker, run_id, number
         self.ended = False
+        self._buffer: list[Metric] = []
+        self._flushed_at = time.monotonic()
 
     def log_epoch(self, record: Any) -> None:
-        mlflow.log_metrics(
-            {
-                "loss": record.loss,
-                "val_loss": record.val_loss,
-                "val_balanced_accuracy": record.val_balanced_accuracy,
-                "val_score": record.val_score,
-                "val_top_class_share": record.val_top_class_share,
-                "learning_rate": record.learning_rate,
-                "epoch_seconds": record.seconds,
-            },
-            step=record.epoch,
-        )
+        now = int(time.time() * 1000)
+        values = {
+            "loss": record.loss,
+            "val_loss": record.val_loss,
+            "val_balanced_accuracy": record.val_balanced_accuracy,
+            "val_score": record.val_score,
+            "val_top_class_share": record.val_top_class_share,
+            "learning_rate": record.learning_rate,
+            "epoch_seconds": record.seconds,
+        }
+        self._buffer.extend(Metric(key, float(value), now, record.epoch) for key, value in values.items())
+        if time.monotonic() - self._flushed_at >= self.FLUSH_SECONDS or len(self._buffer) >= 700:  # MLflow: <= 1000 per batch
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self.tracker.client.log_batch(self.run_id, metrics=self._buffer)
+            self._buffer = []
+        self._flushed_at = time.monotonic()
 
     def end(self, outcome: TrialOutcome) -> dict[str, str]:
         attrs = {"mlflow_run_id": self.run_id}
@@ -287,6 +301,7 @@ class _TrialRun:
         self.ended = True
         status = _END_STATUS[outcome.state]
         try:
+            self._flush()
             mlflow.set_tags({TAG_STATE: outcome.state, **({"sweep.reason": outcome.reason[:250]} if outcome.reason else {})})
             if outcome.val is not None:
                 self._log_results(outcome)
@@ -326,11 +341,16 @@ class _TrialRun:
         title = f"trial {self.number} ({outcome.state.lower()}): {_describe(outcome.params)}"
         history, best_epoch = list(outcome.history), outcome.best_epoch
         tracker, run_id = self.tracker, self.run_id
+        # Every run's per-epoch metrics are charted by the MLflow UI itself; the learning-curve
+        # figure (with the kept epoch marked) is drawn for each new best trial only, which saves
+        # ~0.2 s of CPU per trial that would compete with the next trial's training.
+        curve = outcome.is_new_best
 
         def render() -> None:
             tracker.client.log_figure(run_id, plots.confusion_figure(panels, tracker.labels), "plots/confusion_matrix.png")
-            tracker.client.log_figure(run_id, plots.learning_curve_figure(history, title=title, best_epoch=best_epoch),
-                                      "plots/learning_curve.png")
+            if curve:
+                tracker.client.log_figure(run_id, plots.learning_curve_figure(history, title=title, best_epoch=best_epoch),
+                                          "plots/learning_curve.png")
 
         tracker._pending.append(tracker._plotter.submit(render))
 

@@ -110,3 +110,28 @@ def test_a_surplus_trial_never_reaches_the_objective_and_is_not_a_failure(study,
     assert len(surplus) == 3 and all(t.state == TrialState.FAIL for t in surplus)
     assert calls == [4] and _states(study).count("COMPLETE") == 2
     assert all(r["surplus"] for r in trial_rows(study) if r["number"] in {t.number for t in surplus})
+
+
+def test_storage_timing_counts_calls_and_changes_no_result(tmp_path):
+    """SWEEP_STORAGE_TIMING (used by benchmarks/scaling.py) wraps the storage; results stay exact."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import optuna\n"
+        "from sweep.study import open_storage, run_trials\n"
+        f"s = optuna.create_study(study_name='t', storage=open_storage('sqlite:///{tmp_path}/t.db'), direction='maximize')\n"
+        "run_trials(s, lambda t: t.suggest_float('x', 0, 1), n_trials=3)\n"
+        "print(len(s.trials), s.best_trial.number, s.best_value == max(t.value for t in s.trials))\n"
+    )
+    env = {**os.environ, "SWEEP_STORAGE_TIMING": str(tmp_path / "timing.jsonl")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    n, _, best_ok = result.stdout.split()
+    assert n == "3" and best_ok == "True"
+    [line] = [json.loads(x) for x in (tmp_path / "timing.jsonl").read_text().splitlines()]
+    assert line["calls"] == sum(c for c, _ in line["by_method"].values()) > 0
+    assert line["storage_seconds"] > 0 and line["process_seconds"] > 0  # heartbeats overlap: no upper bound
+    assert "_create_new_trial" in line["by_method"] and "set_trial_state_values" in line["by_method"]
