@@ -379,6 +379,36 @@ def ui(
     os.execv(sys.executable, cmd)
 
 
+@app.command()
+def diagnose(
+    data: Path = typer.Argument(..., help="Data file: .npz or UCR-style .csv/.tsv (as for `sweep run`)."),
+    test: Optional[Path] = typer.Option(None, "--test", help="Test file for .csv/.tsv data (counted only)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the cross-validation folds and the label shuffles."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Before a sweep: class balance, chance level, and whether the labels depend on the inputs at all."""
+    from sweep.data import load_dataset
+    from sweep.diagnose import diagnose as run_diagnosis
+
+    d = run_diagnosis(load_dataset(data, test_path=test), seed=seed)
+    if as_json:
+        out.print_json(json.dumps(d.to_dict()))
+        return
+    out.print(f"[bold]{d.source}[/]: {sum(c.train for c in d.classes)} training sequences, {d.timesteps} steps x "
+              f"{d.features} features")
+    table = Table("class", "train", "test", box=box.SIMPLE_HEAD)
+    for c in d.classes:
+        table.add_row(c.label, str(c.train), _fmt(c.test))
+    out.print(table)
+    out.print(f"imbalance {d.imbalance_ratio:.1f} : 1.  Always predicting the majority class scores accuracy "
+              f"{d.majority_class_accuracy:.3f} but balanced accuracy {d.chance_balanced_accuracy:.3f} (chance).")
+    s = d.signal
+    out.print(f"signal check ({s.series_used} training series, {s.folds}-fold CV, {s.n_permutations} label shuffles): "
+              f"baseline balanced accuracy {s.baseline_balanced_accuracy:.3f} +- {s.baseline_std:.3f}; shuffled labels "
+              f"{s.shuffled_mean:.3f} (95th percentile {s.shuffled_p95:.3f}); p = {s.p_value:.3f}")
+    out.print(f"[bold {'green' if s.has_signal else 'red'}]{d.verdict}[/]")
+
+
 @app.command("make-data")
 def make_data(
     kind: str = typer.Argument(..., help="seed-signal (planted temporal signal, known Bayes rate) or seed-noise (no signal)."),

@@ -19,6 +19,7 @@ LIGHT_MODULES = (
     "sweep.runner",
     "sweep.workers",
     "sweep.sqlite",
+    "sweep.diagnose",
     "objectives.metrics",
     "objectives.search_space",
     "objectives.imbalance",
@@ -77,7 +78,7 @@ def test_sweep_help_exits_0_in_under_3_seconds(tmp_path):
     result = subprocess.run([str(SWEEP), "--help"], cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=30)
     elapsed = time.perf_counter() - t0
     assert result.returncode == 0, result.stderr
-    for command in ("run", "worker", "status", "best", "studies", "export", "make-data", "ui"):
+    for command in ("run", "worker", "diagnose", "status", "best", "studies", "export", "make-data", "ui"):
         assert command in result.stdout
     assert elapsed < 3.0, f"sweep --help took {elapsed:.1f}s"
     assert list(tmp_path.iterdir()) == []
