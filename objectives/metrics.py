@@ -86,6 +86,34 @@ def evaluate_predictions(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int)
     )
 
 
+@dataclass
+class CollapseWatch:
+    """Says when a trial has predicted (nearly) one class for long enough to stop paying for it.
+
+    An epoch is *near single-class* when the collapse penalty is positive: one class takes more
+    of the validation predictions than the onset (halfway between its true share and 100%), or
+    every prediction is one class. After ``warmup`` epochs (a model often starts out predicting
+    the majority class), ``patience`` such epochs in a row stop the trial. ``patience = 0`` never
+    stops.
+    """
+
+    warmup: int = 2
+    patience: int = 2
+    streak: int = 0
+
+    def update(self, epoch: int, penalty: float) -> bool:
+        """Record epoch ``epoch`` (1-based) and its penalty; True when the trial should stop."""
+        if epoch <= self.warmup or penalty <= 0:
+            self.streak = 0
+        else:
+            self.streak += 1
+        return self.patience > 0 and self.streak >= self.patience
+
+    def reason(self) -> str:
+        return (f"collapse: (nearly) one class predicted for {self.streak} epochs in a row after a "
+                f"{self.warmup}-epoch warm-up")
+
+
 def cross_entropy(y_true: np.ndarray, probabilities: np.ndarray) -> float:
     """Mean negative log-likelihood of the true classes (the unweighted validation loss)."""
     p = np.clip(probabilities[np.arange(len(y_true)), y_true], 1e-7, 1.0)

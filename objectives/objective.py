@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import optuna
 
 from objectives import model as lstm
-from objectives.metrics import Evaluation
+from objectives.metrics import CollapseWatch, Evaluation
 from objectives.search_space import LstmParams, SearchSpace, suggest_params
 from sweep import interrupt
 from sweep.data import Split, standardization
@@ -72,8 +72,9 @@ class Objective:
 
     def __init__(
         self, split: Split, *, n_classes: int, space: SearchSpace, epochs: int, patience: int, seed: int,
-        tracker: Tracker | None = None,
+        tracker: Tracker | None = None, collapse_warmup: int = 2, collapse_patience: int = 2,
     ) -> None:
+        self.collapse_warmup, self.collapse_patience = collapse_warmup, collapse_patience
         self.split = split
         self.n_classes = n_classes
         self.space = space
@@ -94,12 +95,17 @@ class Objective:
         study = getattr(trial, "study", None)
         prunes = study is not None and not isinstance(study.pruner, optuna.pruners.NopPruner)
 
+        watch = CollapseWatch(warmup=self.collapse_warmup, patience=self.collapse_patience)
+
         def on_epoch(record: lstm.EpochRecord) -> None:
             interrupt.check()
             log.log_epoch(record)
             trial.report(record.val_score, record.epoch)
+            # Collapse first: it names the cause, where the median pruner only says "worse".
+            if watch.update(record.epoch, record.val_balanced_accuracy - record.val_score):
+                raise optuna.TrialPruned(watch.reason())
             if prunes and trial.should_prune():
-                raise optuna.TrialPruned(f"median pruner at epoch {record.epoch}")
+                raise optuna.TrialPruned(f"median: below the median of earlier trials at epoch {record.epoch}")
 
         try:
             seed = self.seed + number

@@ -78,6 +78,8 @@ def run(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epoch cap per trial (default 15)."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Stop a trial after this many epochs without a better val score (default 5)."),
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of the training data held out for validation (default 0.2)."),
+    collapse_patience: Optional[int] = typer.Option(None, "--collapse-patience", help="Stop a trial after this many (near) single-class epochs in a row, as pruned with reason 'collapse' (default 2; 0 = never)."),
+    collapse_warmup: Optional[int] = typer.Option(None, "--collapse-warmup", help="Epochs before collapse stopping starts counting (default 2)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the split, the sampler and training (default 0)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", show_envvar=True,
                                                help="MLflow tracking URI (default sqlite:///mlflow.db, artifacts in ./mlruns)."),
@@ -93,7 +95,8 @@ def run(
     cfg = resolve_config(config_file=config, flags=dict(
         study=study, storage=storage, n_trials=n_trials, epochs=epochs, patience=patience,
         val_fraction=val_fraction, seed=seed, tracking_uri=tracking_uri, log_models=log_models,
-        pruner=pruner, threads=threads, workers=workers,
+        pruner=pruner, threads=threads, workers=workers, collapse_patience=collapse_patience,
+        collapse_warmup=collapse_warmup,
     ))
     from sweep.runner import open_sweep, prepare
 
@@ -194,6 +197,9 @@ def _run_with_progress(opened: Any, workers: int) -> Any:
         star = " [bold green]*best*[/]" if best and best["number"] == row["number"] else ""
         if state == "fail":
             detail = f"[red]{row['reason']}[/]"
+        elif state == "pruned" and row["reason"]:
+            detail = (f"[yellow]{row['reason'].split(':')[0]:<9}[/] val bal.acc {_fmt(row['val_balanced_accuracy'])}  "
+                      f"after {row['epochs_run']} epochs")
         else:
             detail = (f"score {_fmt(row['score'])}  val bal.acc {_fmt(row['val_balanced_accuracy'])}  "
                       f"test bal.acc {_fmt(row['test_balanced_accuracy'])}")
@@ -219,7 +225,10 @@ def _print_summary(result: Any, prep: Any) -> None:
               f"{sum(r['state'] == 'FAIL' for r in rows)} failed; {collapsed} collapsed to one class)")
     best = result.best
     if best is None:
-        out.print("[red]no trial completed[/]")
+        stopped = sum(1 for r in rows if (r["reason"] or "").startswith("collapse"))
+        hint = (f": {stopped} trials were stopped for predicting (nearly) one class; `sweep diagnose DATA` checks "
+                "whether the labels carry any signal, and class_weight / learning_rate ranges matter") if stopped else ""
+        out.print(f"[red]no trial completed[/]{hint}")
         return
     table = Table(title=f"best trial: {best['number']}", show_header=True, title_justify="left")
     table.add_column("")
@@ -295,8 +304,8 @@ def status(study: str = typer.Argument(..., help="Study name."), storage: str = 
         )
     out.print(table)
     for r in rows:
-        if r["state"] == "FAIL" and r["reason"]:
-            out.print(f"[dim]trial {r['number']} failed: {r['reason']}[/]")
+        if r["state"] in ("FAIL", "PRUNED") and r["reason"]:
+            out.print(f"[dim]trial {r['number']} {'failed' if r['state'] == 'FAIL' else 'pruned'}: {r['reason']}[/]")
         elif r["retry_of"] is not None:
             out.print(f"[dim]trial {r['number']} retried trial {r['retry_of']}'s parameters[/]")
 

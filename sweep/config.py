@@ -3,7 +3,7 @@
 A config file is TOML with up to three tables::
 
     [run]            # study, storage, n_trials, seed, tracking_uri, log_models, pruner, threads, workers
-    [train]          # epochs, val_fraction, patience
+    [train]          # epochs, val_fraction, patience, collapse_warmup, collapse_patience
     [search_space]   # narrows the ranges and choices of objectives.search_space.SearchSpace
 """
 
@@ -32,6 +32,10 @@ class TrainSettings:
     epochs: int = 15
     val_fraction: float = 0.2
     patience: int = 5
+    # Stop a trial that predicts (nearly) one class for collapse_patience epochs in a row after
+    # collapse_warmup epochs (pruned, reason "collapse"); collapse_patience = 0 never stops.
+    collapse_warmup: int = 2
+    collapse_patience: int = 2
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,8 @@ def _validate(cfg: SweepConfig, where: str) -> None:
     need_int("seed (--seed)", cfg.seed, 0)
     need_int("train.epochs (--epochs)", cfg.train.epochs, 1)
     need_int("train.patience (--patience)", cfg.train.patience, 1)
+    need_int("train.collapse_warmup (--collapse-warmup)", cfg.train.collapse_warmup, 0)
+    need_int("train.collapse_patience (--collapse-patience)", cfg.train.collapse_patience, 0)
     if cfg.threads is not None:
         need_int("threads (--threads)", cfg.threads, 1)
     need_int("workers (--workers)", cfg.workers, 1, 64)

@@ -164,6 +164,7 @@ def work(
     objective = Objective(
         prep.split, n_classes=prep.data.n_classes, space=cfg.space, epochs=cfg.train.epochs,
         patience=cfg.train.patience, seed=cfg.seed, tracker=tracker,
+        collapse_warmup=cfg.train.collapse_warmup, collapse_patience=cfg.train.collapse_patience,
     )
 
     def after_trial(study_: Any, trial: FrozenTrial) -> None:

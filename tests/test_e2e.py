@@ -201,3 +201,30 @@ def test_sweep_on_postgresql(tmp_path, tiny_signal, pg_url):
     status = run_sweep_cli("status", "pg", "--json", "--storage", storage, cwd=tmp_path)
     assert len(json.loads(status.stdout)["trials"]) == 2
     assert not (tmp_path / "sweep.db").exists()
+
+
+def test_a_study_forced_to_collapse_stops_its_trials_early_as_pruned_collapse(tmp_path):
+    """Noise, no class weights, a tiny LSTM and a big step: every trial collapses to the majority
+    class, and is stopped at warm-up + patience (epoch 4 of 8) as PRUNED with reason 'collapse'."""
+    from sweep.synthetic import make_dataset, write_dataset
+
+    data = write_dataset(make_dataset("seed-noise", n_train=80, n_test=40, seed=3), tmp_path / "noise.npz")
+    config = tmp_path / "collapse.toml"
+    config.write_text('[search_space]\nunits = 2\nlayers = 1\ndropout = 0.0\nlearning_rate = 1e-2\n'
+                      'class_weight = ["none"]\nbatch_size = [16]\nclipnorm = [0.0]\n')
+    result = run_sweep_cli("run", str(data), "--study", "col", "--config", str(config), "--n-trials", "2",
+                           "--epochs", "8", "--patience", "8", "--pruner", "none", *_stores(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "collapse" in result.stdout and "sweep diagnose DATA" in result.stdout
+    trials = _trials(tmp_path, "col")
+    assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
+    for t in trials:
+        assert t.user_attrs["result"]["prune_reason"].startswith("collapse:")
+        assert t.user_attrs["result"]["epochs_run"] == 4
+    # Without collapse stopping the same trials run all 8 epochs.
+    again = run_sweep_cli("run", str(data), "--study", "col-off", "--config", str(config), "--n-trials", "1",
+                          "--epochs", "8", "--patience", "8", "--pruner", "none", "--collapse-patience", "0",
+                          *_stores(tmp_path), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    [t] = _trials(tmp_path, "col-off")
+    assert t.state.name == "COMPLETE" and t.user_attrs["result"]["epochs_run"] == 8

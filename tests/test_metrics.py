@@ -176,3 +176,34 @@ def test_cross_entropy_is_the_mean_negative_log_likelihood_of_the_true_class():
 def test_cross_entropy_stays_finite_for_a_zero_probability():
     value = cross_entropy(np.array([1]), np.array([[1.0, 0.0]]))
     assert np.isfinite(value) and value == pytest.approx(-np.log(1e-7))
+
+
+# -- collapse early-stopping ---------------------------------------------------------------------
+from objectives.metrics import CollapseWatch  # noqa: E402
+
+
+def _run(watch: CollapseWatch, penalties: list[float]) -> int | None:
+    """The 1-based epoch at which the watch says stop (None: never)."""
+    for epoch, penalty in enumerate(penalties, start=1):
+        if watch.update(epoch, penalty):
+            return epoch
+    return None
+
+
+def test_a_collapsed_history_stops_right_after_warmup_plus_patience():
+    assert _run(CollapseWatch(warmup=2, patience=2), [1.0] * 10) == 4
+    assert _run(CollapseWatch(warmup=0, patience=1), [1.0] * 10) == 1
+    assert _run(CollapseWatch(warmup=3, patience=3), [0.2] * 10) == 6  # near-collapse counts too
+    assert CollapseWatch(warmup=2, patience=2).reason().startswith("collapse:")
+
+
+def test_a_healthy_or_recovering_history_is_never_stopped():
+    assert _run(CollapseWatch(warmup=2, patience=2), [0.0] * 20) is None
+    # collapsed during warm-up, then learning: the usual start of an imbalanced fit
+    assert _run(CollapseWatch(warmup=2, patience=2), [1.0, 1.0, 0.0, 0.0, 0.0]) is None
+    # streaks shorter than patience reset on every healthy epoch
+    assert _run(CollapseWatch(warmup=1, patience=3), [1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0]) is None
+
+
+def test_patience_zero_turns_collapse_stopping_off():
+    assert _run(CollapseWatch(warmup=0, patience=0), [1.0] * 50) is None
