@@ -114,6 +114,7 @@ class EpochRecord:
     val_top_class_share: float
     learning_rate: float
     seconds: float
+    val_predicted_classes: int = 0  # how many classes the validation predictions use (1 = collapsed)
 
 
 class EpochMonitor(keras.callbacks.Callback):
@@ -154,7 +155,7 @@ class EpochMonitor(keras.callbacks.Callback):
             epoch=epoch + 1, loss=loss, val_loss=val_loss, val_balanced_accuracy=ev.balanced_accuracy,
             val_score=ev.score, val_top_class_share=ev.top_class_share,
             learning_rate=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
-            seconds=time.perf_counter() - self._t0,
+            seconds=time.perf_counter() - self._t0, val_predicted_classes=ev.n_predicted_classes,
         )
         self.history.append(record)
         if ev.score > self.best_score:

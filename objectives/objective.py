@@ -23,6 +23,8 @@ from sweep.data import Split, standardization
 
 _logger = logging.getLogger(__name__)
 
+NAN_LOSS = "nan_loss"  # the fail reason of a trial whose training loss became NaN or infinite
+
 
 @dataclass
 class TrialOutcome:
@@ -134,7 +136,12 @@ class Objective:
             raise
         except BaseException as exc:  # noqa: BLE001 - every failure must close the trial's record
             outcome.state = "FAIL"
-            outcome.reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, KeyboardInterrupt):
+                outcome.reason = "interrupted"
+            elif isinstance(exc, lstm.NonFiniteLoss):
+                outcome.reason = f"{NAN_LOSS}: {exc}"  # these parameters diverge; the search goes on
+            else:
+                outcome.reason = f"{type(exc).__name__}: {exc}"
             outcome.seconds = time.perf_counter() - t0
             try:
                 attrs = log.end(outcome)

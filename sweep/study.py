@@ -28,6 +28,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Trials that hold one of the study's N slots: finished, being run, or queued for a retry.
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 MAX_CONSECUTIVE_FAILURES = 3
+MAX_CONSECUTIVE_DIVERGED = 10  # nan_loss failures: the search goes on, up to this many in a row
 # A worker's heartbeat every HEARTBEAT_INTERVAL s; a trial without one for GRACE_PERIOD s is
 # failed and retried with the same parameters. The environment overrides both (tests use ~1 s).
 HEARTBEAT_INTERVAL = 20
@@ -459,7 +460,9 @@ def run_trials(
     waiting worker runs it.
 
     A failed trial does not count and is replaced; after ``MAX_CONSECUTIVE_FAILURES`` failures
-    in a row in this worker the sweep stops with the last error. Ctrl-C propagates (the trial is
+    in a row in this worker the sweep stops with the last error. A trial whose loss diverged
+    (fail reason ``nan_loss``) does not count as such a failure, only ``MAX_CONSECUTIVE_DIVERGED``
+    of them in a row stop the sweep. Ctrl-C propagates (the trial is
     marked FAIL).
 
     Args:
@@ -471,7 +474,7 @@ def run_trials(
         The number of trials this call ran.
     """
     ran = 0
-    failures = 0
+    failures = diverged_in_a_row = 0
     mine: dict[str, Any] = {}
 
     def remember(study_: optuna.Study, trial: FrozenTrial) -> None:
@@ -513,7 +516,18 @@ def run_trials(
         if last is not None and last.user_attrs.get("fail_reason") == SURPLUS:
             continue
         ran += 1
-        if last is None or last.state == TrialState.FAIL:
+        diverged = last is not None and str(last.user_attrs.get("fail_reason", "")).startswith("nan_loss")
+        if diverged:
+            # The parameters diverged (a fact about them, not a broken set-up): the search goes on,
+            # unless divergence is all it finds.
+            diverged_in_a_row += 1
+            if diverged_in_a_row >= MAX_CONSECUTIVE_DIVERGED:
+                raise StudyError(
+                    f"{diverged_in_a_row} trials in a row diverged (training loss NaN or infinite; last: trial "
+                    f"{last.number}); narrow learning_rate to lower values or add clipnorm in the search space"
+                )
+        elif last is None or last.state == TrialState.FAIL:
+            diverged_in_a_row = 0
             failures += 1
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 reason = last.user_attrs.get("fail_reason", "see the log") if last else "see the log"
@@ -522,7 +536,7 @@ def run_trials(
                     "fix the cause and run the same command again to resume"
                 )
         else:
-            failures = 0
+            failures = diverged_in_a_row = 0
     return ran
 
 

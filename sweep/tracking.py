@@ -279,6 +279,7 @@ class _TrialRun:
             "val_balanced_accuracy": record.val_balanced_accuracy,
             "val_score": record.val_score,
             "val_top_class_share": record.val_top_class_share,
+            "val_predicted_classes": record.val_predicted_classes,
             "learning_rate": record.learning_rate,
             "epoch_seconds": record.seconds,
         }

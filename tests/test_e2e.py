@@ -84,7 +84,7 @@ def test_interrupt_then_resume_finishes_exactly_n_trials(tmp_path, tiny_signal):
         assert run.info.status == ("FINISHED" if t.state.name == "COMPLETE" else "KILLED")
         curve = client.get_metric_history(run.info.run_id, "val_balanced_accuracy")
         assert [m.step for m in curve] == list(range(1, t.user_attrs["result"]["epochs_run"] + 1))
-        for key in ("loss", "val_loss", "val_score", "learning_rate", "val_top_class_share"):
+        for key in ("loss", "val_loss", "val_score", "learning_rate", "val_top_class_share", "val_predicted_classes"):
             assert len(client.get_metric_history(run.info.run_id, key)) == len(curve)
         assert {"final_val_balanced_accuracy", "test_balanced_accuracy", "final_val_accuracy", "test_macro_f1"} <= set(run.data.metrics)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}

@@ -135,3 +135,40 @@ def test_storage_timing_counts_calls_and_changes_no_result(tmp_path):
     assert line["calls"] == sum(c for c, _ in line["by_method"].values()) > 0
     assert line["storage_seconds"] > 0 and line["process_seconds"] > 0  # heartbeats overlap: no upper bound
     assert "_create_new_trial" in line["by_method"] and "set_trial_state_values" in line["by_method"]
+
+
+def test_diverged_trials_do_not_stop_the_search_but_endless_divergence_does(study):
+    """A NaN loss fails the trial with reason nan_loss; the search goes on past 3 of them."""
+    from sweep.errors import StudyError
+    from sweep.study import MAX_CONSECUTIVE_DIVERGED
+
+    plan = iter([True] * 5 + [False] * 2)
+
+    def sometimes_diverges(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        if next(plan):
+            trial.set_user_attr("fail_reason", "nan_loss: training loss became nan at epoch 2")
+            raise RuntimeError("diverged")
+        return x
+
+    assert run_trials(study, sometimes_diverges, n_trials=2) == 7
+    assert _states(study) == ["FAIL"] * 5 + ["COMPLETE"] * 2
+
+    def always_diverges(trial: optuna.Trial) -> float:
+        trial.suggest_float("x", 0.0, 1.0)
+        trial.set_user_attr("fail_reason", "nan_loss: training loss became inf at epoch 1")
+        raise RuntimeError("diverged")
+
+    with pytest.raises(StudyError, match="trials in a row diverged"):
+        run_trials(study, always_diverges, n_trials=3)
+    assert _states(study).count("FAIL") == 5 + MAX_CONSECUTIVE_DIVERGED
+
+
+def test_other_failures_still_stop_after_three_in_a_row(study):
+    from sweep.errors import StudyError
+
+    def broken(trial: optuna.Trial) -> float:
+        raise ValueError("boom")
+
+    with pytest.raises(StudyError, match="3 trials in a row failed"):
+        run_trials(study, broken, n_trials=2)

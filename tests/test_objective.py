@@ -1,0 +1,29 @@
+"""The objective decides what a trial's end means: diverged training fails it as `nan_loss`."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+pytestmark = pytest.mark.slow  # imports TensorFlow
+
+
+def test_a_non_finite_loss_fails_the_trial_with_reason_nan_loss(tmp_path, tiny_signal, monkeypatch):
+    from objectives import model as lstm
+    from objectives.objective import NAN_LOSS, Objective
+    from objectives.search_space import SearchSpace
+    from sweep.data import load_dataset, split_stratified
+
+    data = load_dataset(tiny_signal)
+    split = split_stratified(data, val_fraction=0.25, seed=0)
+
+    def diverge(*args, **kwargs):
+        raise lstm.NonFiniteLoss("training loss became nan at epoch 2; lower the learning rate or clip gradients")
+
+    monkeypatch.setattr(lstm, "fit", diverge)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/o.db", direction="maximize")
+    objective = Objective(split, n_classes=data.n_classes, space=SearchSpace(), epochs=2, patience=2, seed=0)
+    study.optimize(objective, n_trials=1, catch=(Exception,))
+    [trial] = study.get_trials()
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert trial.user_attrs["fail_reason"].startswith(f"{NAN_LOSS}: training loss became nan at epoch 2")
