@@ -119,9 +119,6 @@ def open_sweep(prep: PreparedSweep, *, allow_changes: bool = False) -> OpenSweep
     study, resumed = create_or_resume(
         cfg, name=prep.name, storage=storage, identity=study_identity(prep), allow_changes=allow_changes
     )
-    reaped = reap_stale_trials(study)
-    if reaped:
-        _logger.warning("trials %s had no heartbeat and were marked failed", reaped)
     tracker = _tracker(prep)
     parent = tracker.start_sweep(
         params={
@@ -144,8 +141,18 @@ def open_sweep(prep: PreparedSweep, *, allow_changes: bool = False) -> OpenSweep
     )
     study.set_user_attr("mlflow_parent_run_id", parent)
     study.set_user_attr("tracking_uri", tracker.tracking_uri)
-    tracker.reconcile_runs({t.number: t.state.name for t in study.get_trials(deepcopy=False)})
+    _close_dead_trials(study, tracker)
     return OpenSweep(prep=prep, study=study, resumed=resumed, tracker=tracker, parent_run_id=parent)
+
+
+def _close_dead_trials(study: Any, tracker: Any, *, reap: bool = True) -> None:
+    """Fail trials whose worker stopped sending heartbeats, and end the MLflow runs of every trial
+    Optuna no longer runs (``reap=False``: the trials were just reaped)."""
+    if reap:
+        reaped = reap_stale_trials(study)
+        if reaped:
+            _logger.warning("trials %s had no heartbeat and were marked failed", reaped)
+    tracker.reconcile_runs({t.number: t.state.name for t in study.get_trials(deepcopy=False)})
 
 
 def work(
@@ -175,7 +182,7 @@ def work(
     def after_reap(numbers: list[int]) -> None:
         _logger.warning("trials %s had no heartbeat (worker gone) and were failed; retrying with their parameters",
                         numbers)
-        tracker.reconcile_runs({t.number: t.state.name for t in study.get_trials(deepcopy=False)})
+        _close_dead_trials(study, tracker, reap=False)
 
     if on_start is not None:
         on_start(count_finished(study), cfg.n_trials)
@@ -281,8 +288,7 @@ def join(
         raise StudyError(f"study {name!r} has no MLflow run yet; start it with `sweep run DATA --study {name}` first")
     tracker = _tracker(prep)
     tracker.join_sweep(parent)
-    reap_stale_trials(study)
-    tracker.reconcile_runs({t.number: t.state.name for t in study.get_trials(deepcopy=False)})
+    _close_dead_trials(study, tracker)
     return OpenSweep(prep=prep, study=study, resumed=True, tracker=tracker, parent_run_id=parent)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -348,7 +349,7 @@ def create_or_resume(
         StudyError: the study exists with a different identity and ``allow_changes`` is false.
     """
     url = getattr(storage, "url", None)
-    with creation_lock(url) if url else _no_lock():
+    with creation_lock(url) if url else contextlib.nullcontext():
         existing = None
         try:
             existing = optuna.load_study(study_name=name, storage=storage)
@@ -367,11 +368,6 @@ def create_or_resume(
         study.set_user_attr("n_trials", cfg.n_trials)
         study.set_user_attr("run_settings", {"pruner": cfg.pruner, "log_models": cfg.log_models})
     return study, existing is not None
-
-
-@contextmanager
-def _no_lock() -> Iterator[None]:
-    yield
 
 
 def join_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:

@@ -96,16 +96,13 @@ def run_workers(
 
 
 def _report_new(study: Any, seen: set[int], on_trial_end: Callable | None) -> set[int]:
-    new = set()
-    trials = study.get_trials(deepcopy=False)
-    for t in trials:
-        if t.number in seen or not t.state.is_finished():
-            continue
-        new.add(t.number)
-        if on_trial_end is not None and t.user_attrs.get("fail_reason") != SURPLUS:
-            row = next(r for r in trial_rows(study) if r["number"] == t.number)
-            on_trial_end(row, best_summary(study))
-    return new
+    new = [t for t in study.get_trials(deepcopy=False) if t.number not in seen and t.state.is_finished()]
+    shown = [t.number for t in new if t.user_attrs.get("fail_reason") != SURPLUS]
+    if on_trial_end is not None and shown:
+        rows, best = {r["number"]: r for r in trial_rows(study)}, best_summary(study)  # once per poll
+        for number in shown:
+            on_trial_end(rows[number], best)
+    return {t.number for t in new}
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
