@@ -17,7 +17,7 @@ import gc  # noqa: E402
 import logging  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from typing import Callable  # noqa: E402
+from typing import Any, Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -25,6 +25,7 @@ import absl.logging  # noqa: E402
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from objectives.detectors import EpochRecord  # noqa: E402
 from objectives.imbalance import class_weights, oversample_indices  # noqa: E402
 from objectives.metrics import Evaluation, cross_entropy, evaluate_predictions  # noqa: E402
 from objectives.search_space import LstmParams  # noqa: E402
@@ -90,9 +91,13 @@ def build_lstm(
             x = keras.layers.Dropout(params.dropout, name=f"dropout_{i + 1}")(x)
     outputs = keras.layers.Dense(n_classes, activation="softmax", name="class_probabilities")(x)
     model = keras.Model(inputs, outputs, name="lstm_classifier")
-    optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate, clipnorm=params.clipnorm or None)
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=_adam(params), loss="sparse_categorical_crossentropy")
     return model
+
+
+def _adam(params: LstmParams, probe: GradientProbe | None = None) -> keras.optimizers.Optimizer:
+    kwargs = {"learning_rate": params.learning_rate, "clipnorm": params.clipnorm or None}
+    return _ProbedAdam(probe, **kwargs) if probe is not None else keras.optimizers.Adam(**kwargs)
 
 
 def predict_proba(model: keras.Model, X: np.ndarray) -> np.ndarray:
@@ -102,19 +107,42 @@ def predict_proba(model: keras.Model, X: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict(X, batch_size=PREDICT_BATCH, verbose=0))
 
 
-@dataclass(frozen=True)
-class EpochRecord:
-    """What one epoch looked like; logged as MLflow curves."""
+class GradientProbe:
+    """Adds up, inside Keras's own training step, the gradient norms of the first and last layer.
 
-    epoch: int
-    loss: float
-    val_loss: float
-    val_balanced_accuracy: float
-    val_score: float
-    val_top_class_share: float
-    learning_rate: float
-    seconds: float
-    val_predicted_classes: int = 0  # how many classes the validation predictions use (1 = collapsed)
+    Keras computes every gradient anyway; the optimizer (:class:`_ProbedAdam`) hands them here
+    before applying them, so the norms cost two small reductions per step and no extra trace.
+    :meth:`read` gives the epoch's mean per-step norm and starts the next epoch.
+    """
+
+    def __init__(self, model: keras.Model) -> None:
+        lstm_layers = [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
+        self._first = {id(v) for v in lstm_layers[0].trainable_variables}
+        self._last = {id(v) for v in model.get_layer("class_probabilities").trainable_variables}
+        self._totals = tf.Variable(tf.zeros(3), trainable=False, name="gradient_probe")  # first, last, steps
+
+    def record(self, pairs: list[tuple[tf.Tensor, Any]]) -> None:
+        first = [g for g, v in pairs if id(v) in self._first and g is not None]
+        last = [g for g, v in pairs if id(v) in self._last and g is not None]
+        self._totals.assign_add(tf.stack([tf.linalg.global_norm(first), tf.linalg.global_norm(last), 1.0]))
+
+    def read(self) -> tuple[float | None, float | None]:
+        first, last, steps = (float(v) for v in self._totals.numpy())
+        self._totals.assign(tf.zeros(3))
+        return (first / steps, last / steps) if steps else (None, None)
+
+
+class _ProbedAdam(keras.optimizers.Adam):
+    """Adam that shows each step's gradients to a :class:`GradientProbe` (unclipped) first."""
+
+    def __init__(self, probe: GradientProbe, **kwargs: Any) -> None:
+        super().__init__(name="adam", **kwargs)
+        self._gradient_probe = probe
+
+    def apply_gradients(self, grads_and_vars: Any) -> Any:
+        pairs = list(grads_and_vars)
+        self._gradient_probe.record(pairs)
+        return super().apply_gradients(pairs)
 
 
 class EpochMonitor(keras.callbacks.Callback):
@@ -126,9 +154,10 @@ class EpochMonitor(keras.callbacks.Callback):
 
     def __init__(
         self, X_val: np.ndarray, y_val: np.ndarray, n_classes: int, *, patience: int,
-        on_epoch: Callable[[EpochRecord], None],
+        on_epoch: Callable[[EpochRecord], None], probe: GradientProbe | None = None,
     ) -> None:
         super().__init__()
+        self.probe = probe
         self.X_val, self.y_val, self.n_classes = X_val, y_val, n_classes
         self.patience = patience
         self.on_epoch = on_epoch
@@ -145,8 +174,12 @@ class EpochMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs if logs is not None else {}
         loss = float(logs.get("loss", np.nan))
+        grad_first, grad_last = self.probe.read() if self.probe is not None else (None, None)
         if not np.isfinite(loss):
-            raise NonFiniteLoss(f"training loss became {loss} at epoch {epoch + 1}; lower the learning rate or clip gradients")
+            norms = "" if grad_first is None else (
+                f" (mean gradient norm: first layer {grad_first:.3g}, last layer {grad_last:.3g})")
+            raise NonFiniteLoss(f"training loss became {loss} at epoch {epoch + 1}{norms}; "
+                                "lower the learning rate or clip gradients")
         probs = predict_proba(self.model, self.X_val)
         ev = evaluate_predictions(self.y_val, probs.argmax(axis=1), self.n_classes)
         val_loss = cross_entropy(self.y_val, probs)
@@ -156,6 +189,7 @@ class EpochMonitor(keras.callbacks.Callback):
             val_score=ev.score, val_top_class_share=ev.top_class_share,
             learning_rate=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
             seconds=time.perf_counter() - self._t0, val_predicted_classes=ev.n_predicted_classes,
+            grad_norm_first=grad_first, grad_norm_last=grad_last,
         )
         self.history.append(record)
         if ev.score > self.best_score:
@@ -196,7 +230,9 @@ def start_training(
     model = build_lstm(
         params, timesteps=X_train.shape[1], features=X_train.shape[2], n_classes=n_classes, mean=mean, std=std
     )
-    monitor = EpochMonitor(X_val, y_val, n_classes, patience=patience, on_epoch=on_epoch)
+    probe = GradientProbe(model)
+    model.compile(optimizer=_adam(params, probe), loss="sparse_categorical_crossentropy")
+    monitor = EpochMonitor(X_val, y_val, n_classes, patience=patience, on_epoch=on_epoch, probe=probe)
     return Training(model=model, monitor=monitor, history=monitor.history)
 
 
@@ -216,6 +252,8 @@ def fit(training: Training, params: LstmParams, *, X_train: np.ndarray, y_train:
         )
     finally:
         training.monitor.restore_best()
+        # A plain Adam again, so the saved model loads without this module.
+        training.model.compile(optimizer=_adam(params), loss="sparse_categorical_crossentropy")
 
 
 def evaluate_model(model: keras.Model, X: np.ndarray, y: np.ndarray, n_classes: int) -> Evaluation:

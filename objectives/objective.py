@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import optuna
 
 from objectives import model as lstm
+from objectives.detectors import collapsed_epochs, gradient_summary
 from objectives.metrics import CollapseWatch, Evaluation
 from objectives.search_space import LstmParams, SearchSpace, suggest_params
 from sweep import interrupt
@@ -146,6 +147,8 @@ class Objective:
             try:
                 attrs = log.end(outcome)
                 trial.set_user_attr("fail_reason", outcome.reason[:500])
+                if outcome.history:
+                    trial.set_user_attr("result", {"epochs_run": len(outcome.history), **gradient_summary(outcome.history)})
                 for key, value in attrs.items():
                     trial.set_user_attr(key, value)
             except Exception:  # noqa: BLE001 - never mask the original error
@@ -162,8 +165,7 @@ class Objective:
         if self.split.X_test is not None:
             outcome.test = lstm.evaluate_model(training.model, self.split.X_test, self.split.y_test, self.n_classes)
 
-    @staticmethod
-    def _store(trial: optuna.trial.BaseTrial, outcome: TrialOutcome, attrs: dict[str, str]) -> None:
+    def _store(self, trial: optuna.trial.BaseTrial, outcome: TrialOutcome, attrs: dict[str, str]) -> None:
         val = outcome.val
         values: dict[str, Any] = {
             "val_score": val.score,
@@ -178,6 +180,8 @@ class Objective:
             "best_epoch": outcome.best_epoch,
             "epochs_run": len(outcome.history),
             "train_seconds": round(outcome.seconds, 3),
+            "collapse_epochs": collapsed_epochs(outcome.history, warmup=self.collapse_warmup),
+            **gradient_summary(outcome.history),
         }
         if outcome.test is not None:
             values.update(

@@ -283,6 +283,11 @@ class _TrialRun:
             "learning_rate": record.learning_rate,
             "epoch_seconds": record.seconds,
         }
+        # Mean L2 norm of the loss gradient per training step: near zero = vanishing, huge = exploding.
+        if record.grad_norm_first is not None:
+            values["grad_norm_first_layer"] = record.grad_norm_first
+        if record.grad_norm_last is not None:
+            values["grad_norm_last_layer"] = record.grad_norm_last
         self._buffer.extend(Metric(key, float(value), now, record.epoch) for key, value in values.items())
         if time.monotonic() - self._flushed_at >= self.FLUSH_SECONDS or len(self._buffer) >= 700:  # MLflow: <= 1000 per batch
             self._flush()
