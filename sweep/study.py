@@ -581,6 +581,9 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "val_balanced_accuracy": a.get("val_balanced_accuracy"),
             "test_balanced_accuracy": a.get("test_balanced_accuracy"),
             "collapsed": bool(a.get("collapsed", False)),
+            # Predicted (nearly) one class: stopped for it, or ended with a collapse penalty.
+            "collapse": str(reason or "").startswith("collapse") or (a.get("penalty") or 0) > 0,
+            "gradient_trouble": a.get("gradient_trouble"),
             "penalty": a.get("penalty"),
             "top_class_share": a.get("top_class_share"),
             "best_epoch": a.get("best_epoch"),
