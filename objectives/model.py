@@ -27,7 +27,7 @@ import tensorflow as tf  # noqa: E402
 
 from objectives.detectors import EpochRecord  # noqa: E402
 from objectives.imbalance import class_weights, oversample_indices  # noqa: E402
-from objectives.metrics import Evaluation, cross_entropy, evaluate_predictions  # noqa: E402
+from objectives.metrics import cross_entropy, evaluate_predictions  # noqa: E402
 from objectives.search_space import LstmParams  # noqa: E402
 
 absl.logging.set_verbosity(absl.logging.ERROR)
@@ -256,5 +256,3 @@ def fit(training: Training, params: LstmParams, *, X_train: np.ndarray, y_train:
         training.model.compile(optimizer=_adam(params), loss="sparse_categorical_crossentropy")
 
 
-def evaluate_model(model: keras.Model, X: np.ndarray, y: np.ndarray, n_classes: int) -> Evaluation:
-    return evaluate_predictions(y, predict_proba(model, X).argmax(axis=1), n_classes)

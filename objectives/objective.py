@@ -17,7 +17,8 @@ import optuna
 
 from objectives import model as lstm
 from objectives.detectors import collapsed_epochs, gradient_summary
-from objectives.metrics import CollapseWatch, Evaluation
+from objectives.decision import fit_decision_rule
+from objectives.metrics import CollapseWatch, Evaluation, evaluate_predictions
 from objectives.search_space import LstmParams, SearchSpace, suggest_params
 from sweep import interrupt
 from sweep.data import Split, standardization
@@ -41,6 +42,8 @@ class TrialOutcome:
     model: Any = None
     is_new_best: bool = False
     reason: str | None = None
+    # With adjust_decision: the fitted offsets and balanced accuracy after them (val fitted, test honest).
+    adjusted: dict[str, Any] | None = None
     seconds: float = 0.0
 
 
@@ -76,7 +79,9 @@ class Objective:
     def __init__(
         self, split: Split, *, n_classes: int, space: SearchSpace, epochs: int, patience: int, seed: int,
         tracker: Tracker | None = None, collapse_warmup: int = 2, collapse_patience: int = 2,
+        adjust_decision: bool = False,
     ) -> None:
+        self.adjust_decision = adjust_decision
         self.collapse_warmup, self.collapse_patience = collapse_warmup, collapse_patience
         self.split = split
         self.n_classes = n_classes
@@ -161,9 +166,22 @@ class Objective:
     def _evaluate(self, training: lstm.Training, outcome: TrialOutcome) -> None:
         outcome.best_epoch = training.best_epoch
         outcome.model = training.model
-        outcome.val = lstm.evaluate_model(training.model, self.split.X_val, self.split.y_val, self.n_classes)
+        val_probs = lstm.predict_proba(training.model, self.split.X_val)
+        outcome.val = evaluate_predictions(self.split.y_val, val_probs.argmax(axis=1), self.n_classes)
+        test_probs = None
         if self.split.X_test is not None:
-            outcome.test = lstm.evaluate_model(training.model, self.split.X_test, self.split.y_test, self.n_classes)
+            test_probs = lstm.predict_proba(training.model, self.split.X_test)
+            outcome.test = evaluate_predictions(self.split.y_test, test_probs.argmax(axis=1), self.n_classes)
+        if self.adjust_decision and outcome.state == "COMPLETE":
+            rule = fit_decision_rule(val_probs, self.split.y_val)
+            outcome.adjusted = {
+                "decision_offsets": rule.offsets,
+                "val_balanced_accuracy_adjusted": evaluate_predictions(
+                    self.split.y_val, rule.predict(val_probs), self.n_classes).balanced_accuracy,
+            }
+            if test_probs is not None:
+                outcome.adjusted["test_balanced_accuracy_adjusted"] = evaluate_predictions(
+                    self.split.y_test, rule.predict(test_probs), self.n_classes).balanced_accuracy
 
     def _store(self, trial: optuna.trial.BaseTrial, outcome: TrialOutcome, attrs: dict[str, str]) -> None:
         val = outcome.val
@@ -191,6 +209,8 @@ class Objective:
                 test_collapsed=outcome.test.collapsed,
                 test_confusion=outcome.test.confusion,
             )
+        if outcome.adjusted:
+            values.update(outcome.adjusted)
         if outcome.reason:
             values["prune_reason"] = outcome.reason
         # One write for the whole record (each user attribute is its own database transaction);

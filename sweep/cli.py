@@ -87,6 +87,7 @@ def run(
     pruner: Optional[str] = typer.Option(None, "--pruner", help="median (default) or none."),
     threads: Optional[int] = typer.Option(None, "--threads", help="TensorFlow threads per worker (default: the worker's share of the cores)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes on this machine (default 1; 2 on 2 cores is fastest)."),
+    adjust_decision: Optional[bool] = typer.Option(None, "--adjust-decision", help="After each complete trial, fit per-class decision offsets on validation to maximize balanced accuracy; recorded as *_adjusted metrics beside the plain ones (the ranking never uses them)."),
     create_only: bool = typer.Option(False, "--create-only", help="Create (or check) the study and its MLflow run, then exit: start `sweep worker` processes anywhere."),
     allow_changes: bool = typer.Option(False, "--allow-changes", help="Resume even if data, search space or settings changed."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
@@ -96,7 +97,7 @@ def run(
         study=study, storage=storage, n_trials=n_trials, epochs=epochs, patience=patience,
         val_fraction=val_fraction, seed=seed, tracking_uri=tracking_uri, log_models=log_models,
         pruner=pruner, threads=threads, workers=workers, collapse_patience=collapse_patience,
-        collapse_warmup=collapse_warmup,
+        collapse_warmup=collapse_warmup, adjust_decision=adjust_decision,
     ))
     from sweep.runner import open_sweep, prepare
 
@@ -219,16 +220,15 @@ def _run_with_progress(opened: Any, workers: int) -> Any:
 def _print_summary(result: Any, prep: Any) -> None:
     rows = result.rows
     finished = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")]
-    collapsed = sum(1 for r in finished if r["collapsed"])
+    collapsed = sum(1 for r in finished if r["collapse"])
     out.print(f"\n[bold]{result.name}[/]: {len(finished)}/{result.n_trials} trials finished "
               f"({sum(r['state'] == 'COMPLETE' for r in rows)} complete, {sum(r['state'] == 'PRUNED' for r in rows)} pruned, "
-              f"{sum(r['state'] == 'FAIL' for r in rows)} failed; {collapsed} collapsed to one class)")
+              f"{sum(r['state'] == 'FAIL' for r in rows)} failed; {collapsed} predicted (nearly) one class)")
+    if collapsed:
+        out.print(f"why they collapsed, and what to change: sweep diagnose --study {result.name}")
     best = result.best
     if best is None:
-        stopped = sum(1 for r in rows if (r["reason"] or "").startswith("collapse"))
-        hint = (f": {stopped} trials were stopped for predicting (nearly) one class; `sweep diagnose DATA` checks "
-                "whether the labels carry any signal, and class_weight / learning_rate ranges matter") if stopped else ""
-        out.print(f"[red]no trial completed[/]{hint}")
+        out.print("[red]no trial completed[/]")
         return
     table = Table(title=f"best trial: {best['number']}", show_header=True, title_justify="left")
     table.add_column("")
@@ -238,6 +238,9 @@ def _print_summary(result: Any, prep: Any) -> None:
     table.add_row("accuracy", _fmt(best["val_accuracy"]), _fmt(best["test_accuracy"]))
     table.add_row("macro F1", _fmt(best["val_macro_f1"]), _fmt(best["test_macro_f1"]))
     table.add_row("score (bal.acc - penalty)", _fmt(best["value"]), "")
+    if best.get("val_balanced_accuracy_adjusted") is not None:
+        table.add_row("bal.acc, decision adjusted", f"{_fmt(best['val_balanced_accuracy_adjusted'])} (fitted here)",
+                      _fmt(best.get("test_balanced_accuracy_adjusted")))
     if best.get("bayes_balanced_accuracy") is not None:
         test_bayes = best.get("bayes_balanced_accuracy_test")
         table.add_row("planted Bayes-optimal bal.acc", f"{_fmt(best['bayes_balanced_accuracy'])} (population)",
@@ -390,12 +393,24 @@ def ui(
 
 @app.command()
 def diagnose(
-    data: Path = typer.Argument(..., help="Data file: .npz or UCR-style .csv/.tsv (as for `sweep run`)."),
+    data: Optional[Path] = typer.Argument(None, help="Data file: .npz or UCR-style .csv/.tsv (as for `sweep run`)."),
+    study: Optional[str] = typer.Option(None, "--study", help="Explain a study instead: why its trials collapsed, and what to change."),
+    storage: str = StorageOpt,
     test: Optional[Path] = typer.Option(None, "--test", help="Test file for .csv/.tsv data (counted only)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the cross-validation folds and the label shuffles."),
+    data_check: bool = typer.Option(True, "--data-check/--no-data-check", help="With --study: also run the signal check on the study's data file (~5 s), when it is still there."),
+    log: bool = typer.Option(True, "--log/--no-log", help="With --study: log the report as diagnosis.md to the study's MLflow run."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Before a sweep: class balance, chance level, and whether the labels depend on the inputs at all."""
+    """Before a sweep (DATA): class balance, chance level, and whether the labels depend on the
+    inputs at all. After one (--study NAME): which causes made its models collapse, with the evidence."""
+    if study is not None:
+        if data is not None:
+            raise SweepError("give DATA (check data before a sweep) or --study NAME (explain a study), not both")
+        _diagnose_study(study, storage, seed=seed, data_check=data_check, log=log, as_json=as_json)
+        return
+    if data is None:
+        raise SweepError("nothing to diagnose: give a data file (`sweep diagnose DATA`) or a study (`sweep diagnose --study NAME`)")
     from sweep.data import load_dataset
     from sweep.diagnose import diagnose as run_diagnosis
 
@@ -416,6 +431,69 @@ def diagnose(
               f"baseline balanced accuracy {s.baseline_balanced_accuracy:.3f} +- {s.baseline_std:.3f}; shuffled labels "
               f"{s.shuffled_mean:.3f} (95th percentile {s.shuffled_p95:.3f}); p = {s.p_value:.3f}")
     out.print(f"[bold {'green' if s.has_signal else 'red'}]{d.verdict}[/]")
+
+
+def _diagnose_study(name: str, storage: str, *, seed: int, data_check: bool, log: bool, as_json: bool) -> None:
+    from sweep.explain import best_lines, explain
+    from sweep.study import best_summary, trial_attrs, trial_rows
+
+    s = _open_study(name, storage)
+    rows = trial_rows(s)
+    confusion = next((trial_attrs(t).get("val_confusion") for t in s.get_trials(deepcopy=False)
+                      if trial_attrs(t).get("val_confusion")), None)
+    check = None
+    data_path = s.user_attrs.get("data_path")
+    if data_check and data_path and Path(data_path).exists():
+        from dataclasses import asdict
+
+        from sweep.data import load_dataset
+        from sweep.diagnose import signal_check
+
+        try:
+            d = load_dataset(data_path)
+            check = asdict(signal_check(d.X_train, d.y_train, seed=seed))
+        except SweepError as exc:  # the file changed since the sweep: diagnose without it
+            err.print(f"[yellow]data check skipped: {_one_line(str(exc))}[/]")
+    d = explain(name, rows, best_summary(s), val_confusion=confusion, data_check=check, seed=seed)
+    logged = _log_diagnosis(s, d) if log else None
+    if as_json:
+        out.print_json(json.dumps(d.to_dict() | {"logged_to": logged}))
+        return
+    summary = d.summary
+    out.print(f"[bold]study {name}[/]: {summary['trials_finished']} finished trials, {summary['trials_collapsed']} "
+              f"collapsed; " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary["outcomes"].items() if v))
+    out.print(f"[bold {'green' if not d.findings else 'red'}]{d.headline}[/]")
+    if d.best:
+        for line in best_lines(d.best):
+            out.print(f"  {line}")
+    for f in d.findings:
+        out.print(f"\n[bold]{f.title}[/]")
+        for e in f.evidence:
+            out.print(f"  - {e}")
+        out.print(f"  [green]next:[/] {f.next_step}")
+    table = Table("parameter", "collapsed / trials by value", box=box.SIMPLE_HEAD, title="collapse by parameter",
+                  title_justify="left")
+    for param, groups in summary["by_parameter"].items():
+        if groups:
+            table.add_row(param, "   ".join(f"{v}: {g['collapsed']}/{g['trials']}" for v, g in groups.items()))
+    out.print(table)
+    if logged:
+        out.print(f"report logged to MLflow: run {logged} (diagnosis.md)")
+
+
+def _log_diagnosis(study: Any, diagnosis: Any) -> str | None:
+    """Log the report to the study's MLflow parent run; a store that cannot be reached only warns."""
+    run_id, uri = study.user_attrs.get("mlflow_parent_run_id"), study.user_attrs.get("tracking_uri")
+    if not run_id or not uri:
+        return None
+    from sweep.tracking import log_diagnosis
+
+    try:
+        log_diagnosis(uri, run_id, markdown=diagnosis.to_markdown(), record=diagnosis.to_dict())
+    except Exception as exc:  # noqa: BLE001 - the diagnosis itself is printed either way
+        err.print(f"[yellow]could not log the report to MLflow ({uri}): {_one_line(str(exc))[:200]}[/]")
+        return None
+    return run_id
 
 
 @app.command("make-data")

@@ -2,7 +2,8 @@
 
 A config file is TOML with up to three tables::
 
-    [run]            # study, storage, n_trials, seed, tracking_uri, log_models, pruner, threads, workers
+    [run]            # study, storage, n_trials, seed, tracking_uri, log_models, pruner, threads, workers,
+                     # adjust_decision
     [train]          # epochs, val_fraction, patience, collapse_warmup, collapse_patience
     [search_space]   # narrows the ranges and choices of objectives.search_space.SearchSpace
 """
@@ -49,6 +50,9 @@ class SweepConfig:
     pruner: str = "median"
     threads: int | None = None
     workers: int = 1
+    # Fit per-class decision offsets on validation after each complete trial and record the
+    # adjusted balanced accuracy beside the plain one (never the objective value).
+    adjust_decision: bool = False
     train: TrainSettings = field(default_factory=TrainSettings)
     space: SearchSpace = field(default_factory=SearchSpace)
 
@@ -64,7 +68,8 @@ class SweepConfig:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-_RUN_KEYS = {"study", "storage", "n_trials", "seed", "tracking_uri", "log_models", "pruner", "threads", "workers"}
+_RUN_KEYS = {"study", "storage", "n_trials", "seed", "tracking_uri", "log_models", "pruner", "threads", "workers",
+             "adjust_decision"}
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainSettings)}
 
 
@@ -146,6 +151,8 @@ def _validate(cfg: SweepConfig, where: str) -> None:
         raise ConfigError(f"log_models (--log-models) must be one of {', '.join(LOG_MODELS)}, got {cfg.log_models!r}")
     if cfg.pruner not in PRUNERS:
         raise ConfigError(f"pruner (--pruner) must be one of {', '.join(PRUNERS)}, got {cfg.pruner!r}")
+    if not isinstance(cfg.adjust_decision, bool):
+        raise ConfigError(f"{where}: run.adjust_decision must be true or false, got {cfg.adjust_decision!r}")
     if not isinstance(cfg.storage, str) or not cfg.storage:
         raise ConfigError(f"{where}: run.storage must be a database URL string")
     if cfg.study is not None and (not isinstance(cfg.study, str) or not cfg.study.strip()):

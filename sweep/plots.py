@@ -110,3 +110,29 @@ def history_figure(rows: Sequence[dict[str, Any]], *, title: str) -> Figure:
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def collapse_by_parameter_figure(summary: dict[str, Any], *, title: str) -> Figure:
+    """One bar panel per parameter: the share of trials that collapsed at each value (n on top)."""
+    groups = {name: values for name, values in summary["by_parameter"].items() if values}
+    fig = Figure(figsize=(3.2 * max(len(groups), 1), 3.6))
+    axes = fig.subplots(1, max(len(groups), 1), squeeze=False)[0]
+    names = {"class_weight": "class weight", "learning_rate": "learning-rate decade", "units": "units per layer",
+             "layers": "LSTM layers"}
+    for ax, (name, values) in zip(axes, groups.items()):
+        labels = list(values)
+        rates = [values[v]["rate"] or 0.0 for v in labels]
+        bars = ax.bar(range(len(labels)), rates, color=["tab:red" if r >= 0.5 else "tab:blue" for r in rates])
+        for bar, v in zip(bars, labels):
+            ax.annotate(f"{values[v]['collapsed']}/{values[v]['trials']}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+        ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 3 else 0, fontsize=8)
+        ax.set_ylim(0, 1.12)
+        ax.set_xlabel(names.get(name, name))
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].set_ylabel("share of trials that collapsed")
+    rate = summary.get("collapse_rate")
+    fig.suptitle(f"{title}: {summary['trials_collapsed']} of {summary['trials_finished']} trials collapsed"
+                 + (f" ({rate:.0%})" if rate is not None else ""), fontsize=11)
+    fig.tight_layout()
+    return fig

@@ -18,6 +18,7 @@ from objectives.search_space import SearchSpace
 from sweep.config import SweepConfig, TrainSettings
 from sweep.data import Dataset, Split, load_dataset, split_stratified, standardization
 from sweep.errors import DataError, StudyError
+from sweep.explain import collapse_summary
 from sweep.study import (
     best_summary,
     check_url,
@@ -172,6 +173,7 @@ def work(
         prep.split, n_classes=prep.data.n_classes, space=cfg.space, epochs=cfg.train.epochs,
         patience=cfg.train.patience, seed=cfg.seed, tracker=tracker,
         collapse_warmup=cfg.train.collapse_warmup, collapse_patience=cfg.train.collapse_patience,
+        adjust_decision=cfg.adjust_decision,
     )
 
     def after_trial(study_: Any, trial: FrozenTrial) -> None:
@@ -201,9 +203,11 @@ def finish(opened: OpenSweep, *, status: str) -> tuple[list[dict[str, Any]], dic
     rows = trial_rows(study)
     tracker.reconcile_runs({r["number"]: r["state"] for r in rows})
     best = best_summary(study)
+    summary = collapse_summary(rows)
+    study.set_user_attr("summary", summary)
     done = count_finished(study) >= opened.prep.cfg.n_trials
     if status != "FINISHED" or done:
-        tracker.end_sweep(rows, best, status=status)
+        tracker.end_sweep(rows, best, status=status, summary=summary)
     else:
         tracker.flush()
     return rows, best
@@ -301,7 +305,7 @@ def config_from_study(
     return SweepConfig(
         study=name, storage=storage, n_trials=int(attrs.get("n_trials", 20)), seed=int(settings["seed"]),
         tracking_uri=tracking_uri or attrs.get("tracking_uri"), log_models=run.get("log_models", "best"),
-        pruner=run.get("pruner", "median"), threads=threads, train=TrainSettings(**settings["train"]),
+        pruner=run.get("pruner", "median"), adjust_decision=bool(run.get("adjust_decision", False)), threads=threads, train=TrainSettings(**settings["train"]),
         space=SearchSpace.from_dict(settings["search_space"]),
     )
 

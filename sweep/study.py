@@ -366,7 +366,8 @@ def create_or_resume(
             for key, value in identity.items():
                 study.set_user_attr(key, value)
         study.set_user_attr("n_trials", cfg.n_trials)
-        study.set_user_attr("run_settings", {"pruner": cfg.pruner, "log_models": cfg.log_models})
+        study.set_user_attr("run_settings", {"pruner": cfg.pruner, "log_models": cfg.log_models,
+                                             "adjust_decision": cfg.adjust_decision})
     return study, existing is not None
 
 
@@ -618,6 +619,9 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
         "test_balanced_accuracy": a.get("test_balanced_accuracy"),
         "test_accuracy": a.get("test_accuracy"),
         "test_macro_f1": a.get("test_macro_f1"),
+        "val_balanced_accuracy_adjusted": a.get("val_balanced_accuracy_adjusted"),
+        "test_balanced_accuracy_adjusted": a.get("test_balanced_accuracy_adjusted"),
+        "decision_offsets": a.get("decision_offsets"),
         "collapsed": bool(a.get("collapsed", False)),
         "val_confusion": a.get("val_confusion"),
         "test_confusion": a.get("test_confusion"),

@@ -195,8 +195,11 @@ class MlflowTracker:
         self.experiment_id = run.info.experiment_id
         self.parent_run_id = parent_run_id
 
-    def end_sweep(self, rows: list[dict[str, Any]], best: dict[str, Any] | None, *, status: str) -> None:
-        """Log the optimization history and the best trial's summary on the parent; end it."""
+    def end_sweep(
+        self, rows: list[dict[str, Any]], best: dict[str, Any] | None, *, status: str,
+        summary: dict[str, Any] | None = None,
+    ) -> None:
+        """Log the optimization history, the collapse summary and the best trial on the parent; end it."""
         self._flush_plots()
         if self.parent_run_id is None:
             return
@@ -213,10 +216,21 @@ class MlflowTracker:
                 "trials_failed": sum(1 for r in rows if r["state"] == "FAIL" and not r.get("surplus")),
             }
             tags: dict[str, str] = {}
+            if summary is not None:
+                client.log_dict(run_id, summary, "collapse_summary.json")
+                if summary["trials_finished"]:
+                    client.log_figure(run_id, plots.collapse_by_parameter_figure(summary, title=self.study_name),
+                                      "plots/collapse_by_parameter.png")
+                metrics.update({f"trials_{k}": v for k, v in summary["outcomes"].items()})
+                metrics.update({f"trials_{k}_gradients": v for k, v in summary["gradient_trouble"].items()})
+                if summary["collapse_rate"] is not None:
+                    metrics["collapse_rate"] = summary["collapse_rate"]
+                    metrics["trials_collapsed"] = summary["trials_collapsed"]
             if best is not None:
                 client.log_dict(run_id, best, "best_trial.json")
                 metrics.update({f"best_{k}": best[k] for k in (
-                    "value", "val_balanced_accuracy", "test_balanced_accuracy") if best.get(k) is not None})
+                    "value", "val_balanced_accuracy", "test_balanced_accuracy", "val_balanced_accuracy_adjusted",
+                    "test_balanced_accuracy_adjusted") if best.get(k) is not None})
                 tags = {
                     "best.trial_number": str(best["number"]),
                     "best.run_id": best.get("mlflow_run_id") or "",
@@ -340,6 +354,10 @@ class _TrialRun:
         if test is not None:
             metrics.update(test_balanced_accuracy=test.balanced_accuracy, test_accuracy=test.accuracy,
                            test_macro_f1=test.macro_f1)
+        if outcome.adjusted:
+            metrics.update({k: v for k, v in outcome.adjusted.items() if k.endswith("_adjusted")})
+            mlflow.log_dict({"decision_offsets": outcome.adjusted["decision_offsets"], "labels": self.tracker.labels,
+                             "rule": "predict argmax over classes of log(probability) + offset"}, "decision_rule.json")
         mlflow.log_metrics(metrics)
         mlflow.log_dict({"validation": val.to_dict(), "test": test.to_dict() if test else None,
                          "labels": self.tracker.labels}, "evaluation.json")
@@ -380,6 +398,14 @@ def _describe(params: LstmParams) -> str:
     p = asdict(params)
     return (f"{p['layers']}x LSTM({p['units']}), dropout {p['dropout']:.2f}, lr {p['learning_rate']:.1e}, "
             f"class weight {p['class_weight']}, batch {p['batch_size']}, clipnorm {p['clipnorm']:g}")
+
+
+def log_diagnosis(tracking_uri: str, run_id: str, *, markdown: str, record: dict[str, Any]) -> None:
+    """Attach `sweep diagnose --study`'s report to the study's parent run (replacing an older one)."""
+    client = MlflowClient(tracking_uri)
+    client.log_text(run_id, markdown, "diagnosis.md")
+    client.log_dict(run_id, record, "diagnosis.json")
+    client.set_tag(run_id, "sweep.diagnosis", record.get("headline", "")[:250])
 
 
 def load_model(model_uri: str, tracking_uri: str | None) -> Any:

@@ -215,7 +215,7 @@ def test_a_study_forced_to_collapse_stops_its_trials_early_as_pruned_collapse(tm
     result = run_sweep_cli("run", str(data), "--study", "col", "--config", str(config), "--n-trials", "2",
                            "--epochs", "8", "--patience", "8", "--pruner", "none", *_stores(tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "collapse" in result.stdout and "sweep diagnose DATA" in result.stdout
+    assert "collapse" in result.stdout and "sweep diagnose --study col" in result.stdout
     trials = _trials(tmp_path, "col")
     assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
     for t in trials:
@@ -228,3 +228,59 @@ def test_a_study_forced_to_collapse_stops_its_trials_early_as_pruned_collapse(tm
     assert again.returncode == 0, again.stderr
     [t] = _trials(tmp_path, "col-off")
     assert t.state.name == "COMPLETE" and t.user_attrs["result"]["epochs_run"] == 8
+    # Why: tiny units everywhere and no class weights on 4 : 1 classes.
+    diag = run_sweep_cli("diagnose", "--study", "col", "--json", "--storage", f"sqlite:///{tmp_path}/sweep.db",
+                         cwd=tmp_path)
+    assert diag.returncode == 0, diag.stderr
+    report = json.loads(diag.stdout)
+    assert {"capacity", "imbalance"} <= set(report["causes"])
+    assert report["summary"]["outcomes"]["pruned_collapse"] == 2 and report["summary"]["collapse_rate"] == 1.0
+    # The study summary is on the study and on its MLflow parent run, and so is the report.
+    assert _study(tmp_path, "col").user_attrs["summary"]["trials_collapsed"] == 2
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    parent = client.get_run(report["logged_to"])
+    assert parent.data.metrics["collapse_rate"] == 1.0 and parent.data.metrics["trials_pruned_collapse"] == 2
+    files = {a.path for a in client.list_artifacts(parent.info.run_id)} | {
+        a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"diagnosis.md", "diagnosis.json", "collapse_summary.json", "plots/collapse_by_parameter.png"} <= files
+    text = Path(client.download_artifacts(parent.info.run_id, "diagnosis.md", str(tmp_path))).read_text()
+    assert "Too little capacity" in text and "Class imbalance" in text
+
+
+def test_a_sweep_on_noise_is_diagnosed_as_no_signal_with_gradients_and_adjusted_scores(tmp_path):
+    """The default space on labels independent of the inputs: the best validation score sits in the
+    noise band of its trials; every epoch logs gradient norms; --adjust-decision adds its metrics."""
+    from sweep.synthetic import make_dataset, write_dataset
+
+    data = write_dataset(make_dataset("seed-noise", n_train=300, n_test=200, seed=1), tmp_path / "noise.npz")
+    result = run_sweep_cli("run", str(data), "--study", "noise", "--n-trials", "4", "--epochs", "4",
+                           "--adjust-decision", "--log-models", "none", *_stores(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    diag = run_sweep_cli("diagnose", "--study", "noise", "--json", "--storage", f"sqlite:///{tmp_path}/sweep.db",
+                         cwd=tmp_path)
+    assert diag.returncode == 0, diag.stderr
+    report = json.loads(diag.stdout)
+    assert "no_signal" in report["causes"], report["checked"]
+    best = report["best"]
+    assert best["val_balanced_accuracy"] <= best["noise_band"] and best["n_trials"] == 4
+    text = run_sweep_cli("diagnose", "--study", "noise", "--no-log", "--no-data-check", "--storage",
+                         f"sqlite:///{tmp_path}/sweep.db", cwd=tmp_path)
+    assert "No signal" in text.stdout and "noise band for 4 trials" in text.stdout
+
+    for t in _trials(tmp_path, "noise"):
+        r = t.user_attrs.get("result", {})
+        if t.state.name == "COMPLETE":
+            assert r["val_balanced_accuracy_adjusted"] >= r["val_balanced_accuracy"]  # fitted there: never worse
+            assert "test_balanced_accuracy_adjusted" in r and len(r["decision_offsets"]) == 2
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    for run in _runs(tmp_path, "noise"):
+        if run.data.tags.get("sweep.role") != "trial":
+            continue
+        epochs = len(client.get_metric_history(run.info.run_id, "loss"))
+        for key in ("grad_norm_first_layer", "grad_norm_last_layer"):
+            norms = [m.value for m in client.get_metric_history(run.info.run_id, key)]
+            assert len(norms) == epochs and all(0 < v < 1e3 for v in norms)
+
+
+def _study(tmp_path: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/sweep.db")

@@ -1,0 +1,166 @@
+"""The study summary and `sweep diagnose --study`'s rules, on synthetic trial rows (no TensorFlow)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sweep.explain import (
+    collapse_summary,
+    explain,
+    lr_decade,
+    noise_band,
+    null_balanced_accuracies,
+    outcome,
+    units_bucket,
+)
+
+VAL = [[150, 10], [10, 30]]  # 160 vs 40 validation sequences: imbalanced 4 : 1
+
+
+def row(number: int, *, collapse: bool = False, state: str = "COMPLETE", reason: str | None = None,
+        trouble: str | None = None, units: int = 64, layers: int = 2, lr: float = 1e-3,
+        class_weight: str = "balanced") -> dict:
+    return {
+        "number": number, "state": state, "reason": reason, "collapse": collapse, "collapsed": collapse,
+        "gradient_trouble": trouble, "surplus": False, "value": 0.5,
+        "params": {"units": units, "layers": layers, "learning_rate": lr, "class_weight": class_weight,
+                   "dropout": 0.1, "batch_size": 32, "clipnorm": 0.0},
+    }
+
+
+def best(val_ba: float, confusion=VAL, test_ba: float | None = None, test_confusion=None) -> dict:
+    return {"number": 0, "val_balanced_accuracy": val_ba, "val_confusion": confusion,
+            "test_balanced_accuracy": test_ba, "test_confusion": test_confusion}
+
+
+GOOD = best(0.85)
+
+
+def test_buckets_and_decades():
+    assert [units_bucket(u) for u in (1, 2, 3, 4, 5, 16, 17, 64, 65, 128)] == [
+        "<=2", "<=2", "3-4", "3-4", "5-8", "9-16", "17-32", "33-64", "65-128", "65-128"]
+    assert [lr_decade(v) for v in (1e-4, 3e-4, 1e-3, 9.9e-3, 1e-2, 1.0)] == ["1e-4", "1e-4", "1e-3", "1e-3", "1e-2", "1e0"]
+
+
+def test_outcomes_by_reason():
+    rows = [row(0), row(1, state="PRUNED", reason="collapse: ...", collapse=True),
+            row(2, state="PRUNED", reason="median: below ..."), row(3, state="FAIL", reason="nan_loss: ..."),
+            row(4, state="FAIL", reason="no heartbeat: its worker died"), row(5, state="FAIL", reason="interrupted"),
+            row(6, state="FAIL", reason="ValueError: x"), row(7, state="RUNNING")]
+    assert [outcome(r) for r in rows] == ["complete", "pruned_collapse", "pruned_median", "failed_nan_loss",
+                                         "failed_no_heartbeat", "failed_interrupted", "failed_error", None]
+    surplus = row(8, state="FAIL", reason="surplus") | {"surplus": True}
+    assert outcome(surplus) is None
+    s = collapse_summary(rows + [surplus])
+    assert s["trials_finished"] == 3 and s["trials_collapsed"] == 1
+    assert s["outcomes"] == {"complete": 1, "pruned_collapse": 1, "pruned_median": 1, "pruned_other": 0,
+                             "failed_nan_loss": 1, "failed_no_heartbeat": 1, "failed_interrupted": 1, "failed_error": 1}
+
+
+def test_collapse_rate_by_parameter_is_ordered_and_counted():
+    rows = [row(0, lr=1e-2, units=16, collapse=True), row(1, lr=2e-4, units=128), row(2, lr=3e-3, units=20, collapse=True)]
+    by = collapse_summary(rows)["by_parameter"]
+    assert list(by["learning_rate"]) == ["1e-4", "1e-3", "1e-2"]
+    assert by["learning_rate"]["1e-2"] == {"trials": 1, "collapsed": 1, "rate": 1.0}
+    assert list(by["units"]) == ["9-16", "17-32", "65-128"]
+    assert by["class_weight"] == {"balanced": {"trials": 3, "collapsed": 2, "rate": 2 / 3}}
+
+
+def test_collapse_at_small_units_and_one_layer_names_capacity():
+    rows = [row(i, units=16, layers=1, collapse=True) for i in range(4)]
+    rows += [row(10 + i, units=128, layers=2 + i % 2) for i in range(4)]
+    d = explain("s", rows, GOOD)
+    assert d.causes == ["capacity"]
+    [f] = d.findings
+    assert "4 of 4 (100%) trials with 16-45 units collapsed" in f.evidence[0]
+    assert "one-layer" in f.evidence[1]
+    assert "layers' low bound to 2" in f.next_step
+
+
+def test_tiny_units_everywhere_and_no_class_weights_name_capacity_and_imbalance():
+    rows = [row(i, units=2, layers=1, class_weight="none", collapse=True, state="PRUNED", reason="collapse: x")
+            for i in range(3)]
+    d = explain("s", rows, None, val_confusion=VAL)
+    assert set(d.causes) == {"capacity", "imbalance"}
+    assert any("imbalanced 4.0 : 1" in e for f in d.findings for e in f.evidence)
+    assert "no completed trial" in d.checked["no_signal"]
+    # The same on balanced classes is not called imbalance.
+    d = explain("s", rows, None, val_confusion=[[50, 0], [50, 0]])
+    assert d.causes == ["capacity"]
+
+
+def test_collapse_without_class_weights_names_imbalance():
+    rows = [row(i, class_weight="none", collapse=i < 3) for i in range(4)]
+    rows += [row(10 + i, class_weight=w) for i, w in enumerate(["balanced", "sqrt", "oversample", "balanced"])]
+    d = explain("s", rows, GOOD)
+    assert d.causes == ["imbalance"]
+    assert "drop \"none\"" in d.findings[0].next_step
+
+
+def test_collapse_at_the_highest_learning_rates_names_the_learning_rate():
+    rows = [row(i, lr=2e-2, collapse=True) for i in range(3)] + [row(10 + i, lr=1e-3 * (1 + i)) for i in range(5)]
+    d = explain("s", rows, GOOD)
+    assert d.causes == ["learning_rate"]
+    assert "highest learning-rate decade (1e-2 to 1e-1)" in d.findings[0].evidence[0]
+    assert "{low = 1e-3, high = 1e-2}" in d.findings[0].next_step
+
+
+def test_spread_out_collapse_names_nothing():
+    rows = [row(i, units=16 * (1 + i % 4), layers=1 + i % 3, lr=10 ** (-4 + i % 3), collapse=i in (0, 5, 10),
+                class_weight=["none", "balanced", "sqrt", "oversample"][i % 4 - 1]) for i in range(12)]
+    d = explain("s", rows, GOOD)
+    assert d.causes == [] and "healthy" in d.headline
+
+
+def test_gradients_exploding_and_vanishing():
+    rows = [row(0), row(1, trouble="vanishing", layers=3), row(2, state="FAIL", reason="nan_loss: x", lr=9e-3),
+            row(3, trouble="exploding", lr=8e-3)]
+    d = explain("s", rows, GOOD)
+    assert d.causes == ["gradients"]
+    evidence = " ".join(d.findings[0].evidence)
+    assert "1 trials failed with a non-finite loss and 1 more had exploding" in evidence
+    assert "8.0e-03-9.0e-03" in evidence and "1 trials had vanishing" in evidence
+    assert "clipnorm" in d.findings[0].next_step
+
+
+def test_null_balanced_accuracy_centres_on_chance_and_the_band_grows_with_trials():
+    null = null_balanced_accuracies(VAL, draws=4000)
+    assert abs(null.mean() - 0.5) < 0.01
+    one, twenty, two_hundred = (noise_band(VAL, n) for n in (1, 20, 200))
+    assert 0.5 < one < twenty < two_hundred < 0.75
+    # A collapsed best model is compared with predictions in the true proportions, not with itself.
+    assert noise_band([[160, 0], [40, 0]], 20) == pytest.approx(noise_band([[128, 32], [32, 8]], 20), abs=0.02)
+    # Multiclass: chance is 1/k.
+    three = [[30, 0, 0], [0, 20, 0], [0, 0, 10]]
+    assert abs(null_balanced_accuracies(three, draws=4000).mean() - 1 / 3) < 0.01
+
+
+def test_a_best_score_inside_the_noise_band_is_no_signal():
+    rows = [row(i) for i in range(20)]
+    band = noise_band(VAL, 20)
+    d = explain("s", rows, best(band - 0.01, test_ba=0.49, test_confusion=VAL),
+                data_check={"baseline_balanced_accuracy": 0.51, "shuffled_mean": 0.5, "p_value": 0.6})
+    assert d.causes == ["no_signal"] and d.headline.startswith("No signal")
+    evidence = " ".join(d.findings[0].evidence)
+    assert f"up to {band:.3f}" in evidence and "0.490" in evidence and "p = 0.60" in evidence
+    assert d.best["n_trials"] == 20 and d.best["test_noise_band"] > 0.5
+    md = d.to_markdown()
+    assert "# Diagnosis of study `s`" in md and "No signal: the best score is what luck gives" in md
+    assert "| no_signal | applies |" in md
+
+
+def test_a_score_above_the_band_is_signal_and_a_test_score_at_chance_is_flagged():
+    rows = [row(i) for i in range(20)]
+    d = explain("s", rows, best(0.9))
+    assert d.causes == [] and "above the noise band" in d.checked["no_signal"]
+    d = explain("s", rows, best(0.9, test_ba=0.5, test_confusion=VAL))
+    assert d.causes == ["validation_luck"]
+
+
+def test_no_finished_trials():
+    d = explain("s", [row(0, state="FAIL", reason="ValueError: x")], None)
+    assert d.causes == [] and d.headline.startswith("No trial finished")
+    assert d.summary["collapse_rate"] is None
+    d.to_markdown()
+    assert np.isfinite(len(d.to_dict()["checked"]))
