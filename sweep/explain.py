@@ -15,7 +15,8 @@ collapse penalty (see :mod:`objectives.metrics`). The causes checked, each with 
 * **gradients**: trials whose loss became NaN/inf or whose gradient norms exploded or vanished
   (:mod:`objectives.detectors`);
 * **no signal**: the best validation balanced accuracy is inside the noise band: what the best of
-  N trials reaches by luck when predictions are independent of the labels (the winner's curse).
+  the validation scores a sweep looked at (one per epoch per trial) reaches by luck when
+  predictions are independent of the labels (the winner's curse).
 
 *Concentrated* means: at least ``MIN_GROUP`` trials in the group, a collapse rate of at least
 ``CONCENTRATED_RATE`` there, and at least ``RATE_GAP`` above the rate in the other trials.
@@ -172,12 +173,17 @@ def null_balanced_accuracies(confusion: list[list[int]], *, draws: int = NOISE_D
     return out
 
 
-def noise_band(confusion: list[list[int]], n_trials: int, *, seed: int = 0) -> float:
-    """The balanced accuracy the best of ``n_trials`` label-independent models stays under with
-    probability NOISE_QUANTILE (trials are treated as independent: a wider band than correlated
-    trials give)."""
+def noise_band(confusion: list[list[int]], n_checks: int, *, seed: int = 0) -> float:
+    """The balanced accuracy the best of ``n_checks`` label-independent scores stays under with
+    probability NOISE_QUANTILE.
+
+    A sweep looks at the validation score once per epoch of every trial: each trial keeps its best
+    epoch, and the study keeps its best trial, so the winner is the best of all those looks. They
+    are treated as independent, which makes the band wider than correlated looks give: a score
+    inside it is one that luck alone explains.
+    """
     null = null_balanced_accuracies(confusion, seed=seed)
-    return float(np.quantile(null, NOISE_QUANTILE ** (1.0 / max(n_trials, 1))))
+    return float(np.quantile(null, NOISE_QUANTILE ** (1.0 / max(n_checks, 1))))
 
 
 # -- the diagnosis --------------------------------------------------------------------------------
@@ -232,7 +238,8 @@ def best_lines(best: dict[str, Any]) -> list[str]:
     """The best trial's scores beside chance and the noise band, as sentences."""
     lines = [f"trial {best['number']}: validation balanced accuracy {best['val_balanced_accuracy']:.3f}; "
              f"chance {best['chance']:.3f}; noise band for {best['n_trials']} trials: up to {best['noise_band']:.3f} "
-             f"(the best of {best['n_trials']} label-independent models stays below it 95% of the time)"]
+             f"(the best of the {best['n_checks']} validation scores they looked at, one per epoch, stays below it "
+             "95% of the time when predictions ignore the labels)"]
     if best.get("test_balanced_accuracy") is not None:
         lines.append(f"test balanced accuracy {best['test_balanced_accuracy']:.3f} (one model on unseen data: "
                      f"chance stays below {best['test_noise_band']:.3f} 95% of the time)")
@@ -364,8 +371,10 @@ def explain(
     # the best trial against chance: no signal, or a lucky validation score
     if best is not None and best.get("val_confusion"):
         n = len(done)
-        b = {"number": best["number"], "n_trials": n, "val_balanced_accuracy": best["val_balanced_accuracy"],
-             "chance": 1.0 / len(best["val_confusion"]), "noise_band": noise_band(best["val_confusion"], n, seed=seed),
+        checks = sum(r.get("epochs_run") or 1 for r in done)
+        b = {"number": best["number"], "n_trials": n, "n_checks": checks,
+             "val_balanced_accuracy": best["val_balanced_accuracy"], "chance": 1.0 / len(best["val_confusion"]),
+             "noise_band": noise_band(best["val_confusion"], checks, seed=seed),
              "test_balanced_accuracy": best.get("test_balanced_accuracy"), "test_noise_band": None}
         if best.get("test_confusion"):
             b["test_noise_band"] = noise_band(best["test_confusion"], 1, seed=seed)
