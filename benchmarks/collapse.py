@@ -1,28 +1,36 @@
 """Collapse early-stopping: compute saved, and best scores kept, at the same trial budget.
 
-For each data set, the same study (same seed, same trial budget, same defaults otherwise: median
-pruner, 15-epoch cap, patience 5) runs through the real CLI (``sweep run``, a fresh SQLite study
-and MLflow store each) in three arms, one after the other in this one run:
+For each data set and search space, the same study (same seed, same trial budget, the tool's
+defaults otherwise: median pruner, 15-epoch cap, patience 5) runs through the real CLI
+(``sweep run``, a fresh SQLite study and MLflow store each) twice, one after the other:
 
-* ``off``: ``--collapse-patience 0``, collapsed trials train until the epoch cap, patience or
-  the median pruner stops them (what Optuna + Keras do without this tool's detector);
-* ``default``: the defaults (warm-up 2 epochs, then 2 (near) single-class epochs in a row stop
-  the trial as PRUNED, reason ``collapse``);
-* ``lenient``: warm-up 2, patience 4 (how much a slower trigger gives back).
+* ``off``: ``--collapse-patience 0``: collapsed trials train until patience or the median pruner
+  stops them (what Optuna + Keras early stopping do without this tool's detector);
+* ``on``: the defaults (after a warm-up of 2 epochs, 2 (near) single-class epochs in a row stop
+  the trial as PRUNED, reason ``collapse``).
 
-What is measured per arm: epochs trained over all trials (the compute, free of machine noise),
-the trials' summed training seconds, wall time, how many trials collapsed (stopped for it, or
-ended with a collapse penalty), how many the collapse detector and the median pruner stopped, and
-the best trial's validation and test balanced accuracy. Target: >= 30% fewer epochs than ``off``
-where collapse is common (>= 1/3 of the trials), with a best validation score no worse.
+Two search spaces: the tool's ``default`` space (class weighting is one of four choices), and
+``no-weights`` (``class_weight = ["none"]``, as in most copied recipes), where collapse is common.
+
+Measured per run: epochs trained over all trials (the compute, free of machine noise), the
+trials' summed seconds, how many trials collapsed (stopped for it, or ended with a collapse
+penalty), how many the detector and the median pruner stopped, and the best trial's validation
+and test balanced accuracy. Target: >= 30% fewer epochs where collapse is common (>= 1/3 of the
+``off`` trials), with a best validation score no worse.
+
+**Choosing the defaults.** Each ``off`` run's per-epoch validation curves (from its MLflow store)
+are replayed under every rule (warm-up W in 0..3, patience K in 1..3): the epochs the rule would
+have saved, and how many trials it would have stopped that went on to learn (ended with no
+collapse penalty). The replay holds the sampler's choices fixed; the ``on`` runs show the real
+thing, where stopped trials also steer TPE.
 
 Data sets: ``seed-noise`` and ``seed-signal`` (made here), and from ``../shared/datasets``:
-Earthquakes (the classic trap: 264 vs 58, a 512-step series; averaged over blocks of 4 steps to
-128 so an arm costs minutes instead of half an hour; the same input in every arm) and
-MedicalImages (10 classes, 203 of 381 in one class).
+Earthquakes (the classic trap: 264 vs 58; its 512-step series averaged over blocks of 4 to 128
+steps, so a run costs a minute instead of ten; the same input in every run) and MedicalImages
+(10 classes, 203 of 381 in one).
 
-    .venv/bin/python benchmarks/collapse.py              # 12 trials per arm; ~35 min on 2 cores
-    .venv/bin/python benchmarks/collapse.py --quick      # 3 trials, 4 epochs, 2 sets (smoke test)
+    .venv/bin/python benchmarks/collapse.py              # 12 trials per run, 16 runs; ~25 min on 2 cores
+    .venv/bin/python benchmarks/collapse.py --quick      # 3 trials, 4 epochs, 1 set (smoke test)
 
 Writes benchmarks/results/collapse.json.
 """
@@ -40,11 +48,13 @@ import _common
 
 SHARED = _common.REPO.parent / "shared" / "datasets"
 TARGET_SAVING = 0.30
-ARMS = {
-    "off": ["--collapse-patience", "0"],
-    "default": [],
-    "lenient": ["--collapse-warmup", "2", "--collapse-patience", "4"],
+ARMS = {"off": ["--collapse-patience", "0"], "on": []}
+SPACES = {
+    "default": None,
+    "no-weights": '[search_space]\nclass_weight = ["none"]\n',
 }
+RULES = [(w, k) for w in range(4) for k in (1, 2, 3)]
+DEFAULT_RULE = (2, 2)
 
 
 def make_sets(folder: Path, names: list[str]) -> dict[str, Path]:
@@ -71,34 +81,39 @@ def make_sets(folder: Path, names: list[str]) -> dict[str, Path]:
             path = folder / "Earthquakes-128.npz"
             np.savez(path, X_train=blocks(d["X_train"]), y_train=d["y_train"], X_test=blocks(d["X_test"]),
                      y_test=d["y_test"])
-            out["Earthquakes (128 steps)"] = path
+            out["Earthquakes-128"] = path
         else:
             out[name] = source
     return out
 
 
-def run_arm(folder: Path, data: Path, arm: str, *, trials: int, epochs: int | None, seed: int) -> dict[str, Any]:
+def run_arm(folder: Path, data: Path, arm: str, space: str, *, trials: int, epochs: int | None,
+            seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One `sweep run`; returns its summary and, per trial, the per-epoch penalties and outcome."""
     import optuna
 
     from sweep.study import open_storage, trial_rows
 
-    study = f"{arm}"
-    storage = f"sqlite:///{folder}/{arm}.db"
-    cmd = [str(Path(sys.executable).parent / "sweep"), "run", str(data), "--study", study, "--storage", storage,
-           "--tracking-uri", f"sqlite:///{folder}/mlflow-{arm}.db", "--n-trials", str(trials), "--seed", str(seed),
-           "--quiet", *ARMS[arm], *(["--epochs", str(epochs)] if epochs else [])]
+    name = f"{space}-{arm}"
+    storage, tracking = f"sqlite:///{folder}/{name}.db", f"sqlite:///{folder}/mlflow-{name}.db"
+    config = []
+    if SPACES[space]:
+        (folder / f"{space}.toml").write_text(SPACES[space])
+        config = ["--config", str(folder / f"{space}.toml")]
+    cmd = [str(Path(sys.executable).parent / "sweep"), "run", str(data), "--study", name, "--storage", storage,
+           "--tracking-uri", tracking, "--n-trials", str(trials), "--seed", str(seed), "--log-models", "none",
+           "--quiet", *config, *ARMS[arm], *(["--epochs", str(epochs)] if epochs else [])]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if done.returncode != 0:
-        raise SystemExit(f"{arm} on {data.name} failed: {done.stderr.strip()[-500:]}")
-    rows = [r for r in trial_rows(optuna.load_study(study_name=study, storage=open_storage(storage, heartbeat=False)))
+        raise SystemExit(f"{name} on {data.name} failed: {done.stderr.strip()[-500:]}")
+    rows = [r for r in trial_rows(optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat=False)))
             if not r["surplus"]]
     finished = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")]
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     best = max(complete, key=lambda r: r["value"]) if complete else None
-    return {
-        "arm": arm,
+    summary = {
         "trials": len(finished),
         "epochs": sum(r["epochs_run"] or 0 for r in rows),
         "trial_seconds": round(sum(r["duration_s"] or 0 for r in rows), 1),
@@ -112,6 +127,44 @@ def run_arm(folder: Path, data: Path, arm: str, *, trials: int, epochs: int | No
         "best_test_balanced_accuracy": best["test_balanced_accuracy"] if best else None,
         "best_collapsed": bool(best["collapse"]) if best else None,
     }
+    return summary, _curves(tracking, name, rows)
+
+
+def _curves(tracking_uri: str, experiment: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per trial: the collapse penalty of each epoch (val_balanced_accuracy - val_score) and its end."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    by_number = {r["number"]: r for r in rows}
+    out = []
+    for run in client.search_runs([exp.experiment_id], filter_string="tags.`sweep.role` = 'trial'", max_results=1000):
+        row = by_number.get(int(run.data.tags["sweep.trial_number"]))
+        if row is None or row["state"] not in ("COMPLETE", "PRUNED"):
+            continue
+        ba = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_balanced_accuracy")}
+        score = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_score")}
+        out.append({"number": row["number"], "penalties": [ba[e] - score[e] for e in sorted(ba)],
+                    "learned": not row["collapse"], "value": row["value"]})
+    return out
+
+
+def replay(curves: list[dict[str, Any]], warmup: int, patience: int) -> dict[str, Any]:
+    """What rule (warmup, patience) would have done to these trials (sampler choices held fixed)."""
+    from objectives.metrics import CollapseWatch
+
+    total = saved = stopped = stopped_learners = 0
+    for c in curves:
+        watch = CollapseWatch(warmup=warmup, patience=patience)
+        n = len(c["penalties"])
+        total += n
+        stop = next((e for e, p in enumerate(c["penalties"], start=1) if watch.update(e, p)), None)
+        if stop is not None and stop < n:
+            saved += n - stop
+            stopped += 1
+            stopped_learners += c["learned"]
+    return {"warmup": warmup, "patience": patience, "epochs_saved": round(saved / total, 3) if total else 0.0,
+            "trials_stopped": stopped, "stopped_that_learned": stopped_learners}
 
 
 def _fmt(value: float | None) -> str:
@@ -127,54 +180,69 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        args.trials, args.epochs, args.sets = 3, 4, ["seed-noise", "seed-signal"]
+        args.trials, args.epochs, args.sets = 3, 4, ["seed-noise"]
 
     results: list[dict[str, Any]] = []
+    replays: list[dict[str, Any]] = []
     with _common.scratch("sweep-collapse-") as folder:
-        sets = make_sets(folder, args.sets)
-        for name, path in sets.items():
-            per_set = folder / name.split()[0]
-            per_set.mkdir()
-            arms = {arm: run_arm(per_set, path, arm, trials=args.trials, epochs=args.epochs, seed=args.seed)
-                    for arm in ARMS}
-            off = arms["off"]
-            for arm, r in arms.items():
-                r["set"] = name
-                r["epochs_saved_vs_off"] = round(1 - r["epochs"] / off["epochs"], 3) if off["epochs"] else None
-                r["seconds_saved_vs_off"] = round(1 - r["trial_seconds"] / off["trial_seconds"], 3) if off["trial_seconds"] else None
-                results.append(r)
-                print(f"{name:>24} {arm:>8}: {r['epochs']:>4} epochs {r['trial_seconds']:>7.1f} s, "
-                      f"collapsed {r['collapsed']}/{r['trials']}, best val BA {r['best_val_balanced_accuracy']}",
-                      flush=True)
+        for name, path in make_sets(folder, args.sets).items():
+            for space in SPACES:
+                work = folder / f"{name}-{space}"
+                work.mkdir()
+                runs = {arm: run_arm(work, path, arm, space, trials=args.trials, epochs=args.epochs, seed=args.seed)
+                        for arm in ARMS}
+                off = runs["off"][0]
+                for arm, (r, _) in runs.items():
+                    r.update(set=name, space=space, arm=arm,
+                             epochs_saved_vs_off=round(1 - r["epochs"] / off["epochs"], 3) if off["epochs"] else None)
+                    results.append(r)
+                    print(f"{name:>16} {space:>10} {arm:>3}: {r['epochs']:>4} epochs {r['trial_seconds']:>6.1f} s, "
+                          f"collapsed {r['collapsed']}/{r['trials']}, best val BA {_fmt(r['best_val_balanced_accuracy'])}",
+                          flush=True)
+                for w, k in RULES:
+                    replays.append({"set": name, "space": space, **replay(runs["off"][1], w, k)})
 
     verdicts = []
-    for name in dict.fromkeys(r["set"] for r in results):
-        by_arm = {r["arm"]: r for r in results if r["set"] == name}
-        off, default = by_arm["off"], by_arm["default"]
+    for r in (r for r in results if r["arm"] == "on"):
+        off = next(o for o in results if o["arm"] == "off" and o["set"] == r["set"] and o["space"] == r["space"])
         common = off["collapsed"] >= off["trials"] / 3
-        no_worse = (default["best_value"] or -9) >= (off["best_value"] or -9) - 1e-9
-        verdicts.append({
-            "set": name, "collapse_common": common, "epochs_saved": default["epochs_saved_vs_off"],
-            "best_no_worse": no_worse,
-            "target_met": (not common) or (default["epochs_saved_vs_off"] >= TARGET_SAVING and no_worse),
-        })
+        # A collapsed best model is no model: compare the best validation score of models that learned.
+        usable = {k: x["best_val_balanced_accuracy"] if x["best_value"] is not None and not x["best_collapsed"] else None
+                  for k, x in (("on", r), ("off", off))}
+        no_worse = usable["off"] is None or (usable["on"] is not None and usable["on"] >= usable["off"] - 1e-9)
+        verdicts.append({"set": r["set"], "space": r["space"], "collapse_common": common,
+                         "epochs_saved": r["epochs_saved_vs_off"], "best_no_worse": no_worse,
+                         "target_met": (not common) or (r["epochs_saved_vs_off"] >= TARGET_SAVING and no_worse)})
 
-    columns = ["set", "arm", "epochs", "saved", "trial s", "collapsed", "stopped: collapse", "median",
-               "best val BA", "its test BA"]
-    table = [[r["set"], r["arm"], r["epochs"], f"{r['epochs_saved_vs_off']:.0%}", f"{r['trial_seconds']:.0f}",
-              f"{r['collapsed']}/{r['trials']}", r["pruned_collapse"], r["pruned_median"],
-              _fmt(r["best_val_balanced_accuracy"]), _fmt(r["best_test_balanced_accuracy"])]
-             for r in results]
-    _common.print_table(f"Collapse early-stopping, {args.trials} trials per arm", columns, table)
+    _common.print_table(
+        f"Collapse early-stopping, {args.trials} trials per run",
+        ["set", "space", "stopping", "epochs", "saved", "trial s", "collapsed", "stopped: collapse", "median",
+         "best val BA", "its test BA"],
+        [[r["set"], r["space"], r["arm"], r["epochs"], f"{r['epochs_saved_vs_off']:.0%}", f"{r['trial_seconds']:.0f}",
+          f"{r['collapsed']}/{r['trials']}", r["pruned_collapse"], r["pruned_median"],
+          _fmt(r["best_val_balanced_accuracy"]), _fmt(r["best_test_balanced_accuracy"])] for r in results])
+    pooled = []
+    for w, k in RULES:
+        mine = [p for p in replays if p["warmup"] == w and p["patience"] == k]
+        pooled.append({"warmup": w, "patience": k,
+                       "mean_epochs_saved": round(sum(p["epochs_saved"] for p in mine) / max(len(mine), 1), 3),
+                       "trials_stopped": sum(p["trials_stopped"] for p in mine),
+                       "stopped_that_learned": sum(p["stopped_that_learned"] for p in mine)})
+    _common.print_table(
+        "Replay of collapse rules on the 'off' runs' curves (pooled over sets and spaces)",
+        ["warm-up", "patience", "epochs saved (mean)", "trials stopped", "of which learned later"],
+        [[p["warmup"], p["patience"], f"{p['mean_epochs_saved']:.0%}", p["trials_stopped"], p["stopped_that_learned"]]
+         for p in pooled])
     for v in verdicts:
-        print(f"{v['set']}: collapse common: {v['collapse_common']}; epochs saved by the default "
+        print(f"{v['set']} / {v['space']}: collapse common: {v['collapse_common']}; epochs saved "
               f"{v['epochs_saved']:.0%}; best no worse: {v['best_no_worse']}; target met: {v['target_met']}")
     path = _common.write_result("collapse", {
         "command": "python benchmarks/collapse.py" + (" --quick" if args.quick else ""),
-        "trials_per_arm": args.trials, "epochs_cap": args.epochs or 15, "seed": args.seed,
-        "arms": {k: " ".join(v) or "(defaults)" for k, v in ARMS.items()},
+        "trials_per_run": args.trials, "epochs_cap": args.epochs or 15, "seed": args.seed,
+        "arms": {k: " ".join(v) or "(defaults: warm-up 2, patience 2)" for k, v in ARMS.items()},
+        "spaces": {k: v or "(the default space)" for k, v in SPACES.items()},
         "target": f">= {TARGET_SAVING:.0%} fewer epochs than 'off' where >= 1/3 of the trials collapse, best value no worse",
-        "results": results, "verdicts": verdicts,
+        "results": results, "verdicts": verdicts, "replay": replays, "replay_pooled": pooled,
     })
     print(f"wrote {path}")
 

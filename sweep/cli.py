@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - older Typer uses click itself
     _typer_click = click.exceptions
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sweep.config import DEFAULT_STORAGE, resolve_config
@@ -462,15 +463,15 @@ def _diagnose_study(name: str, storage: str, *, seed: int, data_check: bool, log
     summary = d.summary
     out.print(f"[bold]study {name}[/]: {summary['trials_finished']} finished trials, {summary['trials_collapsed']} "
               f"collapsed; " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary["outcomes"].items() if v))
-    out.print(f"[bold {'green' if not d.findings else 'red'}]{d.headline}[/]")
+    out.print(f"[bold {'green' if not d.findings else 'red'}]{escape(d.headline)}[/]")
     if d.best:
         for line in best_lines(d.best):
-            out.print(f"  {line}")
+            out.print(f"  {escape(line)}")
     for f in d.findings:
-        out.print(f"\n[bold]{f.title}[/]")
+        out.print(f"\n[bold]{escape(f.title)}[/]")
         for e in f.evidence:
-            out.print(f"  - {e}")
-        out.print(f"  [green]next:[/] {f.next_step}")
+            out.print(f"  - {escape(e)}")
+        out.print(f"  [green]next:[/] {escape(f.next_step)}")
     table = Table("parameter", "collapsed / trials by value", box=box.SIMPLE_HEAD, title="collapse by parameter",
                   title_justify="left")
     for param, groups in summary["by_parameter"].items():

@@ -311,7 +311,7 @@ def explain(
     elif none.trials and not weighted.trials and _mostly(none) and ratio is not None and ratio >= IMBALANCED_RATIO:
         evidence.append(f"only class_weight=none was tried, on classes imbalanced {ratio:.1f} : 1, and {none} collapsed")
     if evidence:
-        if ratio is not None:
+        if ratio is not None and "imbalanced" not in evidence[0]:
             evidence.append(f"validation classes are imbalanced {ratio:.1f} : 1")
         findings.append(Finding("imbalance", "Class imbalance: unweighted models learn the majority class", evidence,
                                 'search class_weight = ["balanced", "sqrt", "oversample"] (drop "none")'))
@@ -436,6 +436,8 @@ def _headline(d: StudyDiagnosis, overall: Rate) -> str:
         return "No trial finished yet: nothing to diagnose."
     titles = {"capacity": "too little capacity", "imbalance": "class imbalance", "learning_rate": "the learning rate",
               "gradients": "unstable gradients"}
+    if "no_signal" in d.causes and d.best is None:
+        return "No signal: no trial completed, and the data's signal check finds no link between inputs and labels."
     if "no_signal" in d.causes:
         return ("No signal: the best model scores what the best of this many chance-level models would; "
                 "no setting will fix that.")
