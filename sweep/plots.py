@@ -17,7 +17,8 @@ def confusion_figure(panels: Sequence[tuple[str, list[list[int]]]], labels: Sequ
     """One heat-map per (title, matrix); rows are true classes, columns predicted ones."""
     k = len(labels)
     size = max(3.2, 0.45 * k + 2.2)
-    fig = Figure(figsize=(size * len(panels), size))
+    width = max(size, 0.085 * max(len(title) for title, _ in panels))  # room for the panel titles
+    fig = Figure(figsize=(width * len(panels), size))
     axes = fig.subplots(1, len(panels), squeeze=False)
     names = [str(label) for label in labels]
     for ax, (title, matrix) in zip(axes[0], panels):
@@ -134,5 +135,51 @@ def collapse_by_parameter_figure(summary: dict[str, Any], *, title: str) -> Figu
     rate = summary.get("collapse_rate")
     fig.suptitle(f"{title}: {summary['trials_collapsed']} of {summary['trials_finished']} trials collapsed"
                  + (f" ({rate:.0%})" if rate is not None else ""), fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def importance_figure(importances: dict[str, float], *, title: str) -> Figure:
+    """Optuna's parameter importances (fANOVA over the complete trials), largest on top."""
+    items = sorted(importances.items(), key=lambda kv: kv[1])
+    fig = Figure(figsize=(7, 0.45 * len(items) + 1.4))
+    ax = fig.subplots()
+    ax.barh([k for k, _ in items], [v for _, v in items], color="tab:blue")
+    for i, (_, v) in enumerate(items):
+        ax.annotate(f"{v:.2f}", (v, i), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_xlim(0, max([v for _, v in items] + [0.01]) * 1.15)
+    ax.set_xlabel("importance for the val score (fANOVA; sums to 1)")
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
+
+
+def score_by_choice_figure(rows: Sequence[dict[str, Any]], param: str, *, title: str) -> Figure:
+    """Final validation balanced accuracy of every finished trial, grouped by one categorical
+    parameter (e.g. the class-weight strategy); trials that collapsed in red."""
+    done = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED") and r.get("val_balanced_accuracy") is not None
+            and param in r["params"]]
+    choices = sorted({str(r["params"][param]) for r in done})
+    fig = Figure(figsize=(max(5.0, 1.5 * len(choices) + 2), 3.8))
+    ax = fig.subplots()
+    rng = np.random.default_rng(0)
+    for i, choice in enumerate(choices):
+        group = [r for r in done if str(r["params"][param]) == choice]
+        for collapsed, color, label in ((False, "tab:blue", "learned"), (True, "tab:red", "collapsed")):
+            pts = [r["val_balanced_accuracy"] for r in group if bool(r.get("collapse")) == collapsed]
+            ax.scatter(i + rng.uniform(-0.15, 0.15, len(pts)), pts, color=color, alpha=0.8, s=22, label=label)
+        learned = [r["val_balanced_accuracy"] for r in group if not r.get("collapse")]
+        if learned:
+            ax.hlines(np.median(learned), i - 0.3, i + 0.3, color="black", lw=1.5)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))  # one entry per kind, not per group
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="lower right")
+    ax.set_xticks(range(len(choices)), [f"{c}\n(n={sum(str(r['params'][param]) == c for r in done)})" for c in choices])
+    ax.set_xlabel(param.replace("_", " ") + " (bar: median of the trials that learned)")
+    ax.set_ylabel("val balanced accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3, axis="y")
+    ax.set_title(title, fontsize=11)
     fig.tight_layout()
     return fig

@@ -207,10 +207,24 @@ def finish(opened: OpenSweep, *, status: str) -> tuple[list[dict[str, Any]], dic
     study.set_user_attr("summary", summary)
     done = count_finished(study) >= opened.prep.cfg.n_trials
     if status != "FINISHED" or done:
-        tracker.end_sweep(rows, best, status=status, summary=summary)
+        tracker.end_sweep(rows, best, status=status, summary=summary, importances=_importances(study))
     else:
         tracker.flush()
     return rows, best
+
+
+def _importances(study: Any) -> dict[str, float] | None:
+    """Optuna's fANOVA parameter importances over the complete trials (None below 3 of them)."""
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(complete) < 3 or not any(len({t.params.get(k) for t in complete}) > 1 for k in complete[0].params):
+        return None
+    try:
+        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+    except (RuntimeError, ValueError) as exc:  # e.g. a parameter with a single value everywhere
+        _logger.warning("no parameter importances: %s", exc)
+        return None
 
 
 def run_sweep(

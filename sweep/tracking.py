@@ -197,7 +197,7 @@ class MlflowTracker:
 
     def end_sweep(
         self, rows: list[dict[str, Any]], best: dict[str, Any] | None, *, status: str,
-        summary: dict[str, Any] | None = None,
+        summary: dict[str, Any] | None = None, importances: dict[str, float] | None = None,
     ) -> None:
         """Log the optimization history, the collapse summary and the best trial on the parent; end it."""
         self._flush_plots()
@@ -216,6 +216,19 @@ class MlflowTracker:
                 "trials_failed": sum(1 for r in rows if r["state"] == "FAIL" and not r.get("surplus")),
             }
             tags: dict[str, str] = {}
+            if any(r.get("val_balanced_accuracy") is not None for r in finished):
+                client.log_figure(run_id, plots.score_by_choice_figure(
+                    rows, "class_weight", title=f"{self.study_name}: balanced accuracy by class-weight strategy"),
+                    "plots/balanced_accuracy_by_class_weight.png")
+            if importances:
+                client.log_dict(run_id, importances, "parameter_importances.json")
+                client.log_figure(run_id, plots.importance_figure(
+                    importances, title=f"{self.study_name}: parameter importances"), "plots/parameter_importances.png")
+            if best is not None and best.get("val_confusion"):
+                panels = [(f"best trial {best['number']}: validation", best["val_confusion"])]
+                if best.get("test_confusion"):
+                    panels.append((f"best trial {best['number']}: test (not used for selection)", best["test_confusion"]))
+                client.log_figure(run_id, plots.confusion_figure(panels, self.labels), "plots/best_confusion_matrix.png")
             if summary is not None:
                 client.log_dict(run_id, summary, "collapse_summary.json")
                 if summary["trials_finished"]:

@@ -273,6 +273,12 @@ def test_a_sweep_on_noise_is_diagnosed_as_no_signal_with_gradients_and_adjusted_
             assert r["val_balanced_accuracy_adjusted"] >= r["val_balanced_accuracy"]  # fitted there: never worse
             assert "test_balanced_accuracy_adjusted" in r and len(r["decision_offsets"]) == 2
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    [parent] = [r for r in _runs(tmp_path, "noise") if r.data.tags.get("sweep.role") == "parent"]
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/optimization_history.png", "plots/balanced_accuracy_by_class_weight.png",
+            "plots/collapse_by_parameter.png", "plots/best_confusion_matrix.png"} <= plots
+    complete = sum(t.state.name == "COMPLETE" for t in _trials(tmp_path, "noise"))
+    assert ("plots/parameter_importances.png" in plots) == (complete >= 3)
     for run in _runs(tmp_path, "noise"):
         if run.data.tags.get("sweep.role") != "trial":
             continue
