@@ -497,6 +497,54 @@ def _log_diagnosis(study: Any, diagnosis: Any) -> str | None:
     return run_id
 
 
+@app.command()
+def predict(
+    study: str = typer.Argument(..., help="Study name: its champion model (registry alias 'champion') predicts."),
+    data: Path = typer.Argument(..., help=".npz (X, else X_test, else X_train) or .csv/.tsv (one series per row, label first)."),
+    out_file: Path = typer.Option(Path("predictions.csv"), "--out", help="Output CSV: label and class probabilities per sequence."),
+    storage: str = StorageOpt,
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", show_envvar=True,
+                                               help="MLflow store (default: the one the study logged to)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Another logged model URI (models:/...) instead of the champion."),
+    unlabeled: bool = typer.Option(False, "--unlabeled", help=".csv/.tsv rows hold values only (no label column)."),
+) -> None:
+    """Classify sequences with a study's best model; labels come out in the training data's own values."""
+    from sweep.data import load_sequences
+
+    if out_file.suffix.lower() != ".csv":
+        raise SweepError(f"--out {out_file}: predictions are written as .csv; name the file *.csv")
+    if not out_file.parent.exists():
+        raise SweepError(f"--out {out_file}: folder {out_file.parent} does not exist; create it first")
+    s = _open_study(study, storage)
+    seqs = load_sequences(data, unlabeled=unlabeled)
+    uri = tracking_uri or s.user_attrs.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise SweepError(f"no MLflow store at {uri}; pass the --tracking-uri the study logged to")
+    from sweep.tracking import champion_uri, load_model, model_input_shape
+
+    model_uri = model or champion_uri(study)
+    timesteps, features = model_input_shape(model_uri, uri)
+    if seqs.X.shape[1:] != (timesteps, features):
+        raise SweepError(f"{data}: sequences of {seqs.X.shape[1]} steps x {seqs.X.shape[2]} features, but the model "
+                         f"takes {timesteps} x {features} (as in the study's training data); resample or reshape them")
+    frame = load_model(model_uri, uri).predict(seqs.X)
+    frame.insert(0, "sequence", range(len(frame)))
+    if seqs.labels is not None:
+        frame.insert(2, "true_label", seqs.labels)
+    frame.to_csv(out_file, index=False)
+    counts = frame["label"].value_counts()
+    out.print(f"wrote {len(frame)} predictions ({seqs.array} of {data}) to {out_file}; predicted: "
+              + ", ".join(f"{label} {n}" for label, n in counts.items()))
+    if seqs.labels is not None:
+        from sklearn.metrics import balanced_accuracy_score
+
+        truth = [str(v) for v in seqs.labels]
+        predicted = [str(v) for v in frame["label"]]
+        out.print(f"against the file's labels: balanced accuracy {balanced_accuracy_score(truth, predicted):.4f}, "
+                  f"accuracy {sum(a == b for a, b in zip(truth, predicted)) / len(truth):.4f}")
+    out.print(f"model: {model_uri}")
+
+
 @app.command("make-data")
 def make_data(
     kind: str = typer.Argument(..., help="seed-signal (planted temporal signal, known Bayes rate) or seed-noise (no signal)."),

@@ -262,7 +262,7 @@ def _check_x(path: Path, name: str, X: Any) -> np.ndarray:
         first = int(np.argwhere(bad)[0][0])
         raise DataError(
             f"{path}: {name} has {int(bad.sum())} NaN/inf values (first in sequence {first}); "
-            "fill or drop them before sweeping"
+            "fill or drop them first"
         )
     return X
 
@@ -297,6 +297,78 @@ def _label_order(path: Path, y: np.ndarray) -> list[Label]:
     if len({type(v) for v in values}) > 1:
         raise DataError(f"{path}: y_train mixes numbers and strings; use one kind of label")
     return sorted(values)
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """Sequences to predict (``sweep predict``), with their labels when the file has them."""
+
+    X: np.ndarray
+    labels: list[Label] | None
+    source: str
+    array: str  # which array or format they came from, for messages
+
+
+def load_sequences(path: str | Path, *, unlabeled: bool = False) -> Sequences:
+    """Read sequences to classify: from an .npz its ``X`` (else ``X_test``, else ``X_train``) with
+    the matching ``y`` when present; from a .csv/.tsv one series per row, label first (as for
+    training) or, with ``unlabeled``, values only.
+
+    Raises:
+        DataError: naming the file, the problem and the fix.
+    """
+    path = Path(path)
+    _check_readable(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        if not zipfile.is_zipfile(path):
+            raise DataError(f"{path}: not a readable .npz file (not a zip archive); re-save it with numpy.savez")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+            raise DataError(f"{path}: not a readable .npz file ({exc}); re-save it with numpy.savez") from None
+        name = next((k for k in ("X", "X_test", "X_train") if k in arrays), None)
+        if name is None:
+            raise DataError(f"{path}: no array 'X' (or X_test, X_train) of sequences [n, timesteps, features] "
+                            f"to predict (it has: {', '.join(arrays) or 'nothing'})")
+        X = _check_x(path, name, arrays[name])
+        y_name = "y" + name[1:]
+        labels = None
+        if y_name in arrays:
+            labels = [_as_label(v) for v in _check_y(path, y_name, arrays[y_name], len(X), name)]
+        return Sequences(X=X, labels=labels, source=str(path), array=name)
+    if suffix in (".csv", ".tsv"):
+        if unlabeled:
+            X = _read_values(path)
+            return Sequences(X=_check_x(path, "the values", X), labels=None, source=str(path), array="rows")
+        X, y = _read_delimited(path)
+        return Sequences(X=_check_x(path, "the values", X), labels=[_as_label(v) for v in y], source=str(path),
+                         array="rows (label first)")
+    raise DataError(f"{path}: unknown format '{suffix or '(none)'}'; use .npz, .csv or .tsv")
+
+
+def _read_values(path: Path) -> np.ndarray:
+    """A .csv/.tsv of numbers only, one univariate series per row (an optional header is skipped)."""
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        with path.open(newline="") as fh:
+            rows = [row for row in csv.reader(fh, delimiter=delimiter) if row and any(c.strip() for c in row)]
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: is not a text file; expected one 'v1,v2,...' row per series") from None
+    if rows and not _is_numeric_row(rows[0]):
+        rows = rows[1:]
+    if not rows:
+        raise DataError(f"{path}: holds no data rows; expected one 'v1,v2,...' row per series")
+    for lineno, row in enumerate(rows, start=1):
+        if len(row) != len(rows[0]):
+            raise DataError(f"{path}: row {lineno} has {len(row)} values but row 1 has {len(rows[0])}; "
+                            "all series must have the same length")
+        if not _is_numeric_row(row):
+            bad = next(v for v in row if not _is_float(v))
+            raise DataError(f"{path}: row {lineno} has a non-numeric value {bad!r}; fix or drop that row "
+                            "(a label column? drop --unlabeled)")
+    return np.asarray([[float(v) for v in row] for row in rows], dtype=np.float32)[:, :, None]
 
 
 def split_stratified(data: Dataset, *, val_fraction: float, seed: int) -> Split:

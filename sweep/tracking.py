@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in the sweep's output
 
 import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
@@ -38,6 +39,8 @@ _logger = logging.getLogger(__name__)
 for _name in ("mlflow", "alembic", "urllib3"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", module="mlflow")
+# MLflow 3 suggests type hints on PythonModel.predict; ours takes arrays and has a signature instead.
+warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TAG_STUDY = "sweep.study"
@@ -45,6 +48,8 @@ TAG_ROLE = "sweep.role"
 TAG_TRIAL = "sweep.trial_number"
 TAG_STATE = "sweep.trial_state"
 _END_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+CHAMPION = "champion"  # the registry alias of a study's best model
+PYFUNC_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -256,6 +261,27 @@ class MlflowTracker:
         finally:
             client.set_terminated(run_id, status=status)
 
+    def crown(self, model_uri: str, *, trial_number: int, score: float) -> None:
+        """Register a new best model under the study's name and move the ``champion`` alias to it,
+        unless another worker's champion scores higher already."""
+        name = self.study_name
+        try:
+            self.client.create_registered_model(name, tags={TAG_STUDY: name}, description=(
+                f"Best models of the lstm-sweep study {name}; the alias '{CHAMPION}' marks the best so far."))
+        except Exception:  # noqa: BLE001 - it exists (another trial or worker registered it first)
+            pass
+        run_id = mlflow.active_run().info.run_id if mlflow.active_run() else None
+        version = self.client.create_model_version(name, model_uri, run_id=run_id, tags={
+            "sweep.trial_number": str(trial_number), "sweep.val_score": repr(score)})
+        try:
+            current = self.client.get_model_version_by_alias(name, CHAMPION)
+            held = float(current.tags.get("sweep.val_score", "-inf"))
+        except Exception:  # noqa: BLE001 - no champion yet
+            held = float("-inf")
+        if score > held:
+            self.client.set_registered_model_alias(name, CHAMPION, version.version)
+            self.client.set_registered_model_tag(name, "sweep.champion_trial", str(trial_number))
+
     def reconcile_runs(self, trial_states: dict[int, str]) -> int:
         """End child runs left RUNNING by a dead process whose trial Optuna no longer runs."""
         if self.experiment_id is None:
@@ -392,18 +418,32 @@ class _TrialRun:
         tracker._pending.append(tracker._plotter.submit(render))
 
     def _log_model(self, outcome: TrialOutcome) -> str:
-        import mlflow.keras
+        """Log the trained model as a pyfunc (raw sequences in, the user's labels out); a new best
+        is registered under the study's name and takes the ``champion`` alias."""
+        import tempfile
+
         import numpy as np
+        import pandas as pd
         from mlflow.models import infer_signature
 
-        t, f, k = self.tracker.timesteps, self.tracker.features, len(self.tracker.labels)
-        signature = infer_signature(np.zeros((1, t, f), np.float32), np.zeros((1, k), np.float32))
-        info = mlflow.keras.log_model(
-            outcome.model, name="model", signature=signature, pip_requirements=_pip_requirements(),
-            metadata={"labels": json.dumps(self.tracker.labels), "preprocessing": "standardize layer inside the model",
-                      "study": self.tracker.study_name, "trial_number": self.number},
-        )
+        labels = self.tracker.labels
+        t, f = self.tracker.timesteps, self.tracker.features
+        example_out = pd.DataFrame({"label": [labels[0]], **{f"proba_{label}": [0.5] for label in labels}})
+        signature = infer_signature(np.zeros((1, t, f), np.float32), example_out)
+        with tempfile.TemporaryDirectory(prefix="sweep-model-") as tmp:
+            keras_path, labels_path = Path(tmp) / "model.keras", Path(tmp) / "labels.json"
+            outcome.model.save(keras_path)
+            labels_path.write_text(json.dumps({"labels": labels}))
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=str(PYFUNC_MODEL_CODE),
+                artifacts={"keras_model": str(keras_path), "labels": str(labels_path)},
+                signature=signature, pip_requirements=_pip_requirements(),
+                metadata={"labels": json.dumps(labels), "preprocessing": "standardize layer inside the model",
+                          "study": self.tracker.study_name, "trial_number": self.number},
+            )
         mlflow.log_dict(self.tracker.preprocessing, "model_preprocessing.json")
+        if outcome.is_new_best:
+            self.tracker.crown(info.model_uri, trial_number=self.number, score=outcome.val.score)
         return info.model_uri
 
 
@@ -422,8 +462,30 @@ def log_diagnosis(tracking_uri: str, run_id: str, *, markdown: str, record: dict
 
 
 def load_model(model_uri: str, tracking_uri: str | None) -> Any:
-    """Load a logged Keras model (raw sequences in, class probabilities out)."""
-    import mlflow.keras
-
+    """Load a logged model as MLflow pyfunc (``predict`` gives ``label`` and ``proba_*`` columns)."""
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
-    return mlflow.keras.load_model(model_uri)
+    return mlflow.pyfunc.load_model(model_uri)
+
+
+def champion_uri(study_name: str) -> str:
+    return f"models:/{study_name}@{CHAMPION}"
+
+
+def model_input_shape(model_uri: str, tracking_uri: str | None) -> tuple[int, int]:
+    """(timesteps, features) a logged model takes, read from its signature (no TensorFlow needed).
+
+    Raises:
+        SweepError: the model or the store cannot be found.
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        info = mlflow.models.get_model_info(model_uri)
+    except Exception as exc:  # noqa: BLE001 - registry/store errors vary
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SweepError(f"no model {model_uri} in the MLflow store {uri} ({first[:160]}); a study's champion is "
+                         "registered when a sweep logs its best model (--log-models best or all)") from None
+    shape = info.signature.inputs.inputs[0].shape if info.signature is not None else None
+    if not shape or len(shape) != 3:
+        raise SweepError(f"model {model_uri} has no [n, timesteps, features] input signature; was it logged by lstm-sweep?")
+    return int(shape[1]), int(shape[2])

@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
@@ -123,10 +124,16 @@ def test_best_json_reloads_the_logged_model_and_reproduces_its_score(tmp_path, t
 
     model = load_model(summary["model_uri"], f"sqlite:///{tmp_path}/mlflow.db")
     split = split_stratified(load_dataset(tiny_signal), val_fraction=0.2, seed=0)
-    ev = evaluate_predictions(split.y_val, model.predict(split.X_val, verbose=0).argmax(axis=1), 2)
+
+    def classes(X):  # the pyfunc answers with labels and one probability column per label
+        frame = model.predict(X)
+        assert list(frame.columns) == ["label", "proba_0", "proba_1"]
+        return frame[["proba_0", "proba_1"]].to_numpy().argmax(axis=1)
+
+    ev = evaluate_predictions(split.y_val, classes(split.X_val), 2)
     assert ev.score == pytest.approx(summary["value"], abs=1e-9)
     assert ev.balanced_accuracy == pytest.approx(summary["val_balanced_accuracy"], abs=1e-9)
-    test = evaluate_predictions(split.y_test, model.predict(split.X_test, verbose=0).argmax(axis=1), 2)
+    test = evaluate_predictions(split.y_test, classes(split.X_test), 2)
     assert test.balanced_accuracy == pytest.approx(summary["test_balanced_accuracy"], abs=1e-9)
 
     status = run_sweep_cli("status", "best", "--json", "--storage", f"sqlite:///{tmp_path}/sweep.db", cwd=tmp_path)
@@ -179,6 +186,68 @@ def test_csv_with_string_labels_and_test_file_export_and_log_all_models(tmp_path
     assert json.loads((tmp_path / "trials.json").read_text())["trials"][0]["params"]["units"] >= 16
     header = (tmp_path / "trials.csv").read_text().splitlines()[0].split(",")
     assert {"number", "state", "value", "val_balanced_accuracy", "param_units", "mlflow_run_id"} <= set(header)
+
+    # The registry: each new best is a version of the model named after the study; 'champion' is the best.
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    champion = client.get_model_version_by_alias("csv", "champion")
+    assert champion.tags["sweep.trial_number"] == str(summary["number"])
+    versions = client.search_model_versions("name='csv'")
+    assert 1 <= len(versions) <= len(complete)
+
+    # sweep predict: the champion labels raw test sequences in the user's own label values.
+    pred = run_sweep_cli("predict", "csv", str(test), "--out", str(tmp_path / "p.csv"), "--storage",
+                         f"sqlite:///{tmp_path}/sweep.db", cwd=tmp_path)
+    assert pred.returncode == 0, pred.stderr
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "p.csv")
+    assert list(frame.columns) == ["sequence", "label", "true_label", "proba_down", "proba_up"]
+    assert len(frame) == 24 and set(frame["label"]) <= {"up", "down"}
+    assert ((frame["proba_down"] + frame["proba_up"]) - 1).abs().max() < 1e-5
+    assert f"balanced accuracy {summary['test_balanced_accuracy']:.4f}" in pred.stdout  # same model, same test set
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join(",".join(["up"] + ["0.1"] * 7) for _ in range(3)) + "\n")
+    bad = run_sweep_cli("predict", "csv", str(short), "--storage", f"sqlite:///{tmp_path}/sweep.db", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "sequences of 7 steps x 1 features, but the model takes 12 x 1" in bad.stderr
+
+    # MLflow serves the same champion: raw sequences in, string labels out.
+    _serve_and_check(tmp_path, "models:/csv@champion", np.loadtxt(test, delimiter=",", usecols=range(1, 13))[:4, :, None],
+                     expected=list(frame["label"][:4]))
+
+
+def _serve_and_check(tmp_path: Path, model_uri: str, X, *, expected: list) -> None:
+    import os
+    import sys
+    import urllib.request
+
+    from conftest import free_port
+
+    port = free_port()
+    env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db",
+                    PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+                             "-h", "127.0.0.1", "-p", str(port)], cwd=tmp_path, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, (tmp_path / "serve.log").read_text()[-2000:]
+                time.sleep(0.5)
+        body = json.dumps({"inputs": X.tolist()}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            predictions = json.loads(resp.read())["predictions"]
+        assert [p["label"] for p in predictions] == expected
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
 
 
 def test_log_models_none_logs_no_model(tmp_path, tiny_signal):
