@@ -102,7 +102,8 @@ def sweep_config(folder: Path, *, space: Any, **flags: Any) -> Any:
     from sweep.config import resolve_config
 
     cfg = resolve_config(flags={
-        "storage": f"sqlite:///{folder}/sweep.db", "tracking_uri": f"sqlite:///{folder}/mlflow.db", **flags,
+        "storage": f"sqlite:///{folder}/sweep.db", "tracking_uri": f"sqlite:///{folder}/mlflow.db", "retrain_top": 0,
+        **flags,
     })
     return dataclasses.replace(cfg, space=space)
 

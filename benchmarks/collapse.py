@@ -100,7 +100,7 @@ def run_arm(folder: Path, data: Path, arm: str, space: str, *, trials: int, epoc
     if SPACES[space]:
         (folder / f"{space}.toml").write_text(SPACES[space])
         config = ["--config", str(folder / f"{space}.toml")]
-    cmd = [str(Path(sys.executable).parent / "sweep"), "run", str(data), "--study", name, "--storage", storage,
+    cmd = [str(Path(sys.executable).parent / "sweep"), "run", str(data), "--study", name, "--storage", storage, "--retrain-top", "0",
            "--tracking-uri", tracking, "--n-trials", str(trials), "--seed", str(seed), "--log-models", "none",
            "--quiet", *config, *ARMS[arm], *(["--epochs", str(epochs)] if epochs else [])]
     t0 = time.perf_counter()

@@ -163,6 +163,36 @@ class Objective:
             outcome.model = None
             del training
 
+    def train_once(self, params: LstmParams, seed: int) -> dict[str, Any]:
+        """Train ``params`` once more with another seed, exactly as a trial trains (patience, best
+        epoch kept, collapse stopping), outside Optuna; returns its validation and test scores."""
+        watch = CollapseWatch(warmup=self.collapse_warmup, patience=self.collapse_patience)
+
+        def on_epoch(record: lstm.EpochRecord) -> None:
+            interrupt.check()
+            if watch.update(record.epoch, record.val_balanced_accuracy - record.val_score):
+                raise _Collapsed()
+
+        training = lstm.start_training(
+            params, X_train=self.split.X_train, y_train=self.split.y_train, X_val=self.split.X_val,
+            y_val=self.split.y_val, n_classes=self.n_classes, mean=self.mean, std=self.std,
+            patience=self.patience, seed=seed, on_epoch=on_epoch,
+        )
+        stopped = False
+        try:
+            lstm.fit(training, params, X_train=self.split.X_train, y_train=self.split.y_train,
+                     n_classes=self.n_classes, epochs=self.epochs, seed=seed)
+        except _Collapsed:
+            stopped = True
+        outcome = TrialOutcome(number=-1, params=params, state="COMPLETE")
+        self._evaluate(training, outcome)
+        val, test = outcome.val, outcome.test
+        return {
+            "seed": seed, "epochs": len(training.history), "stopped_for_collapse": stopped,
+            "val_score": val.score, "val_balanced_accuracy": val.balanced_accuracy, "collapsed": val.penalty > 0,
+            "test_balanced_accuracy": test.balanced_accuracy if test is not None else None,
+        }
+
     def _evaluate(self, training: lstm.Training, outcome: TrialOutcome) -> None:
         outcome.best_epoch = training.best_epoch
         outcome.model = training.model
@@ -218,6 +248,10 @@ class Objective:
         trial.set_user_attr("result", values)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
+
+
+class _Collapsed(Exception):
+    """Stops a re-training run that collapsed (:meth:`Objective.train_once`)."""
 
 
 def _beats_best(trial: optuna.trial.BaseTrial, score: float) -> bool:

@@ -89,6 +89,8 @@ def run(
     threads: Optional[int] = typer.Option(None, "--threads", help="TensorFlow threads per worker (default: the worker's share of the cores)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes on this machine (default 1; 2 on 2 cores is fastest)."),
     adjust_decision: Optional[bool] = typer.Option(None, "--adjust-decision", help="After each complete trial, fit per-class decision offsets on validation to maximize balanced accuracy; recorded as *_adjusted metrics beside the plain ones (the ranking never uses them)."),
+    retrain_top: Optional[int] = typer.Option(None, "--retrain-top", envvar="SWEEP_RETRAIN_TOP", show_envvar=True, help="After the search, train the K best configurations again with other seeds and report mean +- std (default 3; 0 = skip)."),
+    retrain_seeds: Optional[int] = typer.Option(None, "--retrain-seeds", help="Seeds per re-trained configuration (default 3)."),
     create_only: bool = typer.Option(False, "--create-only", help="Create (or check) the study and its MLflow run, then exit: start `sweep worker` processes anywhere."),
     allow_changes: bool = typer.Option(False, "--allow-changes", help="Resume even if data, search space or settings changed."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
@@ -98,7 +100,8 @@ def run(
         study=study, storage=storage, n_trials=n_trials, epochs=epochs, patience=patience,
         val_fraction=val_fraction, seed=seed, tracking_uri=tracking_uri, log_models=log_models,
         pruner=pruner, threads=threads, workers=workers, collapse_patience=collapse_patience,
-        collapse_warmup=collapse_warmup, adjust_decision=adjust_decision,
+        collapse_warmup=collapse_warmup, adjust_decision=adjust_decision, retrain_top=retrain_top,
+        retrain_seeds=retrain_seeds,
     ))
     from sweep.runner import open_sweep, prepare
 
@@ -212,10 +215,26 @@ def _run_with_progress(opened: Any, workers: int) -> Any:
         if task is not None and state in ("complete", "pruned"):
             progress.update(task, advance=1, best=_fmt(best["value"]) if best else "-")
 
+    def on_retrain(entry: dict[str, Any] | None) -> None:
+        cfg = opened.prep.cfg
+        if entry is None:
+            progress.console.print(f"re-training the top {cfg.retrain_top} configurations with {cfg.retrain_seeds} new "
+                                   "seeds each, for numbers one lucky seed cannot make (--retrain-top 0 skips this)")
+            return
+        progress.console.print(
+            f"trial {entry['trial']:>3} [cyan]re-trained[/] val bal.acc {_mean_std(entry, 'val')}  test bal.acc "
+            f"{_mean_std(entry, 'test')}  (search: {_fmt(entry['search_val_balanced_accuracy'])}; "
+            f"{entry['collapsed_runs']} of {len(entry['runs'])} runs collapsed)")
+
     with progress:
         if workers > 1:
-            return _execute(opened, workers, on_start=on_start, on_trial_end=on_trial_end)
-        return _execute(opened, 1, on_start=on_start, on_trial_end=on_trial_end, on_wait=on_wait)
+            return _execute(opened, workers, on_start=on_start, on_trial_end=on_trial_end, on_retrain=on_retrain)
+        return _execute(opened, 1, on_start=on_start, on_trial_end=on_trial_end, on_wait=on_wait, on_retrain=on_retrain)
+
+
+def _mean_std(entry: dict[str, Any], split: str) -> str:
+    mean, std = entry[f"{split}_balanced_accuracy_mean"], entry[f"{split}_balanced_accuracy_std"]
+    return "-" if mean is None else f"{mean:.4f} +- {std:.4f}"
 
 
 def _print_summary(result: Any, prep: Any) -> None:
@@ -248,6 +267,19 @@ def _print_summary(result: Any, prep: Any) -> None:
                       f"{_fmt(test_bayes)} (this test split)" if test_bayes is not None else "")
     out.print(table)
     out.print(f"params: {_short_params(best['params'])}")
+    if result.retrained:
+        table = Table("trial", "search val bal.acc", "re-trained val bal.acc", "re-trained test bal.acc", "collapsed runs",
+                      title=f"top {len(result.retrained)} re-trained with {len(result.retrained[0]['runs'])} new seeds each "
+                            "(mean +- std)", title_justify="left", box=box.SIMPLE_HEAD)
+        steady = max(result.retrained, key=lambda e: e["val_balanced_accuracy_mean"] or 0.0)
+        for e in result.retrained:
+            mark = " *" if e is steady else ""
+            table.add_row(f"{e['trial']}{mark}", _fmt(e["search_val_balanced_accuracy"]), _mean_std(e, "val"),
+                          _mean_std(e, "test"), f"{e['collapsed_runs']}/{len(e['runs'])}")
+        out.print(table)
+        if steady["trial"] != best["number"]:
+            out.print(f"[yellow]trial {steady['trial']} holds up better across seeds than the search's winner "
+                      f"(trial {best['number']}): prefer its configuration[/]")
     if best.get("model_uri"):
         out.print(f"model:  {best['model_uri']}")
     out.print(f"\nnext:   sweep best {result.name}    sweep status {result.name}    sweep ui  (MLflow store {result.tracking_uri})")

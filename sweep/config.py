@@ -3,7 +3,7 @@
 A config file is TOML with up to three tables::
 
     [run]            # study, storage, n_trials, seed, tracking_uri, log_models, pruner, threads, workers,
-                     # adjust_decision
+                     # adjust_decision, retrain_top, retrain_seeds
     [train]          # epochs, val_fraction, patience, collapse_warmup, collapse_patience
     [search_space]   # narrows the ranges and choices of objectives.search_space.SearchSpace
 """
@@ -53,6 +53,10 @@ class SweepConfig:
     # Fit per-class decision offsets on validation after each complete trial and record the
     # adjusted balanced accuracy beside the plain one (never the objective value).
     adjust_decision: bool = False
+    # After the search: train the top-k configurations again with retrain_seeds other seeds each and
+    # report mean +- std, so one lucky seed does not pick the winner (0 = skip).
+    retrain_top: int = 3
+    retrain_seeds: int = 3
     train: TrainSettings = field(default_factory=TrainSettings)
     space: SearchSpace = field(default_factory=SearchSpace)
 
@@ -69,7 +73,7 @@ class SweepConfig:
 
 
 _RUN_KEYS = {"study", "storage", "n_trials", "seed", "tracking_uri", "log_models", "pruner", "threads", "workers",
-             "adjust_decision"}
+             "adjust_decision", "retrain_top", "retrain_seeds"}
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainSettings)}
 
 
@@ -151,6 +155,8 @@ def _validate(cfg: SweepConfig, where: str) -> None:
         raise ConfigError(f"log_models (--log-models) must be one of {', '.join(LOG_MODELS)}, got {cfg.log_models!r}")
     if cfg.pruner not in PRUNERS:
         raise ConfigError(f"pruner (--pruner) must be one of {', '.join(PRUNERS)}, got {cfg.pruner!r}")
+    need_int("retrain_top (--retrain-top)", cfg.retrain_top, 0, 20)
+    need_int("retrain_seeds (--retrain-seeds)", cfg.retrain_seeds, 1, 20)
     if not isinstance(cfg.adjust_decision, bool):
         raise ConfigError(f"{where}: run.adjust_decision must be true or false, got {cfg.adjust_decision!r}")
     if not isinstance(cfg.storage, str) or not cfg.storage:

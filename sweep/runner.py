@@ -58,6 +58,7 @@ class SweepResult:
     parent_run_id: str | None
     tracking_uri: str
     experiment_id: str | None
+    retrained: list[dict[str, Any]] | None = None
 
 
 def prepare(cfg: SweepConfig, data_path: str | Path, *, test_path: str | Path | None = None) -> PreparedSweep:
@@ -107,6 +108,7 @@ class OpenSweep:
     resumed: bool
     tracker: Any
     parent_run_id: str
+    lead: bool = True  # the process the user started (not a `sweep worker`): it re-trains the top-k at the end
 
 
 def open_sweep(prep: PreparedSweep, *, allow_changes: bool = False) -> OpenSweep:
@@ -207,7 +209,9 @@ def finish(opened: OpenSweep, *, status: str) -> tuple[list[dict[str, Any]], dic
     study.set_user_attr("summary", summary)
     done = count_finished(study) >= opened.prep.cfg.n_trials
     if status != "FINISHED" or done:
-        tracker.end_sweep(rows, best, status=status, summary=summary, importances=_importances(study))
+        retrained = (study.user_attrs.get("retrained") or {}).get("results")
+        tracker.end_sweep(rows, best, status=status, summary=summary, importances=_importances(study),
+                          retrained=retrained)
     else:
         tracker.flush()
     return rows, best
@@ -246,12 +250,15 @@ def run_sweep(
     return run_opened(opened, on_start=on_start, on_trial_end=on_trial_end, on_wait=on_wait)
 
 
-def run_opened(opened: OpenSweep, **callbacks: Any) -> SweepResult:
-    """Work on an opened (or joined) study in this process, then :func:`finish` it."""
+def run_opened(
+    opened: OpenSweep, *, on_retrain: Callable[[dict[str, Any]], None] | None = None, **callbacks: Any,
+) -> SweepResult:
+    """Work on an opened (or joined) study in this process, re-train its top-k, then :func:`finish` it."""
     status = "FAILED"
     ran = 0
     try:
         ran = work(opened, **callbacks)
+        retrain_top(opened, on_retrain=on_retrain)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -261,11 +268,75 @@ def run_opened(opened: OpenSweep, **callbacks: Any) -> SweepResult:
     return _result(opened, ran=ran, rows=rows, best=best)
 
 
+def retrain_top(opened: OpenSweep, *, on_retrain: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Train the study's top-k complete configurations again with other seeds (the user's own
+    process only, once the study holds its N trials); stored on the study as ``retrained``.
+
+    Each entry: the trial, its search score, and per seed the validation and test balanced
+    accuracy (``runs``), with their mean and standard deviation. Done once per set of top trials
+    and seeds: resuming a finished study does not train them again. ``on_retrain`` hears None
+    when the re-training starts, then each entry as it is done.
+    """
+    import numpy as np
+    import optuna
+
+    cfg, study = opened.prep.cfg, opened.study
+    if not opened.lead or cfg.retrain_top <= 0 or count_finished(study) < cfg.n_trials:
+        return []
+    complete = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
+                      key=lambda t: t.value, reverse=True)[: cfg.retrain_top]
+    if not complete:
+        return []
+    key = {"trials": [t.number for t in complete], "seeds": cfg.retrain_seeds}
+    stored = study.user_attrs.get("retrained")
+    if stored and stored.get("key") == key:
+        return stored["results"]
+
+    from objectives import model as lstm
+    from objectives.objective import Objective
+    from objectives.search_space import LstmParams
+
+    if on_retrain is not None:
+        on_retrain(None)  # starting
+    lstm.configure_threads(cfg.threads)
+    objective = Objective(
+        opened.prep.split, n_classes=opened.prep.data.n_classes, space=cfg.space, epochs=cfg.train.epochs,
+        patience=cfg.train.patience, seed=cfg.seed, collapse_warmup=cfg.train.collapse_warmup,
+        collapse_patience=cfg.train.collapse_patience,
+    )
+
+    def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+        clean = [v for v in values if v is not None]
+        return (float(np.mean(clean)), float(np.std(clean))) if clean else (None, None)
+
+    results = []
+    for rank, trial in enumerate(complete, start=1):
+        params = LstmParams(**trial.params)
+        runs = []
+        for i in range(cfg.retrain_seeds):
+            runs.append(objective.train_once(params, seed=cfg.seed + 10_000 * (i + 1) + trial.number))
+        val_mean, val_std = mean_std([r["val_balanced_accuracy"] for r in runs])
+        test_mean, test_std = mean_std([r["test_balanced_accuracy"] for r in runs])
+        entry = {
+            "rank": rank, "trial": trial.number, "params": dict(trial.params), "search_value": trial.value,
+            "search_val_balanced_accuracy": trial.user_attrs.get("result", {}).get("val_balanced_accuracy"),
+            "val_balanced_accuracy_mean": val_mean, "val_balanced_accuracy_std": val_std,
+            "test_balanced_accuracy_mean": test_mean, "test_balanced_accuracy_std": test_std,
+            "collapsed_runs": sum(1 for r in runs if r["collapsed"]), "runs": runs,
+        }
+        results.append(entry)
+        if on_retrain is not None:
+            on_retrain(entry)
+    study.set_user_attr("retrained", {"key": key, "results": results})
+    return results
+
+
 def _result(opened: OpenSweep, *, ran: int, rows: list[dict[str, Any]], best: dict[str, Any] | None) -> SweepResult:
     return SweepResult(
         name=opened.prep.name, n_trials=opened.prep.cfg.n_trials, ran=ran, resumed=opened.resumed, best=best,
         rows=rows, parent_run_id=opened.parent_run_id, tracking_uri=opened.tracker.tracking_uri,
         experiment_id=opened.tracker.experiment_id,
+        retrained=(opened.study.user_attrs.get("retrained") or {}).get("results") if opened.lead else None,
     )
 
 
@@ -307,7 +378,7 @@ def join(
     tracker = _tracker(prep)
     tracker.join_sweep(parent)
     _close_dead_trials(study, tracker)
-    return OpenSweep(prep=prep, study=study, resumed=True, tracker=tracker, parent_run_id=parent)
+    return OpenSweep(prep=prep, study=study, resumed=True, tracker=tracker, parent_run_id=parent, lead=False)
 
 
 def config_from_study(
@@ -319,7 +390,8 @@ def config_from_study(
     return SweepConfig(
         study=name, storage=storage, n_trials=int(attrs.get("n_trials", 20)), seed=int(settings["seed"]),
         tracking_uri=tracking_uri or attrs.get("tracking_uri"), log_models=run.get("log_models", "best"),
-        pruner=run.get("pruner", "median"), adjust_decision=bool(run.get("adjust_decision", False)), threads=threads, train=TrainSettings(**settings["train"]),
+        pruner=run.get("pruner", "median"), adjust_decision=bool(run.get("adjust_decision", False)),
+        retrain_top=0, threads=threads, train=TrainSettings(**settings["train"]),
         space=SearchSpace.from_dict(settings["search_space"]),
     )
 

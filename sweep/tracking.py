@@ -203,6 +203,7 @@ class MlflowTracker:
     def end_sweep(
         self, rows: list[dict[str, Any]], best: dict[str, Any] | None, *, status: str,
         summary: dict[str, Any] | None = None, importances: dict[str, float] | None = None,
+        retrained: list[dict[str, Any]] | None = None,
     ) -> None:
         """Log the optimization history, the collapse summary and the best trial on the parent; end it."""
         self._flush_plots()
@@ -229,6 +230,16 @@ class MlflowTracker:
                 client.log_dict(run_id, importances, "parameter_importances.json")
                 client.log_figure(run_id, plots.importance_figure(
                     importances, title=f"{self.study_name}: parameter importances"), "plots/parameter_importances.png")
+            if retrained:
+                client.log_dict(run_id, retrained, "retrained_top_k.json")
+                for entry in retrained:
+                    for split in ("val", "test"):
+                        for stat in ("mean", "std"):
+                            value = entry[f"{split}_balanced_accuracy_{stat}"]
+                            if value is not None:
+                                metrics[f"retrain_rank{entry['rank']}_{split}_balanced_accuracy_{stat}"] = value
+                steady = max(retrained, key=lambda e: e["val_balanced_accuracy_mean"] or 0.0)
+                tags["retrain.best_trial_number"] = str(steady["trial"])
             if best is not None and best.get("val_confusion"):
                 panels = [(f"best trial {best['number']}: validation", best["val_confusion"])]
                 if best.get("test_confusion"):
@@ -249,12 +260,12 @@ class MlflowTracker:
                 metrics.update({f"best_{k}": best[k] for k in (
                     "value", "val_balanced_accuracy", "test_balanced_accuracy", "val_balanced_accuracy_adjusted",
                     "test_balanced_accuracy_adjusted") if best.get(k) is not None})
-                tags = {
+                tags.update({
                     "best.trial_number": str(best["number"]),
                     "best.run_id": best.get("mlflow_run_id") or "",
                     "best.model_uri": best.get("model_uri") or "",
                     **{f"best.{k}": str(v) for k, v in best["params"].items()},
-                }
+                })
             now = int(time.time() * 1000)
             client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
                              tags=[RunTag(k, v) for k, v in tags.items()])

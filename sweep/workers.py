@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sweep.errors import StudyError
-from sweep.runner import OpenSweep, SweepResult, _result, finish
+from sweep.runner import OpenSweep, SweepResult, _result, finish, retrain_top
 from sweep.study import SURPLUS, best_summary, count_finished, trial_rows
 
 POLL_SECONDS = 2.0  # progress polling; each poll reads the study (~20 ms of database work)
@@ -45,8 +45,10 @@ def run_workers(
     opened: OpenSweep, *, workers: int,
     on_start: Callable[[int, int], None] | None = None,
     on_trial_end: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None,
+    on_retrain: Callable[[dict[str, Any]], None] | None = None,
 ) -> SweepResult:
-    """Run the opened study with ``workers`` local worker processes; return when it holds N trials.
+    """Run the opened study with ``workers`` local worker processes; return when it holds N trials,
+    then re-train its top-k here.
 
     Raises:
         StudyError: every worker exited before the study was complete (their last error lines).
@@ -78,6 +80,7 @@ def run_workers(
         seen |= _report_new(study, seen, on_trial_end)
         if count_finished(study) < cfg.n_trials:
             raise StudyError(f"all {workers} workers stopped before the study was complete: {_last_errors(procs, logs)}")
+        retrain_top(opened, on_retrain=on_retrain)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"

@@ -13,7 +13,9 @@ SWEEP = str(Path(sys.executable).parent / "sweep")
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment minus anything that would point a test at a user's stores."""
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SWEEP_STORAGE")}
-    env.update(TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0", COLUMNS="200", **extra)
+    # Re-training the top-k after a sweep is tested on its own (test_e2e); elsewhere it only costs time.
+    env.update({"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", "COLUMNS": "200", "SWEEP_RETRAIN_TOP": "0",
+                **extra})
     return env
 
 

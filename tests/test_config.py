@@ -191,6 +191,9 @@ def test_missing_config_file(tmp_path):
         ({"study": ""}, "--study"),
         ({"storage": ""}, "run.storage must be a database URL string"),
         ({"colour": "red"}, "unknown setting 'colour'"),
+        ({"retrain_top": -1}, "retrain_top (--retrain-top) must be an integer in [0, 20], got -1"),
+        ({"retrain_seeds": 0}, "retrain_seeds (--retrain-seeds) must be an integer in [1, 20], got 0"),
+        ({"adjust_decision": "yes"}, "run.adjust_decision must be true or false"),
     ],
 )
 def test_bad_flags_raise_a_config_error_naming_the_flag(flags, phrase):

@@ -359,3 +359,32 @@ def test_a_sweep_on_noise_is_diagnosed_as_no_signal_with_gradients_and_adjusted_
 
 def _study(tmp_path: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/sweep.db")
+
+
+def test_the_top_k_are_retrained_with_new_seeds_once(tmp_path, tiny_signal):
+    """After the search the user's process trains the 2 best configurations again with 2 other seeds
+    each; the numbers go to the study, the summary and the parent run; a resume does not redo them."""
+    env = clean_env(SWEEP_RETRAIN_TOP="2")
+    args = ["run", str(tiny_signal), "--study", "rt", "--n-trials", "3", "--retrain-seeds", "2", "--pruner", "none",
+            *TINY, *_stores(tmp_path)]
+    result = run_sweep_cli(*args, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "re-training the top 2 configurations with 2 new seeds" in result.stdout
+    assert "top 2 re-trained with 2 new seeds each" in result.stdout
+    retrained = _study(tmp_path, "rt").user_attrs["retrained"]["results"]
+    complete = sorted((t for t in _trials(tmp_path, "rt") if t.state.name == "COMPLETE"), key=lambda t: -t.value)
+    assert [e["trial"] for e in retrained] == [t.number for t in complete[:2]]
+    for e in retrained:
+        seeds = [r["seed"] for r in e["runs"]]
+        assert len(seeds) == 2 and len(set(seeds)) == 2 and e["trial"] not in seeds
+        vals = [r["val_balanced_accuracy"] for r in e["runs"]]
+        assert e["val_balanced_accuracy_mean"] == pytest.approx(np.mean(vals))
+        assert e["test_balanced_accuracy_std"] == pytest.approx(np.std([r["test_balanced_accuracy"] for r in e["runs"]]))
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    [parent] = [r for r in _runs(tmp_path, "rt") if r.data.tags.get("sweep.role") == "parent"]
+    assert parent.data.metrics["retrain_rank1_val_balanced_accuracy_mean"] == pytest.approx(
+        retrained[0]["val_balanced_accuracy_mean"])
+    assert "retrained_top_k.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    again = run_sweep_cli(*args, cwd=tmp_path, env=env)
+    assert again.returncode == 0 and "re-training" not in again.stdout
+    assert "top 2 re-trained" in again.stdout  # the stored numbers are shown again
