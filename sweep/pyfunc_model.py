@@ -53,8 +53,9 @@ class LstmSweepClassifier(mlflow.pyfunc.PythonModel):
             raise ValueError(f"sequence {bad} has NaN or infinite values; fill or drop them first")
         return X
 
-    # No type hints here: MLflow would read them as an input schema and warn about them.
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+    # np.ndarray is a hint MLflow does not turn into a schema (the logged signature is the schema);
+    # without a hint, MLflow 3 warns on every load. Lists and DataFrames are accepted all the same.
+    def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> pd.DataFrame:
         X = self.sequences(model_input)
         probabilities = np.asarray(self.model.predict(X, batch_size=512, verbose=0)) if len(X) else np.zeros(
             (0, len(self.labels)))

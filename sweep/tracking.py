@@ -39,8 +39,6 @@ _logger = logging.getLogger(__name__)
 for _name in ("mlflow", "alembic", "urllib3"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", module="mlflow")
-# MLflow 3 suggests type hints on PythonModel.predict; ours takes arrays and has a signature instead.
-warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TAG_STUDY = "sweep.study"
@@ -372,7 +370,9 @@ class _TrialRun:
         status = _END_STATUS[outcome.state]
         try:
             self._flush()
-            mlflow.set_tags({TAG_STATE: outcome.state, **({"sweep.reason": outcome.reason[:250]} if outcome.reason else {})})
+            mlflow.set_tags({TAG_STATE: outcome.state, **({"sweep.reason": outcome.reason[:250]} if outcome.reason else {}),
+                             # The runs table shows names, not metrics, until columns are picked: say it there.
+                             "mlflow.runName": _run_title(self.number, outcome)})
             if outcome.val is not None:
                 self._log_results(outcome)
                 if self._wants_model(outcome):
@@ -456,6 +456,15 @@ class _TrialRun:
         if outcome.is_new_best:
             self.tracker.crown(info.model_uri, trial_number=self.number, score=outcome.val.score)
         return info.model_uri
+
+
+def _run_title(number: int, outcome: TrialOutcome) -> str:
+    """``trial-004 · complete · val BA 0.912``, ``trial-002 · pruned (collapse) · val BA 0.500``."""
+    state = outcome.state.lower()
+    if outcome.state != "COMPLETE" and outcome.reason:
+        state += f" ({outcome.reason.split(':')[0][:20]})"
+    score = f" · val BA {outcome.val.balanced_accuracy:.3f}" if outcome.val is not None else ""
+    return f"trial-{number:03d} · {state}{score}"
 
 
 def _describe(params: LstmParams) -> str:
