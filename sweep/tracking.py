@@ -390,22 +390,24 @@ class _TrialRun:
 
     def _log_results(self, outcome: TrialOutcome) -> None:
         val, test = outcome.val, outcome.test
+        # The trial's end results (one value each) under "result/": the MLflow UI charts each
+        # prefix in its own section, so the per-epoch curves are not buried among single bars.
         metrics = {
-            "final_val_score": val.score,
-            "final_val_balanced_accuracy": val.balanced_accuracy,
-            "final_val_accuracy": val.accuracy,
-            "final_val_macro_f1": val.macro_f1,
-            "final_val_penalty": val.penalty,
-            "final_val_top_class_share": val.top_class_share,
-            "collapsed": float(val.collapsed),
-            "best_epoch": float(outcome.best_epoch or 0),
-            "trial_seconds": outcome.seconds,
+            "result/val_score": val.score,
+            "result/val_balanced_accuracy": val.balanced_accuracy,
+            "result/val_accuracy": val.accuracy,
+            "result/val_macro_f1": val.macro_f1,
+            "result/val_penalty": val.penalty,
+            "result/val_top_class_share": val.top_class_share,
+            "result/collapsed": float(val.collapsed),
+            "result/best_epoch": float(outcome.best_epoch or 0),
+            "result/trial_seconds": outcome.seconds,
         }
         if test is not None:
-            metrics.update(test_balanced_accuracy=test.balanced_accuracy, test_accuracy=test.accuracy,
-                           test_macro_f1=test.macro_f1)
+            metrics.update({"result/test_balanced_accuracy": test.balanced_accuracy, "result/test_accuracy": test.accuracy,
+                            "result/test_macro_f1": test.macro_f1})
         if outcome.adjusted:
-            metrics.update({k: v for k, v in outcome.adjusted.items() if k.endswith("_adjusted")})
+            metrics.update({f"result/{k}": v for k, v in outcome.adjusted.items() if k.endswith("_adjusted")})
             mlflow.log_dict({"decision_offsets": outcome.adjusted["decision_offsets"], "labels": self.tracker.labels,
                              "rule": "predict argmax over classes of log(probability) + offset"}, "decision_rule.json")
         mlflow.log_metrics(metrics)

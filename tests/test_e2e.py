@@ -87,7 +87,8 @@ def test_interrupt_then_resume_finishes_exactly_n_trials(tmp_path, tiny_signal):
         assert [m.step for m in curve] == list(range(1, t.user_attrs["result"]["epochs_run"] + 1))
         for key in ("loss", "val_loss", "val_score", "learning_rate", "val_top_class_share", "val_predicted_classes"):
             assert len(client.get_metric_history(run.info.run_id, key)) == len(curve)
-        assert {"final_val_balanced_accuracy", "test_balanced_accuracy", "final_val_accuracy", "test_macro_f1"} <= set(run.data.metrics)
+        assert {"result/val_balanced_accuracy", "result/test_balanced_accuracy", "result/val_accuracy",
+                "result/test_macro_f1", "result/collapsed", "result/best_epoch"} <= set(run.data.metrics)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
         # The learning-curve figure is drawn for each new best trial: those whose model was logged.
         new_best = "model_uri" in t.user_attrs

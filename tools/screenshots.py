@@ -5,7 +5,7 @@ Runs a small sweep on the demo set in a scratch folder, diagnoses it, starts `sw
 downloaded) to screenshot:
 
 * ``runs.png``: the study's experiment page, the trials expanded under the study run;
-* ``trial_curves.png``: the best trial's per-epoch curves (Model metrics tab);
+* ``trial_curves.png``: the best trial's per-epoch curves (Model metrics tab, its ``result/`` section folded);
 * ``parent_plots.png``: the study run's collapse-by-parameter plot (Artifacts tab);
 * ``parent_confusion.png``: the best model's validation and test confusion matrices.
 
@@ -94,6 +94,9 @@ def main() -> None:
                     close = page.locator('button[aria-label="Close"]')  # MLflow's assistant side panel
                     if close.count():
                         close.first.click()
+                    if name == "trial_curves.png":  # fold the one-value results so the curves show
+                        page.get_by_text("result (", exact=False).first.click()
+                        page.wait_for_timeout(1000)
                     if name == "runs.png":
                         page.locator('button[data-component-id*="runnamecellrenderer"]').first.click()
                         page.wait_for_timeout(1000)
@@ -101,7 +104,7 @@ def main() -> None:
                     print(f"wrote {args.out / name}")
 
                 shot(f"{base}/#/experiments/{exp}/runs", "runs.png")
-                shot(f"{base}/#/experiments/{exp}/runs/{best_run}/model-metrics?search=val", "trial_curves.png")
+                shot(f"{base}/#/experiments/{exp}/runs/{best_run}/model-metrics", "trial_curves.png")
                 artifacts = f"{base}/#/experiments/{exp}/runs/{parent.info.run_id}/artifacts/plots"
                 shot(f"{artifacts}/collapse_by_parameter.png", "parent_plots.png")
                 shot(f"{artifacts}/best_confusion_matrix.png", "parent_confusion.png")
