@@ -365,6 +365,8 @@ def create_or_resume(
         if existing is None:
             for key, value in identity.items():
                 study.set_user_attr(key, value)
+            # What optuna-dashboard and plots call the objective (else "Objective 0").
+            study.set_metric_names(["val score (balanced accuracy - collapse penalty)"])
         study.set_user_attr("n_trials", cfg.n_trials)
         study.set_user_attr("run_settings", {"pruner": cfg.pruner, "log_models": cfg.log_models,
                                              "adjust_decision": cfg.adjust_decision})
