@@ -144,8 +144,9 @@ def _curves(tracking_uri: str, experiment: str, rows: list[dict[str, Any]]) -> l
             continue
         ba = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_balanced_accuracy")}
         score = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_score")}
-        out.append({"number": row["number"], "penalties": [ba[e] - score[e] for e in sorted(ba)],
-                    "learned": not row["collapse"], "value": row["value"]})
+        out.append({"number": row["number"], "penalties": [round(ba[e] - score[e], 4) for e in sorted(ba)],
+                    "val_balanced_accuracy": [round(ba[e], 4) for e in sorted(ba)],
+                    "learned": not row["collapse"], "value": row["value"], "state": row["state"]})
     return out
 
 
@@ -154,6 +155,9 @@ def replay(curves: list[dict[str, Any]], warmup: int, patience: int) -> dict[str
     from objectives.metrics import CollapseWatch
 
     total = saved = stopped = stopped_learners = 0
+    complete = [c for c in curves if c["state"] == "COMPLETE" and c["value"] is not None]
+    best = max(complete, key=lambda c: c["value"]) if complete else None
+    best_stopped = False
     for c in curves:
         watch = CollapseWatch(warmup=warmup, patience=patience)
         n = len(c["penalties"])
@@ -163,8 +167,10 @@ def replay(curves: list[dict[str, Any]], warmup: int, patience: int) -> dict[str
             saved += n - stop
             stopped += 1
             stopped_learners += c["learned"]
+            best_stopped = best_stopped or (c is best and c["learned"])  # the model the run would ship
     return {"warmup": warmup, "patience": patience, "epochs_saved": round(saved / total, 3) if total else 0.0,
-            "trials_stopped": stopped, "stopped_that_learned": stopped_learners}
+            "trials_stopped": stopped, "stopped_that_learned": stopped_learners,
+            "best_learned_trial_stopped": best_stopped}
 
 
 def _fmt(value: float | None) -> str:
@@ -184,6 +190,7 @@ def main() -> None:
 
     results: list[dict[str, Any]] = []
     replays: list[dict[str, Any]] = []
+    curves: list[dict[str, Any]] = []  # the 'off' runs' per-epoch curves, kept for other replays
     with _common.scratch("sweep-collapse-") as folder:
         for name, path in make_sets(folder, args.sets).items():
             for space in SPACES:
@@ -201,6 +208,7 @@ def main() -> None:
                           flush=True)
                 for w, k in RULES:
                     replays.append({"set": name, "space": space, **replay(runs["off"][1], w, k)})
+                curves.append({"set": name, "space": space, "trials": runs["off"][1]})
 
     verdicts = []
     for r in (r for r in results if r["arm"] == "on"):
@@ -227,12 +235,14 @@ def main() -> None:
         pooled.append({"warmup": w, "patience": k,
                        "mean_epochs_saved": round(sum(p["epochs_saved"] for p in mine) / max(len(mine), 1), 3),
                        "trials_stopped": sum(p["trials_stopped"] for p in mine),
-                       "stopped_that_learned": sum(p["stopped_that_learned"] for p in mine)})
+                       "stopped_that_learned": sum(p["stopped_that_learned"] for p in mine),
+                       "runs_whose_best_model_it_stops": sum(p["best_learned_trial_stopped"] for p in mine)})
     _common.print_table(
         "Replay of collapse rules on the 'off' runs' curves (pooled over sets and spaces)",
-        ["warm-up", "patience", "epochs saved (mean)", "trials stopped", "of which learned later"],
-        [[p["warmup"], p["patience"], f"{p['mean_epochs_saved']:.0%}", p["trials_stopped"], p["stopped_that_learned"]]
-         for p in pooled])
+        ["warm-up", "patience", "epochs saved (mean)", "trials stopped", "of which learned later",
+         "runs whose best model it stops"],
+        [[p["warmup"], p["patience"], f"{p['mean_epochs_saved']:.0%}", p["trials_stopped"], p["stopped_that_learned"],
+          f"{p['runs_whose_best_model_it_stops']}/{len(curves)}"] for p in pooled])
     for v in verdicts:
         print(f"{v['set']} / {v['space']}: collapse common: {v['collapse_common']}; epochs saved "
               f"{v['epochs_saved']:.0%}; best no worse: {v['best_no_worse']}; target met: {v['target_met']}")
@@ -242,7 +252,7 @@ def main() -> None:
         "arms": {k: " ".join(v) or "(defaults: warm-up 2, patience 2)" for k, v in ARMS.items()},
         "spaces": {k: v or "(the default space)" for k, v in SPACES.items()},
         "target": f">= {TARGET_SAVING:.0%} fewer epochs than 'off' where >= 1/3 of the trials collapse, best value no worse",
-        "results": results, "verdicts": verdicts, "replay": replays, "replay_pooled": pooled,
+        "results": results, "verdicts": verdicts, "replay": replays, "replay_pooled": pooled, "off_curves": curves,
     })
     print(f"wrote {path}")
 
