@@ -314,7 +314,7 @@ def studies(storage: str = StorageOpt, as_json: bool = JsonOpt) -> None:
 @app.command()
 def status(study: str = typer.Argument(..., help="Study name."), storage: str = StorageOpt, as_json: bool = JsonOpt) -> None:
     """Show every trial of a study: state, score, balanced accuracy, collapse, key params, run id."""
-    from sweep.study import trial_rows
+    from sweep.study import best_trial, trial_rows
 
     s = _open_study(study, storage)
     rows = trial_rows(s)
@@ -328,7 +328,8 @@ def status(study: str = typer.Argument(..., help="Study name."), storage: str = 
     columns = ("#", "state", "score", "val BA", "test BA", "coll", "units", "lay", "lr", "weights", "sec", "MLflow run")
     for name in columns if wide else columns[:-2]:
         table.add_column(name, no_wrap=True, justify="left" if name in ("state", "weights", "MLflow run") else "right")
-    best = s.best_trial.number if any(r["state"] == "COMPLETE" for r in rows) else None
+    top = best_trial(s)
+    best = top.number if top is not None else None
     for r in rows:
         p = r["params"]
         table.add_row(

@@ -602,11 +602,24 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     return rows
 
 
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The complete trial with the highest value; of tied ones, the first to finish.
+
+    Optuna leaves ties to the database's row order. The first to finish is the one that was a new
+    best when it ended, so it is the one whose model was logged and registered as the champion.
+    """
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return None
+    top = max(t.value for t in complete)
+    return min((t for t in complete if t.value == top),
+               key=lambda t: (t.datetime_complete or t.datetime_start, t.number))
+
+
 def best_summary(study: optuna.Study) -> dict[str, Any] | None:
     """The best complete trial with its scores, confusion matrices and model URI (None if none)."""
-    try:
-        best = study.best_trial
-    except ValueError:
+    best = best_trial(study)
+    if best is None:
         return None
     a = trial_attrs(best)
     return {

@@ -270,7 +270,7 @@ class MlflowTracker:
         finally:
             client.set_terminated(run_id, status=status)
 
-    def crown(self, model_uri: str, *, trial_number: int, score: float) -> None:
+    def crown(self, model_uri: str, *, model_id: str | None, trial_number: int, score: float) -> None:
         """Register a new best model under the study's name and move the ``champion`` alias to it,
         unless another worker's champion scores higher already."""
         name = self.study_name
@@ -280,7 +280,7 @@ class MlflowTracker:
         except Exception:  # noqa: BLE001 - it exists (another trial or worker registered it first)
             pass
         run_id = mlflow.active_run().info.run_id if mlflow.active_run() else None
-        version = self.client.create_model_version(name, model_uri, run_id=run_id, tags={
+        version = self.client.create_model_version(name, model_uri, run_id=run_id, model_id=model_id, tags={
             "sweep.trial_number": str(trial_number), "sweep.val_score": repr(score)})
         try:
             current = self.client.get_model_version_by_alias(name, CHAMPION)
@@ -456,7 +456,12 @@ class _TrialRun:
             )
         mlflow.log_dict(self.tracker.preprocessing, "model_preprocessing.json")
         if outcome.is_new_best:
-            self.tracker.crown(info.model_uri, trial_number=self.number, score=outcome.val.score)
+            try:
+                self.tracker.crown(info.model_uri, model_id=info.model_id, trial_number=self.number,
+                                   score=outcome.val.score)
+            except Exception as exc:  # noqa: BLE001 - a store without a registry must not fail the trial
+                _logger.warning("trial %d: model logged (%s) but not registered: %s", self.number, info.model_uri,
+                                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return info.model_uri
 
 

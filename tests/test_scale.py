@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -165,6 +164,13 @@ def test_postgresql_mlflow_server_and_two_workers(tmp_path, tiny_signal, pg_url,
     assert best["model_uri"] and best["tracking_uri"] == mlflow_server
     assert list((tmp_path / "server-artifacts").rglob("*.keras")), "artifacts are stored by the server"
     assert not (tmp_path / "mlruns").exists(), "nothing was written next to the workers"
+    # The server's registry holds the champion: the best trial's model, and predict uses it.
+    champion = MlflowClient(mlflow_server).get_model_version_by_alias("topo", "champion")
+    assert champion.tags["sweep.trial_number"] == str(best["number"])
+    pred = run_sweep_cli("predict", "topo", str(tiny_signal), "--out", str(tmp_path / "p.csv"), "--storage", pg_url,
+                         cwd=tmp_path)
+    assert pred.returncode == 0, pred.stderr
+    assert f"balanced accuracy {best['test_balanced_accuracy']:.4f}" in pred.stdout
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
