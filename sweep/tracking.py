@@ -371,7 +371,8 @@ class _TrialRun:
         try:
             self._flush()
             mlflow.set_tags({TAG_STATE: outcome.state, **({"sweep.reason": outcome.reason[:250]} if outcome.reason else {}),
-                             # The runs table shows names, not metrics, until columns are picked: say it there.
+                             # The runs table shows names, not metrics, until columns are picked: the
+                             # name carries the val balanced accuracy (and why a trial stopped).
                              "mlflow.runName": _run_title(self.number, outcome)})
             if outcome.val is not None:
                 self._log_results(outcome)
@@ -466,12 +467,14 @@ class _TrialRun:
 
 
 def _run_title(number: int, outcome: TrialOutcome) -> str:
-    """``trial-004 · complete · val BA 0.912``, ``trial-002 · pruned (collapse) · val BA 0.500``."""
-    state = outcome.state.lower()
-    if outcome.state != "COMPLETE" and outcome.reason:
-        state += f" ({outcome.reason.split(':')[0][:20]})"
-    score = f" · val BA {outcome.val.balanced_accuracy:.3f}" if outcome.val is not None else ""
-    return f"trial-{number:03d} · {state}{score}"
+    """``trial-004 · 0.912`` (complete; its val balanced accuracy), ``trial-002 · 0.500 · collapse``
+    (pruned, and why), ``trial-003 · nan_loss`` (failed): short, the runs table cuts long names."""
+    parts = [f"trial-{number:03d}"]
+    if outcome.val is not None:
+        parts.append(f"{outcome.val.balanced_accuracy:.3f}")
+    if outcome.state != "COMPLETE":
+        parts.append((outcome.reason or outcome.state.lower()).split(":")[0][:20])
+    return " · ".join(parts)
 
 
 def _describe(params: LstmParams) -> str:
