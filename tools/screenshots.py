@@ -6,7 +6,7 @@ downloaded) to screenshot:
 
 * ``runs.png``: the study's experiment page, the trials expanded under the study run;
 * ``trial_curves.png``: the best trial's per-epoch curves (Model metrics tab, its ``result/`` section folded);
-* ``parent_plots.png``: the study run's collapse-by-parameter plot (Artifacts tab);
+* ``parent_plots.png``: the study run's balanced accuracy by class-weight strategy (Artifacts tab);
 * ``parent_confusion.png``: the best model's validation and test confusion matrices.
 
     apt-get install -y chromium && .venv/bin/pip install -e '.[screenshots]'
@@ -88,14 +88,22 @@ def main() -> None:
                 browser = p.chromium.launch(executable_path=args.browser, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1500, "height": 900})
 
-                def shot(url: str, name: str, *, wait_ms: int = 3500) -> None:
+                def shot(url: str, name: str, *, wait_ms: int = 3500, artifact: str | None = None) -> None:
                     page.goto(url)
                     page.wait_for_timeout(wait_ms)
+                    if artifact is not None:  # the SPA ignores a changed artifact path in the URL: click it
+                        *folders, file = artifact.split("/")
+                        for folder in folders:  # open the folders (the tree remembers open ones), then the file
+                            if not page.get_by_text(file, exact=True).count():
+                                page.get_by_text(folder, exact=True).first.click()
+                                page.wait_for_timeout(1000)
+                        page.get_by_text(file, exact=True).first.click()
+                        page.wait_for_timeout(1500)
                     close = page.locator('button[aria-label="Close"]')  # MLflow's assistant side panel
                     if close.count():
                         close.first.click()
                     if name == "trial_curves.png":  # fold the one-value results so the curves show
-                        page.get_by_text("result (", exact=False).first.click()
+                        page.get_by_text("result", exact=True).first.click()
                         page.wait_for_timeout(1000)
                     if name == "runs.png":
                         page.locator('button[data-component-id*="runnamecellrenderer"]').first.click()
@@ -105,9 +113,9 @@ def main() -> None:
 
                 shot(f"{base}/#/experiments/{exp}/runs", "runs.png")
                 shot(f"{base}/#/experiments/{exp}/runs/{best_run}/model-metrics", "trial_curves.png")
-                artifacts = f"{base}/#/experiments/{exp}/runs/{parent.info.run_id}/artifacts/plots"
-                shot(f"{artifacts}/collapse_by_parameter.png", "parent_plots.png")
-                shot(f"{artifacts}/best_confusion_matrix.png", "parent_confusion.png")
+                artifacts = f"{base}/#/experiments/{exp}/runs/{parent.info.run_id}/artifacts"
+                shot(artifacts, "parent_plots.png", artifact="plots/balanced_accuracy_by_class_weight.png")
+                shot(artifacts, "parent_confusion.png", artifact="plots/best_confusion_matrix.png")
                 browser.close()
         finally:
             os.killpg(ui.pid, 15)
