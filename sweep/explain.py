@@ -380,22 +380,41 @@ def explain(
             b["test_noise_band"] = noise_band(best["test_confusion"], 1, seed=seed)
         diagnosis.best = b
         data_line = _data_line(data_check)
+        test_ba, test_band = b["test_balanced_accuracy"], b["test_noise_band"]
+        n_val = int(np.asarray(best["val_confusion"]).sum())
         if b["val_balanced_accuracy"] <= b["noise_band"]:
-            evidence = [f"the best validation balanced accuracy, {b['val_balanced_accuracy']:.3f} (trial {b['number']}), "
-                        f"is inside the noise band of {n} trials (up to {b['noise_band']:.3f}; chance {b['chance']:.3f})"]
-            if b["test_balanced_accuracy"] is not None:
-                evidence.append(f"on the test set it scores {b['test_balanced_accuracy']:.3f}")
-            if data_line:
-                evidence.append(data_line)
-            findings.append(Finding(
-                "no_signal", "No signal: the best score is what luck gives", evidence,
-                "check that the labels belong to their sequences (`sweep diagnose DATA` runs a signal check); "
-                "more trials will not help"))
-            checked["no_signal"] = "applies"
+            inside = (f"the best validation balanced accuracy, {b['val_balanced_accuracy']:.3f} (trial {b['number']}), "
+                      f"is inside the noise band of {n} trials (up to {b['noise_band']:.3f}; chance {b['chance']:.3f})")
+            # The test set and the data check are independent looks: either one seeing signal means
+            # the validation split is too small to tell, not that there is nothing to learn.
+            elsewhere = []
+            if test_ba is not None and test_band is not None and test_ba > test_band:
+                elsewhere.append(f"on the test set the same model scores {test_ba:.3f}, above chance there "
+                                 f"(up to {test_band:.3f})")
+            if data_check is not None and data_check.get("has_signal"):
+                elsewhere.append(data_line)
+            if elsewhere:
+                findings.append(Finding(
+                    "small_validation", f"The validation split ({n_val} sequences) is too small to tell the best "
+                    "score from luck", [inside + f", because {n_val} validation sequences give coarse scores", *elsewhere],
+                    "raise --val-fraction (or add data) so that selection sees more sequences, and prefer the "
+                    "configuration that holds up when re-trained with other seeds (--retrain-top)"))
+                checked["no_signal"] = "not concluded: the test set or the data check shows signal"
+            else:
+                evidence = [inside]
+                if test_ba is not None:
+                    evidence.append(f"on the test set it scores {test_ba:.3f}"
+                                    + (f" (chance stays below {test_band:.3f})" if test_band is not None else ""))
+                if data_line:
+                    evidence.append(data_line)
+                findings.append(Finding(
+                    "no_signal", "No signal: the best score is what luck gives", evidence,
+                    "check that the labels belong to their sequences (`sweep diagnose DATA` runs a signal check); "
+                    "more trials will not help"))
+                checked["no_signal"] = "applies"
         else:
             checked["no_signal"] = (f"the best validation score {b['val_balanced_accuracy']:.3f} is above the noise band "
                                     f"({b['noise_band']:.3f})")
-            test_ba, test_band = b["test_balanced_accuracy"], b["test_noise_band"]
             if test_ba is not None and test_band is not None and test_ba <= test_band:
                 findings.append(Finding(
                     "validation_luck", "The best validation score did not hold on the test set",
@@ -444,6 +463,8 @@ def _headline(d: StudyDiagnosis, overall: Rate) -> str:
     causes = [titles[c] for c in d.causes if c in titles]
     if causes:
         return f"{overall} trials collapsed; causes: {', '.join(causes)}."
+    if "small_validation" in d.causes:
+        return next(f.title for f in d.findings if f.cause == "small_validation") + ", though other evidence shows signal."
     if "validation_luck" in d.causes:
         return "The best validation score did not hold on the test set: treat the winner as chance-level."
     return f"{overall} trials collapsed, and none of the causes checked applies: the search is healthy."

@@ -164,3 +164,24 @@ def test_no_finished_trials():
     assert d.summary["collapse_rate"] is None
     d.to_markdown()
     assert np.isfinite(len(d.to_dict()["checked"]))
+
+
+def test_a_small_validation_split_is_not_called_no_signal_when_the_test_set_or_data_show_signal():
+    """ECG200-like: 20 validation sequences, so even 0.89 sits in the band of 60 looks; the test set
+    (one look, 100 sequences) and the data check say there is signal."""
+    small = [[12, 2], [1, 5]]
+    rows = [row(i) | {"epochs_run": 8} for i in range(8)]
+    band = noise_band(small, 64)
+    assert band > 0.8
+    test = [[50, 14], [10, 26]]
+    d = explain("s", rows, best(band - 0.01, confusion=small, test_ba=0.7, test_confusion=test))
+    assert d.causes == ["small_validation"] and "no_signal" not in d.causes
+    assert "(20 sequences)" in d.findings[0].title and "--val-fraction" in d.findings[0].next_step
+    assert d.headline.startswith("The validation split (20 sequences) is too small")
+    check = {"baseline_balanced_accuracy": 0.78, "shuffled_mean": 0.5, "p_value": 0.01, "has_signal": True}
+    d = explain("s", rows, best(band - 0.01, confusion=small), data_check=check)
+    assert d.causes == ["small_validation"] and "p = 0.01" in d.findings[0].evidence[-1]
+    # Neither the test set nor the data sees signal: no signal.
+    d = explain("s", rows, best(band - 0.01, confusion=small, test_ba=0.5, test_confusion=test),
+                data_check=check | {"p_value": 0.4, "has_signal": False})
+    assert d.causes == ["no_signal"]
