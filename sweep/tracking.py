@@ -253,6 +253,12 @@ class MlflowTracker:
                 if summary["collapse_rate"] is not None:
                     metrics["collapse_rate"] = summary["collapse_rate"]
                     metrics["trials_collapsed"] = summary["trials_collapsed"]
+            if best is not None and best.get("model_uri"):
+                try:
+                    self.sync_champion(best)
+                except Exception as exc:  # noqa: BLE001 - a store without a registry must not fail the sweep
+                    _logger.warning("could not point the champion alias at trial %s: %s", best["number"],
+                                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             if best is not None:
                 client.log_dict(run_id, best, "best_trial.json")
                 metrics.update({f"best_{k}": best[k] for k in (
@@ -290,6 +296,24 @@ class MlflowTracker:
         if score > held:
             self.client.set_registered_model_alias(name, CHAMPION, version.version)
             self.client.set_registered_model_tag(name, "sweep.champion_trial", str(trial_number))
+
+    def sync_champion(self, best: dict[str, Any]) -> None:
+        """At the sweep's end, point ``champion`` at the best trial's model: two workers that finish
+        tied trials at the same moment may both have registered theirs (the first to register holds
+        the alias, while the study's best is the first to finish)."""
+        name, number = self.study_name, str(best["number"])
+        versions = self.client.search_model_versions(f"name = '{name}'")
+        mine = [v for v in versions if v.tags.get("sweep.trial_number") == number]
+        if not mine:
+            return
+        version = str(max(mine, key=lambda v: int(v.version)).version)  # an int from SQL stores, a str over REST
+        try:
+            current = str(self.client.get_model_version_by_alias(name, CHAMPION).version)
+        except Exception:  # noqa: BLE001 - no alias yet
+            current = None
+        if current != version:
+            self.client.set_registered_model_alias(name, CHAMPION, version)
+            self.client.set_registered_model_tag(name, "sweep.champion_trial", number)
 
     def reconcile_runs(self, trial_states: dict[int, str]) -> int:
         """End child runs left RUNNING by a dead process whose trial Optuna no longer runs."""

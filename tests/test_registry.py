@@ -1,0 +1,28 @@
+"""The champion alias follows the study's best trial, whatever order racing workers registered in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sweep.tracking import CHAMPION, MlflowTracker
+
+
+def test_sync_champion_moves_the_alias_to_the_best_trials_version(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tracker = MlflowTracker(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", study_name="s", log_models="best",
+                            labels=[0, 1], timesteps=3, features=1, mean=[0.0], std=[1.0])
+    tracker.start_sweep(params={}, tags={})
+    client = tracker.client
+    client.create_registered_model("s")
+    for number in (0, 1):  # two tied trials, both registered; trial 1 registered last but took the alias
+        run = client.create_run(tracker.experiment_id)
+        client.create_model_version("s", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id,
+                                    tags={"sweep.trial_number": str(number)})
+    client.set_registered_model_alias("s", CHAMPION, "2")
+
+    tracker.sync_champion({"number": 0, "model_uri": "models:/m-0"})
+    assert str(client.get_model_version_by_alias("s", CHAMPION).version) == "1"
+    tracker.sync_champion({"number": 0, "model_uri": "models:/m-0"})  # already right: nothing changes
+    assert client.get_model_version_by_alias("s", CHAMPION).tags["sweep.trial_number"] == "0"
+    tracker.sync_champion({"number": 7, "model_uri": "models:/m-7"})  # a trial without a version: left alone
+    assert str(client.get_model_version_by_alias("s", CHAMPION).version) == "1"
