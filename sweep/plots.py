@@ -140,7 +140,7 @@ def collapse_by_parameter_figure(summary: dict[str, Any], *, title: str) -> Figu
 
 
 def importance_figure(importances: dict[str, float], *, title: str) -> Figure:
-    """Optuna's parameter importances (fANOVA over the complete trials), largest on top."""
+    """Optuna's parameter importances (its default evaluator over the complete trials), largest on top."""
     items = sorted(importances.items(), key=lambda kv: kv[1])
     fig = Figure(figsize=(7, 0.45 * len(items) + 1.4))
     ax = fig.subplots()
@@ -148,7 +148,7 @@ def importance_figure(importances: dict[str, float], *, title: str) -> Figure:
     for i, (_, v) in enumerate(items):
         ax.annotate(f"{v:.2f}", (v, i), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
     ax.set_xlim(0, max([v for _, v in items] + [0.01]) * 1.15)
-    ax.set_xlabel("importance for the val score (fANOVA; sums to 1)")
+    ax.set_xlabel("importance for the val score (Optuna's default evaluator; sums to 1)")
     ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()

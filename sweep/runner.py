@@ -7,6 +7,7 @@ URL are checked before any database or MLflow store is written.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -218,14 +219,17 @@ def finish(opened: OpenSweep, *, status: str) -> tuple[list[dict[str, Any]], dic
 
 
 def _importances(study: Any) -> dict[str, float] | None:
-    """Optuna's fANOVA parameter importances over the complete trials (None below 3 of them)."""
+    """Optuna's parameter importances over the complete trials, by its default evaluator (PED-ANOVA in
+    Optuna 5); None below 3 complete trials."""
     import optuna
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < 3 or not any(len({t.params.get(k) for t in complete}) > 1 for k in complete[0].params):
         return None
     try:
-        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+        with warnings.catch_warnings():  # e.g. "importances will be equal" when every trial scores alike
+            warnings.simplefilter("ignore")
+            return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
     except (RuntimeError, ValueError) as exc:  # e.g. a parameter with a single value everywhere
         _logger.warning("no parameter importances: %s", exc)
         return None
