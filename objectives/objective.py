@@ -110,7 +110,7 @@ class Objective:
             log.log_epoch(record)
             trial.report(record.val_score, record.epoch)
             # Collapse first: it names the cause, where the median pruner only says "worse".
-            if watch.update(record.epoch, record.val_balanced_accuracy - record.val_score):
+            if watch.update(record.epoch, record.val_penalty):
                 raise optuna.TrialPruned(watch.reason())
             if prunes and trial.should_prune():
                 raise optuna.TrialPruned(f"median: below the median of earlier trials at epoch {record.epoch}")
@@ -170,7 +170,7 @@ class Objective:
 
         def on_epoch(record: lstm.EpochRecord) -> None:
             interrupt.check()
-            if watch.update(record.epoch, record.val_balanced_accuracy - record.val_score):
+            if watch.update(record.epoch, record.val_penalty):
                 raise _Collapsed()
 
         training = lstm.start_training(

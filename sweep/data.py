@@ -121,7 +121,8 @@ def _check_readable(path: Path) -> None:
         raise DataError(f"{path}: cannot be read ({exc.strerror}); check its permissions") from None
 
 
-def _read_npz(path: Path) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz (no pickles), or a DataError saying why the file cannot be read."""
     if not zipfile.is_zipfile(path):
         # numpy would try to unpickle it and complain about pickles, which misleads.
         raise DataError(f"{path}: not a readable .npz file (not a zip archive); re-save it with numpy.savez")
@@ -134,6 +135,11 @@ def _read_npz(path: Path) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         if "allow_pickle" in str(exc):
             raise DataError(f"{path}: holds pickled objects; save plain numeric or string arrays with numpy.savez") from None
         raise DataError(f"{path}: not a readable .npz file ({exc}); re-save it with numpy.savez") from None
+    return arrays
+
+
+def _read_npz(path: Path) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+    arrays = _npz_arrays(path)
     for key in ("X_train", "y_train"):
         if key not in arrays:
             raise DataError(
@@ -152,17 +158,24 @@ def _read_npz(path: Path) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
     return arrays["X_train"], arrays["y_train"], arrays.get("X_test"), arrays.get("y_test"), meta
 
 
-def _read_delimited(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _delimited_rows(path: Path, *, first_value: int, layout: str) -> list[list[str]]:
+    """The non-blank rows of a .csv/.tsv, a header line dropped (a first row whose values from
+    column ``first_value`` on are not all numbers); ``layout`` names the expected row in errors."""
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
         with path.open(newline="") as fh:
             rows = [row for row in csv.reader(fh, delimiter=delimiter) if row and any(c.strip() for c in row)]
     except UnicodeDecodeError:
-        raise DataError(f"{path}: is not a text file; a .csv holds one 'label,v1,v2,...' row per series") from None
-    if rows and not _is_numeric_row(rows[0][1:]):
+        raise DataError(f"{path}: is not a text file; a .csv holds one '{layout}' row per series") from None
+    if rows and not _is_numeric_row(rows[0][first_value:]):
         rows = rows[1:]  # a header line
     if not rows:
-        raise DataError(f"{path}: holds no data rows; expected one 'label,v1,v2,...' row per series")
+        raise DataError(f"{path}: holds no data rows; expected one '{layout}' row per series")
+    return rows
+
+
+def _read_delimited(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    rows = _delimited_rows(path, first_value=1, layout="label,v1,v2,...")
     width = len(rows[0])
     if width < 2:
         raise DataError(f"{path}: line 1 has a label but no values; expected 'label,v1,v2,...'")
@@ -321,13 +334,7 @@ def load_sequences(path: str | Path, *, unlabeled: bool = False) -> Sequences:
     _check_readable(path)
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        if not zipfile.is_zipfile(path):
-            raise DataError(f"{path}: not a readable .npz file (not a zip archive); re-save it with numpy.savez")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-            raise DataError(f"{path}: not a readable .npz file ({exc}); re-save it with numpy.savez") from None
+        arrays = _npz_arrays(path)
         name = next((k for k in ("X", "X_test", "X_train") if k in arrays), None)
         if name is None:
             raise DataError(f"{path}: no array 'X' (or X_test, X_train) of sequences [n, timesteps, features] "
@@ -350,16 +357,7 @@ def load_sequences(path: str | Path, *, unlabeled: bool = False) -> Sequences:
 
 def _read_values(path: Path) -> np.ndarray:
     """A .csv/.tsv of numbers only, one univariate series per row (an optional header is skipped)."""
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    try:
-        with path.open(newline="") as fh:
-            rows = [row for row in csv.reader(fh, delimiter=delimiter) if row and any(c.strip() for c in row)]
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: is not a text file; expected one 'v1,v2,...' row per series") from None
-    if rows and not _is_numeric_row(rows[0]):
-        rows = rows[1:]
-    if not rows:
-        raise DataError(f"{path}: holds no data rows; expected one 'v1,v2,...' row per series")
+    rows = _delimited_rows(path, first_value=0, layout="v1,v2,...")
     for lineno, row in enumerate(rows, start=1):
         if len(row) != len(rows[0]):
             raise DataError(f"{path}: row {lineno} has {len(row)} values but row 1 has {len(rows[0])}; "

@@ -167,17 +167,11 @@ def work(
 ) -> int:
     """Run trials in this process until the study holds its N finished trials; returns how many ran."""
     from objectives import model as lstm
-    from objectives.objective import Objective
 
     prep, study, tracker = opened.prep, opened.study, opened.tracker
     cfg = prep.cfg
     lstm.configure_threads(cfg.threads)
-    objective = Objective(
-        prep.split, n_classes=prep.data.n_classes, space=cfg.space, epochs=cfg.train.epochs,
-        patience=cfg.train.patience, seed=cfg.seed, tracker=tracker,
-        collapse_warmup=cfg.train.collapse_warmup, collapse_patience=cfg.train.collapse_patience,
-        adjust_decision=cfg.adjust_decision,
-    )
+    objective = _objective(prep, tracker=tracker, adjust_decision=cfg.adjust_decision)
 
     def after_trial(study_: Any, trial: FrozenTrial) -> None:
         if on_trial_end is not None:
@@ -193,6 +187,19 @@ def work(
         on_start(count_finished(study), cfg.n_trials)
     return run_trials(study, objective, n_trials=cfg.n_trials, on_trial_end=after_trial, on_wait=on_wait,
                       on_reap=after_reap)
+
+
+def _objective(prep: PreparedSweep, *, tracker: Any = None, adjust_decision: bool = False) -> Any:
+    """The objective with the sweep's data and training settings (imports TensorFlow)."""
+    from objectives.objective import Objective
+
+    cfg = prep.cfg
+    return Objective(
+        prep.split, n_classes=prep.data.n_classes, space=cfg.space, epochs=cfg.train.epochs,
+        patience=cfg.train.patience, seed=cfg.seed, tracker=tracker,
+        collapse_warmup=cfg.train.collapse_warmup, collapse_patience=cfg.train.collapse_patience,
+        adjust_decision=adjust_decision,
+    )
 
 
 def finish(opened: OpenSweep, *, status: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -297,17 +304,12 @@ def retrain_top(opened: OpenSweep, *, on_retrain: Callable[[dict[str, Any]], Non
         return stored["results"]
 
     from objectives import model as lstm
-    from objectives.objective import Objective
     from objectives.search_space import LstmParams
 
     if on_retrain is not None:
         on_retrain(None)  # starting
     lstm.configure_threads(cfg.threads)
-    objective = Objective(
-        opened.prep.split, n_classes=opened.prep.data.n_classes, space=cfg.space, epochs=cfg.train.epochs,
-        patience=cfg.train.patience, seed=cfg.seed, collapse_warmup=cfg.train.collapse_warmup,
-        collapse_patience=cfg.train.collapse_patience,
-    )
+    objective = _objective(opened.prep)
 
     def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
         clean = [v for v in values if v is not None]

@@ -216,7 +216,6 @@ class MlflowTracker:
             finished = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")]
             metrics = {
                 "trials_finished": len(finished),
-                "trials_collapsed": sum(1 for r in finished if r["collapsed"]),
                 "trials_failed": sum(1 for r in rows if r["state"] == "FAIL" and not r.get("surplus")),
             }
             tags: dict[str, str] = {}
@@ -250,15 +249,14 @@ class MlflowTracker:
                                       "plots/collapse_by_parameter.png")
                 metrics.update({f"trials_{k}": v for k, v in summary["outcomes"].items()})
                 metrics.update({f"trials_{k}_gradients": v for k, v in summary["gradient_trouble"].items()})
+                metrics["trials_collapsed"] = summary["trials_collapsed"]
                 if summary["collapse_rate"] is not None:
                     metrics["collapse_rate"] = summary["collapse_rate"]
-                    metrics["trials_collapsed"] = summary["trials_collapsed"]
             if best is not None and best.get("model_uri"):
                 try:
                     self.sync_champion(best)
                 except Exception as exc:  # noqa: BLE001 - a store without a registry must not fail the sweep
-                    _logger.warning("could not point the champion alias at trial %s: %s", best["number"],
-                                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                    _logger.warning("could not point the champion alias at trial %s: %s", best["number"], _first_line(exc))
             if best is not None:
                 client.log_dict(run_id, best, "best_trial.json")
                 metrics.update({f"best_{k}": best[k] for k in (
@@ -294,8 +292,7 @@ class MlflowTracker:
         except Exception:  # noqa: BLE001 - no champion yet
             held = float("-inf")
         if score > held:
-            self.client.set_registered_model_alias(name, CHAMPION, version.version)
-            self.client.set_registered_model_tag(name, "sweep.champion_trial", str(trial_number))
+            self._point_champion(version.version, trial_number)
 
     def sync_champion(self, best: dict[str, Any]) -> None:
         """At the sweep's end, point ``champion`` at the best trial's model: two workers that finish
@@ -312,8 +309,11 @@ class MlflowTracker:
         except Exception:  # noqa: BLE001 - no alias yet
             current = None
         if current != version:
-            self.client.set_registered_model_alias(name, CHAMPION, version)
-            self.client.set_registered_model_tag(name, "sweep.champion_trial", number)
+            self._point_champion(version, best["number"])
+
+    def _point_champion(self, version: str | int, trial_number: int) -> None:
+        self.client.set_registered_model_alias(self.study_name, CHAMPION, str(version))
+        self.client.set_registered_model_tag(self.study_name, "sweep.champion_trial", str(trial_number))
 
     def reconcile_runs(self, trial_states: dict[int, str]) -> int:
         """End child runs left RUNNING by a dead process whose trial Optuna no longer runs."""
@@ -486,8 +486,14 @@ class _TrialRun:
                                    score=outcome.val.score)
             except Exception as exc:  # noqa: BLE001 - a store without a registry must not fail the trial
                 _logger.warning("trial %d: model logged (%s) but not registered: %s", self.number, info.model_uri,
-                                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                                _first_line(exc))
         return info.model_uri
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's first message line (MLflow's REST errors run to pages), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _run_title(number: int, outcome: TrialOutcome) -> str:
@@ -536,8 +542,7 @@ def model_input_shape(model_uri: str, tracking_uri: str | None) -> tuple[int, in
     try:
         info = mlflow.models.get_model_info(model_uri)
     except Exception as exc:  # noqa: BLE001 - registry/store errors vary
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SweepError(f"no model {model_uri} in the MLflow store {uri} ({first[:160]}); a study's champion is "
+        raise SweepError(f"no model {model_uri} in the MLflow store {uri} ({_first_line(exc)[:160]}); a study's champion is "
                          "registered when a sweep logs its best model (--log-models best or all)") from None
     shape = info.signature.inputs.inputs[0].shape if info.signature is not None else None
     if not shape or len(shape) != 3:
