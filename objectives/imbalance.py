@@ -38,3 +38,12 @@ def oversample_indices(y: np.ndarray, *, seed: int) -> np.ndarray:
     out = np.concatenate(parts)
     rng.shuffle(out)
     return out
+
+
+def steps_per_epoch(y: np.ndarray, strategy: str, batch_size: int) -> int:
+    """Optimizer steps in one epoch of training on ``y`` with ``strategy`` (oversampling grows it)."""
+    n = len(y)
+    if strategy == "oversample" and n:
+        _, counts = np.unique(y, return_counts=True)
+        n = int(counts.max()) * len(counts)
+    return -(-n // batch_size)

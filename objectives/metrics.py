@@ -86,6 +86,17 @@ def evaluate_predictions(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int)
     )
 
 
+# A trial is not stopped (for collapse or for a flat validation score) before this many optimizer
+# steps: a model often predicts the majority class until it has taken enough steps, and on a small
+# set an epoch is only a few steps (ECG200: 80 training sequences, 5 steps at batch 16).
+MIN_WARMUP_STEPS = 100
+
+
+def warmup_epochs(min_epochs: int, steps_per_epoch: int, *, min_steps: int = MIN_WARMUP_STEPS) -> int:
+    """Epochs of warm-up: at least ``min_epochs``, and enough epochs for ``min_steps`` steps."""
+    return max(min_epochs, -(-min_steps // max(1, steps_per_epoch)))
+
+
 @dataclass
 class CollapseWatch:
     """Says when a trial has predicted (nearly) one class for long enough to stop paying for it.

@@ -28,7 +28,7 @@ import tensorflow as tf  # noqa: E402
 from objectives.detectors import EpochRecord  # noqa: E402
 from objectives.imbalance import class_weights, oversample_indices  # noqa: E402
 from objectives.metrics import cross_entropy, evaluate_predictions  # noqa: E402
-from objectives.search_space import LstmParams  # noqa: E402
+from objectives.search_space import LstmParams, conv_pool_size  # noqa: E402
 
 absl.logging.set_verbosity(absl.logging.ERROR)
 tf.get_logger().setLevel(logging.ERROR)
@@ -81,14 +81,39 @@ def _drop_custom_gradients() -> None:
 def build_lstm(
     params: LstmParams, *, timesteps: int, features: int, n_classes: int, mean: np.ndarray, std: np.ndarray
 ) -> keras.Model:
-    """Stacked LSTM classifier: standardize -> LSTM x layers (dropout after each) -> softmax."""
+    """The classifier a trial trains, built from Keras's own layers only (so a saved model loads anywhere).
+
+    [mask zero padding] -> standardize -> [Conv1D -> BatchNorm -> ReLU -> max-pool to <= 128 steps]
+    -> (Bi)LSTM x layers, dropout after each -> last state | mean | attention over time -> softmax.
+    """
     inputs = keras.Input(shape=(timesteps, features), name="sequence")
-    x = keras.layers.Normalization(axis=-1, mean=mean, variance=np.square(std), name="standardize")(inputs)
+    x = inputs
+    if params.masking and not params.conv_filters:
+        x = keras.layers.Masking(mask_value=0.0, name="mask_padding")(x)
+    x = keras.layers.Normalization(axis=-1, mean=mean, variance=np.square(std), name="standardize")(x)
+    if params.conv_filters:
+        x = keras.layers.Conv1D(params.conv_filters, 5, padding="same", name="conv")(x)
+        x = keras.layers.BatchNormalization(name="conv_norm")(x)
+        x = keras.layers.Activation("relu", name="conv_relu")(x)
+        pool = conv_pool_size(timesteps)
+        if pool > 1:
+            x = keras.layers.MaxPooling1D(pool, padding="same", name="conv_pool")(x)
     for i in range(params.layers):
-        last = i == params.layers - 1
-        x = keras.layers.LSTM(params.units, return_sequences=not last, name=f"lstm_{i + 1}")(x)
+        sequences = i < params.layers - 1 or params.pooling != "last"
+        rnn = keras.layers.LSTM(params.units, return_sequences=sequences, name=f"lstm_{i + 1}")
+        x = keras.layers.Bidirectional(rnn, name=f"lstm_{i + 1}")(x) if params.bidirectional else rnn(x)
         if params.dropout > 0:
             x = keras.layers.Dropout(params.dropout, name=f"dropout_{i + 1}")(x)
+    if params.pooling == "mean":
+        x = keras.layers.GlobalAveragePooling1D(name="mean_over_time")(x)  # skips masked steps
+    elif params.pooling == "attention":
+        # Dot-product attention over time; the query is a learned projection of the (masked) mean state.
+        width = x.shape[-1]
+        query = keras.layers.Dense(width, use_bias=False, name="attention_query")(
+            keras.layers.GlobalAveragePooling1D(name="attention_mean")(x))
+        query = keras.layers.Reshape((1, width), name="attention_query_step")(query)
+        x = keras.layers.Attention(name="attention")([query, x])
+        x = keras.layers.Reshape((width,), name="attention_context")(x)
     outputs = keras.layers.Dense(n_classes, activation="softmax", name="class_probabilities")(x)
     model = keras.Model(inputs, outputs, name="lstm_classifier")
     model.compile(optimizer=_adam(params), loss="sparse_categorical_crossentropy")
@@ -116,8 +141,7 @@ class GradientProbe:
     """
 
     def __init__(self, model: keras.Model) -> None:
-        lstm_layers = [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
-        self._first = {id(v) for v in lstm_layers[0].trainable_variables}
+        self._first = {id(v) for v in model.get_layer("lstm_1").trainable_variables}  # (Bi)LSTM
         self._last = {id(v) for v in model.get_layer("class_probabilities").trainable_variables}
         self._totals = tf.Variable(tf.zeros(3), trainable=False, name="gradient_probe")  # first, last, steps
 
@@ -154,9 +178,10 @@ class EpochMonitor(keras.callbacks.Callback):
 
     def __init__(
         self, X_val: np.ndarray, y_val: np.ndarray, n_classes: int, *, patience: int,
-        on_epoch: Callable[[EpochRecord], None], probe: GradientProbe | None = None,
+        on_epoch: Callable[[EpochRecord], None], probe: GradientProbe | None = None, min_epochs: int = 0,
     ) -> None:
         super().__init__()
+        self.min_epochs = min_epochs  # never stopped for a flat score before this epoch
         self.probe = probe
         self.X_val, self.y_val, self.n_classes = X_val, y_val, n_classes
         self.patience = patience
@@ -197,7 +222,7 @@ class EpochMonitor(keras.callbacks.Callback):
             self._best_weights = self.model.get_weights()
         else:
             self._wait += 1
-            if self._wait >= self.patience:
+            if self._wait >= self.patience and epoch + 1 >= self.min_epochs:
                 self.model.stop_training = True
         self.on_epoch(record)
 
@@ -222,7 +247,7 @@ class Training:
 def start_training(
     params: LstmParams, *, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
     n_classes: int, mean: np.ndarray, std: np.ndarray, patience: int, seed: int,
-    on_epoch: Callable[[EpochRecord], None],
+    on_epoch: Callable[[EpochRecord], None], min_epochs: int = 0,
 ) -> Training:
     """Build a fresh model and its monitor (seeded); call :func:`fit` next."""
     reset_keras()
@@ -232,7 +257,8 @@ def start_training(
     )
     probe = GradientProbe(model)
     model.compile(optimizer=_adam(params, probe), loss="sparse_categorical_crossentropy")
-    monitor = EpochMonitor(X_val, y_val, n_classes, patience=patience, on_epoch=on_epoch, probe=probe)
+    monitor = EpochMonitor(X_val, y_val, n_classes, patience=patience, on_epoch=on_epoch, probe=probe,
+                           min_epochs=min_epochs)
     return Training(model=model, monitor=monitor, history=monitor.history)
 
 

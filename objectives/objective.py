@@ -18,10 +18,11 @@ import optuna
 from objectives import model as lstm
 from objectives.detectors import collapsed_epochs, gradient_summary
 from objectives.decision import fit_decision_rule
-from objectives.metrics import CollapseWatch, Evaluation, evaluate_predictions
+from objectives.imbalance import steps_per_epoch
+from objectives.metrics import CollapseWatch, Evaluation, evaluate_predictions, warmup_epochs
 from objectives.search_space import LstmParams, SearchSpace, suggest_params
 from sweep import interrupt
-from sweep.data import Split, standardization
+from sweep.data import Split, is_padded, standardization
 
 _logger = logging.getLogger(__name__)
 
@@ -91,10 +92,11 @@ class Objective:
         self.seed = seed
         self.tracker = tracker or NullTracker()
         self.mean, self.std = standardization(split.X_train)
+        self.padded = is_padded(split.X_train)  # masking is searched only on padded data
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
         number = getattr(trial, "number", 0)
-        params = suggest_params(trial, self.space)
+        params = suggest_params(trial, self.space, padded=self.padded)
         log = self.tracker.start_trial(number, params)
         outcome = TrialOutcome(number=number, params=params, state="FAIL")
         t0 = time.perf_counter()
@@ -103,7 +105,8 @@ class Objective:
         study = getattr(trial, "study", None)
         prunes = study is not None and not isinstance(study.pruner, optuna.pruners.NopPruner)
 
-        watch = CollapseWatch(warmup=self.collapse_warmup, patience=self.collapse_patience)
+        warmup = self._warmup(params)
+        watch = CollapseWatch(warmup=warmup, patience=self.collapse_patience)
 
         def on_epoch(record: lstm.EpochRecord) -> None:
             interrupt.check()
@@ -112,7 +115,7 @@ class Objective:
             # Collapse first: it names the cause, where the median pruner only says "worse".
             if watch.update(record.epoch, record.val_penalty):
                 raise optuna.TrialPruned(watch.reason())
-            if prunes and trial.should_prune():
+            if prunes and record.epoch > warmup and trial.should_prune():
                 raise optuna.TrialPruned(f"median: below the median of earlier trials at epoch {record.epoch}")
 
         try:
@@ -120,7 +123,7 @@ class Objective:
             training = lstm.start_training(
                 params, X_train=self.split.X_train, y_train=self.split.y_train, X_val=self.split.X_val,
                 y_val=self.split.y_val, n_classes=self.n_classes, mean=self.mean, std=self.std,
-                patience=self.patience, seed=seed, on_epoch=on_epoch,
+                patience=self.patience, seed=seed, on_epoch=on_epoch, min_epochs=warmup,
             )
             outcome.history = training.history
             try:
@@ -166,7 +169,8 @@ class Objective:
     def train_once(self, params: LstmParams, seed: int) -> dict[str, Any]:
         """Train ``params`` once more with another seed, exactly as a trial trains (patience, best
         epoch kept, collapse stopping), outside Optuna; returns its validation and test scores."""
-        watch = CollapseWatch(warmup=self.collapse_warmup, patience=self.collapse_patience)
+        warmup = self._warmup(params)
+        watch = CollapseWatch(warmup=warmup, patience=self.collapse_patience)
 
         def on_epoch(record: lstm.EpochRecord) -> None:
             interrupt.check()
@@ -176,7 +180,7 @@ class Objective:
         training = lstm.start_training(
             params, X_train=self.split.X_train, y_train=self.split.y_train, X_val=self.split.X_val,
             y_val=self.split.y_val, n_classes=self.n_classes, mean=self.mean, std=self.std,
-            patience=self.patience, seed=seed, on_epoch=on_epoch,
+            patience=self.patience, seed=seed, on_epoch=on_epoch, min_epochs=warmup,
         )
         stopped = False
         try:
@@ -192,6 +196,12 @@ class Objective:
             "val_score": val.score, "val_balanced_accuracy": val.balanced_accuracy, "collapsed": val.penalty > 0,
             "test_balanced_accuracy": test.balanced_accuracy if test is not None else None,
         }
+
+    def _warmup(self, params: LstmParams) -> int:
+        """Epochs before a trial may be stopped: the configured warm-up, and at least
+        :data:`~objectives.metrics.MIN_WARMUP_STEPS` optimizer steps (small sets need more epochs)."""
+        return warmup_epochs(self.collapse_warmup,
+                             steps_per_epoch(self.split.y_train, params.class_weight, params.batch_size))
 
     def _evaluate(self, training: lstm.Training, outcome: TrialOutcome) -> None:
         outcome.best_epoch = training.best_epoch

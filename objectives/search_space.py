@@ -15,6 +15,14 @@ from typing import Any, Mapping
 from sweep.errors import ConfigError
 
 CLASS_WEIGHT_STRATEGIES = ("none", "balanced", "sqrt", "oversample")
+POOLINGS = ("last", "mean", "attention")
+CONV_FILTERS_LIMITS = (0, 512)
+
+# Choices added after the first release, with the value every older study trained with: a study
+# whose stored space lacks them resumes with them fixed at that value (SearchSpace.from_dict).
+LEGACY_CHOICES: dict[str, tuple[Any, ...]] = {
+    "bidirectional": (False,), "conv_filters": (0,), "pooling": ("last",), "masking": (False,),
+}
 
 
 @dataclass(frozen=True)
@@ -28,9 +36,25 @@ class LstmParams:
     class_weight: str = "balanced"
     batch_size: int = 32
     clipnorm: float = 0.0
+    # Architecture choices. The defaults are the plain stacked LSTM, which is also what a trial of a
+    # study made before these choices existed trained, so its stored params still rebuild it.
+    bidirectional: bool = False
+    conv_filters: int = 0  # > 0: a Conv1D front-end (LSTM-FCN style) with this many filters
+    pooling: str = "last"  # last state, or mean / attention over the last layer's sequence
+    masking: bool = False  # skip all-zero (padding) timesteps; only searched on padded data
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# With a Conv1D front-end, max pooling after it shortens long series to at most this many steps for
+# the LSTM (Earthquakes, 512 steps: pool 4; Strawberry, 235: pool 2; shorter series: no pooling).
+MAX_RECURRENT_STEPS = 128
+
+
+def conv_pool_size(timesteps: int) -> int:
+    """The max-pooling size after a Conv1D front-end: the smallest that leaves <= 128 steps."""
+    return max(1, -(-timesteps // MAX_RECURRENT_STEPS))
 
 
 @dataclass(frozen=True)
@@ -63,6 +87,11 @@ class SearchSpace:
     class_weight: tuple[str, ...] = CLASS_WEIGHT_STRATEGIES
     batch_size: tuple[int, ...] = (16, 32, 64)
     clipnorm: tuple[float, ...] = (0.0, 1.0, 5.0)
+    bidirectional: tuple[bool, ...] = (False, True)
+    conv_filters: tuple[int, ...] = (0, 64)
+    pooling: tuple[str, ...] = POOLINGS
+    # Searched only where the data is padded (see suggest_params); [false] turns it off.
+    masking: tuple[bool, ...] = (False, True)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -77,10 +106,17 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, stored: Mapping[str, Any]) -> SearchSpace:
-        """The exact inverse of :meth:`to_dict` (the space a study stored), no narrowing rules."""
+        """The exact inverse of :meth:`to_dict` (the space a study stored), no narrowing rules.
+
+        A choice added after the study was made is fixed at the value it trained with
+        (:data:`LEGACY_CHOICES`).
+        """
         default = cls()
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
+            if f.name not in stored:
+                values[f.name] = LEGACY_CHOICES[f.name]
+                continue
             current, value = getattr(default, f.name), stored[f.name]
             values[f.name] = type(current)(**value) if dataclasses.is_dataclass(current) else tuple(value)
         return cls(**values)
@@ -154,6 +190,21 @@ def _choices(name: str, key: str, value: Any) -> tuple[Any, ...]:
         if bad:
             raise ConfigError(f"{name}: unknown strategy {bad[0]!r}; choose from {', '.join(CLASS_WEIGHT_STRATEGIES)}")
         return tuple(value)
+    if key in ("bidirectional", "masking"):
+        if any(not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{name}: expected a list of true/false, got {value}")
+        return tuple(value)
+    if key == "pooling":
+        bad = [v for v in value if v not in POOLINGS]
+        if bad:
+            raise ConfigError(f"{name}: unknown pooling {bad[0]!r}; choose from {', '.join(POOLINGS)}")
+        return tuple(value)
+    if key == "conv_filters":
+        low, high = CONV_FILTERS_LIMITS
+        if any(isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high for v in value):
+            raise ConfigError(f"{name}: filter counts must be integers in [{low}, {high}] (0 = no Conv1D front-end), "
+                              f"got {value}")
+        return tuple(value)
     if key == "batch_size":
         if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
             raise ConfigError(f"{name}: batch sizes must be positive integers, got {value}")
@@ -164,8 +215,17 @@ def _choices(name: str, key: str, value: Any) -> tuple[Any, ...]:
     return tuple(float(v) for v in value)
 
 
-def suggest_params(trial: Any, space: SearchSpace) -> LstmParams:
-    """Ask an Optuna trial (or ``FixedTrial``) for one configuration from ``space``."""
+def suggest_params(trial: Any, space: SearchSpace, *, padded: bool = False) -> LstmParams:
+    """Ask an Optuna trial (or ``FixedTrial``) for one configuration from ``space``.
+
+    ``masking`` is asked only where it can matter: the data is ``padded`` (see
+    :func:`sweep.data.is_padded`) and there is no Conv1D front-end (a convolution mixes the padding
+    into its neighbours, so no mask survives it). Elsewhere it is False and not a trial parameter.
+    """
+    conv_filters = trial.suggest_categorical("conv_filters", list(space.conv_filters))
+    masking = False
+    if padded and conv_filters == 0 and True in space.masking:
+        masking = trial.suggest_categorical("masking", list(space.masking))
     return LstmParams(
         units=trial.suggest_int("units", space.units.low, space.units.high, log=space.units.log),
         layers=trial.suggest_int("layers", space.layers.low, space.layers.high),
@@ -176,4 +236,8 @@ def suggest_params(trial: Any, space: SearchSpace) -> LstmParams:
         class_weight=trial.suggest_categorical("class_weight", list(space.class_weight)),
         batch_size=trial.suggest_categorical("batch_size", list(space.batch_size)),
         clipnorm=trial.suggest_categorical("clipnorm", list(space.clipnorm)),
+        bidirectional=trial.suggest_categorical("bidirectional", list(space.bidirectional)),
+        conv_filters=conv_filters,
+        pooling=trial.suggest_categorical("pooling", list(space.pooling)),
+        masking=masking,
     )

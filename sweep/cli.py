@@ -64,6 +64,15 @@ def _short_params(params: dict[str, Any]) -> str:
             v = params[key]
             text = f"{v:.1e}" if key == "learning_rate" else (f"{v:.2f}" if key == "dropout" else f"{v:g}" if isinstance(v, float) else str(v))
             parts.append(f"{label}={text}")
+    # Architecture choices, shown only where they differ from the plain stacked LSTM.
+    if params.get("conv_filters"):
+        parts.append(f"conv={params['conv_filters']}")
+    if params.get("bidirectional"):
+        parts.append("bi")
+    if params.get("pooling", "last") != "last":
+        parts.append(f"pool={params['pooling']}")
+    if params.get("masking"):
+        parts.append("mask")
     return " ".join(parts)
 
 
@@ -359,7 +368,8 @@ def best(study: str = typer.Argument(..., help="Study name."), storage: str = St
         out.print_json(json.dumps(summary))
         return
     out.print(f"[bold]study {study}: best trial {summary['number']}[/]  score {_fmt(summary['value'])}")
-    for key in ("units", "layers", "dropout", "learning_rate", "class_weight", "batch_size", "clipnorm"):
+    for key in ("units", "layers", "dropout", "learning_rate", "class_weight", "batch_size", "clipnorm",
+                "bidirectional", "conv_filters", "pooling", "masking"):
         if key in summary["params"]:
             out.print(f"  {key:<14} {summary['params'][key]}")
     out.print(f"  val  balanced accuracy {_fmt(summary['val_balanced_accuracy'])}   accuracy {_fmt(summary['val_accuracy'])}"

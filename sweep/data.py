@@ -408,3 +408,19 @@ def standardization(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = flat.mean(axis=0)
     std = flat.std(axis=0)
     return mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
+
+
+PADDED_SHARE = 0.05
+
+
+def is_padded(X: np.ndarray) -> bool:
+    """Whether ``X`` looks like variable-length sequences zero-padded at the end to one length.
+
+    True when at least :data:`PADDED_SHARE` of the sequences end in a timestep whose features are
+    all exactly 0 (JapaneseVowels: most of them). Real measurements are rarely exactly 0 in every
+    feature, so this does not fire on ordinary series; it decides whether masking is searched.
+    """
+    if X.ndim != 3 or len(X) == 0:
+        return False
+    ends_in_zeros = np.all(X[:, -1, :] == 0, axis=-1)
+    return bool(ends_in_zeros.mean() >= PADDED_SHARE)

@@ -407,7 +407,8 @@ def _check_identity(name: str, stored: dict[str, Any], identity: dict[str, Any],
     for key in sorted(set(_flatten(old)) | set(_flatten(new))):
         a, b = _flatten(old).get(key), _flatten(new).get(key)
         if a != b:
-            diffs.append(f"{key} {json.dumps(a)} -> {json.dumps(b)}")
+            was = "(not in this study: made by an older lstm-sweep)" if key not in _flatten(old) else json.dumps(a)
+            diffs.append(f"{key} {was} -> {json.dumps(b)}")
     if diffs and not allow_changes:
         raise StudyError(
             f"study {name!r} was created with different settings ({'; '.join(diffs[:3])}"

@@ -12,15 +12,18 @@ from objectives.search_space import (
     CLASS_WEIGHT_STRATEGIES,
     FloatRange,
     IntRange,
+    POOLINGS,
     LstmParams,
     SearchSpace,
+    conv_pool_size,
     suggest_params,
 )
 from sweep.errors import ConfigError
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
-FIXED = dict(units=48, layers=3, dropout=0.35, learning_rate=2.5e-3, class_weight="sqrt", batch_size=64, clipnorm=5.0)
+FIXED = dict(units=48, layers=3, dropout=0.35, learning_rate=2.5e-3, class_weight="sqrt", batch_size=64, clipnorm=5.0,
+             bidirectional=True, conv_filters=64, pooling="attention")
 
 
 def test_fixed_trial_gives_params_equal_to_the_fixed_values():
@@ -34,10 +37,62 @@ def test_fixed_trial_gives_params_equal_to_the_fixed_values():
 def test_trial_parameter_names_are_the_params_fields_so_best_params_round_trip():
     trial = optuna.trial.FixedTrial(FIXED)
     params = suggest_params(trial, SearchSpace())
-    assert set(trial.params) == {f.name for f in dataclasses.fields(LstmParams)}
+    # masking is a trial parameter only on padded data (next tests); elsewhere it stays False.
+    assert set(trial.params) == {f.name for f in dataclasses.fields(LstmParams)} - {"masking"}
     assert LstmParams(**trial.params) == params
     assert LstmParams(**params.to_dict()) == params
-    assert params.to_dict() == FIXED
+    assert params.to_dict() == {**FIXED, "masking": False}
+
+
+def test_masking_is_searched_only_on_padded_data_without_a_conv_front_end():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    seen = {"plain": set(), "padded": set(), "padded_conv": set()}
+    for _ in range(60):
+        for padded in (False, True):
+            trial = study.ask()
+            p = suggest_params(trial, SearchSpace(), padded=padded)
+            asked = "masking" in trial.params
+            if not padded:
+                assert not asked and p.masking is False
+                seen["plain"].add(p.masking)
+            elif p.conv_filters:
+                assert not asked and p.masking is False
+                seen["padded_conv"].add(p.masking)
+            else:
+                assert asked and p.masking == trial.params["masking"]
+                seen["padded"].add(p.masking)
+            study.tell(trial, 0.0)
+    assert seen == {"plain": {False}, "padded": {False, True}, "padded_conv": {False}}
+    # [false] in a config turns it off even on padded data.
+    off = SearchSpace.from_mapping({"masking": [False], "conv_filters": [0]})
+    trial = optuna.create_study().ask()
+    assert suggest_params(trial, off, padded=True).masking is False and "masking" not in trial.params
+
+
+def test_params_of_a_study_made_before_the_architecture_choices_rebuild_the_plain_stacked_lstm():
+    old = dict(units=48, layers=2, dropout=0.1, learning_rate=1e-3, class_weight="none", batch_size=32, clipnorm=0.0)
+    p = LstmParams(**old)
+    assert (p.bidirectional, p.conv_filters, p.pooling, p.masking) == (False, 0, "last", False)
+
+
+def test_a_stored_space_without_the_new_choices_resumes_with_them_fixed_at_their_old_value():
+    stored = SearchSpace().to_dict()
+    for key in ("bidirectional", "conv_filters", "pooling", "masking"):
+        del stored[key]
+    space = SearchSpace.from_dict(stored)
+    assert (space.bidirectional, space.conv_filters, space.pooling, space.masking) == ((False,), (0,), ("last",), (False,))
+    assert space.units == SearchSpace().units
+    study = optuna.create_study()
+    trial = study.ask()
+    p = suggest_params(trial, space, padded=True)
+    assert (p.bidirectional, p.conv_filters, p.pooling, p.masking) == (False, 0, "last", False)
+    assert SearchSpace.from_dict(SearchSpace().to_dict()) == SearchSpace()
+
+
+@pytest.mark.parametrize("timesteps, pool", [(1, 1), (96, 1), (128, 1), (129, 2), (235, 2), (256, 2), (512, 4), (513, 5)])
+def test_the_conv_front_end_pools_long_series_down_to_at_most_128_steps(timesteps, pool):
+    assert conv_pool_size(timesteps) == pool
+    assert -(-timesteps // pool) <= 128
 
 
 def test_study_best_params_rebuild_the_params():
@@ -94,6 +149,7 @@ def test_default_space_suggestions_stay_in_the_default_ranges_and_use_log_scale(
         assert 16 <= p.units <= 128 and 1 <= p.layers <= 3 and 0.0 <= p.dropout <= 0.5
         assert 1e-4 <= p.learning_rate <= 1e-2
         assert p.class_weight in CLASS_WEIGHT_STRATEGIES and p.batch_size in (16, 32, 64) and p.clipnorm in (0.0, 1.0, 5.0)
+        assert p.bidirectional in (False, True) and p.conv_filters in (0, 64) and p.pooling in POOLINGS
         lrs.append(p.learning_rate)
     # log-uniform: about half the draws below the geometric midpoint 1e-3 (uniform would give ~9%)
     below = sum(lr < 1e-3 for lr in lrs) / len(lrs)
@@ -168,6 +224,11 @@ def test_ranges_at_the_hard_limits_are_allowed():
         ({"batch_size": [True]}, ["batch sizes must be positive integers"]),
         ({"clipnorm": [-1.0]}, ["clip norms must be numbers >= 0"]),
         ({"clipnorm": ["1"]}, ["clip norms must be numbers >= 0"]),
+        ({"bidirectional": [0, 1]}, ["search_space.bidirectional: expected a list of true/false"]),
+        ({"masking": ["yes"]}, ["search_space.masking: expected a list of true/false"]),
+        ({"pooling": ["last", "max"]}, ["unknown pooling 'max'", "last, mean, attention"]),
+        ({"conv_filters": [0, -8]}, ["filter counts must be integers in [0, 512]"]),
+        ({"conv_filters": [True]}, ["filter counts must be integers"]),
     ],
 )
 def test_invalid_entries_raise_a_config_error_naming_the_key(table, phrases):
@@ -198,6 +259,10 @@ def test_fingerprint_is_stable_and_changes_when_the_space_changes():
         {"class_weight": ["balanced", "none", "sqrt", "oversample"]},  # same set, other order
         {"batch_size": [16, 32]},
         {"clipnorm": [0.0]},
+        {"bidirectional": [False]},
+        {"conv_filters": [0, 32]},
+        {"pooling": ["last"]},
+        {"masking": [False]},
     ]
     prints = {SearchSpace.from_mapping(t).fingerprint() for t in changed}
     assert base not in prints and len(prints) == len(changed)
@@ -215,3 +280,21 @@ def test_to_dict_is_plain_json_data():
     assert d["class_weight"] == list(CLASS_WEIGHT_STRATEGIES)
     assert d["clipnorm"] == [0.0, 1.0, 5.0] and not any(isinstance(v, tuple) for v in d.values())
     assert math.isclose(d["learning_rate"]["low"], 1e-4)
+
+
+def test_resuming_a_study_made_before_the_architecture_choices_is_refused_with_the_new_choices_named():
+    from sweep.errors import StudyError
+    from sweep.study import _check_identity
+
+    settings = {"search_space": SearchSpace().to_dict(), "train": {"epochs": 5}, "seed": 0}
+    old_space = {k: v for k, v in SearchSpace().to_dict().items() if k not in ("bidirectional", "conv_filters", "pooling", "masking")}
+    stored = {"data_fingerprint": "abc", "settings": {**settings, "search_space": old_space}}
+    identity = {"data_fingerprint": "abc", "data_path": "d.npz", "settings": settings}
+    with pytest.raises(StudyError) as info:
+        _check_identity("old", stored, identity, allow_changes=False)
+    message = str(info.value)
+    assert "search_space.bidirectional (not in this study: made by an older lstm-sweep) -> [false, true]" in message
+    assert "--allow-changes" in message and "\n" not in message
+    _check_identity("old", stored, identity, allow_changes=True)  # resumes, with a warning
+    # The space a worker rebuilds for that study keeps the old behaviour.
+    assert SearchSpace.from_dict(old_space).pooling == ("last",)
