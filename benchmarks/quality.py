@@ -371,6 +371,10 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     parser.add_argument("--parallel", type=int, default=2, help="jobs at a time (each uses one thread)")
     parser.add_argument("--out", default="quality", help="result name under benchmarks/results/")
+    parser.add_argument("--reuse", help="a .partial.jsonl of an interrupted run: its finished jobs are kept, "
+                                        "except those of --rerun methods")
+    parser.add_argument("--rerun", nargs="*", default=[], choices=METHODS,
+                        help="methods to run again even if --reuse has them (e.g. after changing lstm-sweep)")
     args = parser.parse_args()
     if args.job:
         run_job(args.job)
@@ -383,8 +387,18 @@ def main() -> None:
     partial = REPO / "benchmarks" / "results" / f"{args.out}.partial.jsonl"
     partial.parent.mkdir(exist_ok=True)
     rows: list[dict[str, Any]] = []
+    if args.reuse:
+        for line in Path(args.reuse).read_text().splitlines():
+            row = json.loads(line)
+            if "error" not in row and row["method"] not in args.rerun and (row["set"], row["seed"], row["method"]) in specs:
+                rows.append(row | {"reused": True})
+        done = {(r["set"], r["seed"], r["method"]) for r in rows}
+        specs = [spec for spec in specs if spec not in done]
+        print(f"reusing {len(rows)} finished jobs from {args.reuse}; {len(specs)} to run")
     t0 = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool, partial.open("w") as log:
+        for row in rows:
+            log.write(json.dumps(row) + "\n")
         futures = {pool.submit(_launch, *spec, args.trials): spec for spec in specs}
         for future in concurrent.futures.as_completed(futures):
             row = future.result()
@@ -408,6 +422,7 @@ def main() -> None:
                  "epochs", "wall s"], table)
     path = write_result(args.out, {
         "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:]),
+        "note": "jobs marked reused come from an earlier, interrupted run of the same command (see --reuse)",
         "settings": {"seeds": args.seeds, "trials": args.trials, "epochs": EPOCHS, "val_fraction": VAL_FRACTION,
                      "parallel": args.parallel, "threads_per_job": 1},
         "total_wall_seconds": round(time.perf_counter() - t0, 1),

@@ -19,7 +19,9 @@ from objectives import model as lstm
 from objectives.detectors import collapsed_epochs, gradient_summary
 from objectives.decision import fit_decision_rule
 from objectives.imbalance import steps_per_epoch
-from objectives.metrics import CollapseWatch, Evaluation, evaluate_predictions, warmup_epochs
+from objectives.metrics import (
+    MIN_WARMUP_STEPS, CollapseWatch, Evaluation, cross_entropy, evaluate_predictions, rank_key, warmup_epochs,
+)
 from objectives.search_space import LstmParams, SearchSpace, suggest_params
 from sweep import interrupt
 from sweep.data import Split, is_padded, standardization
@@ -46,6 +48,7 @@ class TrialOutcome:
     # With adjust_decision: the fitted offsets and balanced accuracy after them (val fitted, test honest).
     adjusted: dict[str, Any] | None = None
     seconds: float = 0.0
+    val_loss: float | None = None  # validation cross-entropy of the kept epoch (breaks ties in the score)
 
 
 class TrialLog(Protocol):
@@ -80,8 +83,9 @@ class Objective:
     def __init__(
         self, split: Split, *, n_classes: int, space: SearchSpace, epochs: int, patience: int, seed: int,
         tracker: Tracker | None = None, collapse_warmup: int = 2, collapse_patience: int = 2,
-        adjust_decision: bool = False,
+        adjust_decision: bool = False, warmup_steps: int = MIN_WARMUP_STEPS,
     ) -> None:
+        self.warmup_steps = warmup_steps
         self.adjust_decision = adjust_decision
         self.collapse_warmup, self.collapse_patience = collapse_warmup, collapse_patience
         self.split = split
@@ -133,7 +137,7 @@ class Objective:
             except optuna.TrialPruned as exc:
                 outcome.state, outcome.reason = "PRUNED", str(exc) or "pruned"
             self._evaluate(training, outcome)
-            outcome.is_new_best = outcome.state == "COMPLETE" and _beats_best(trial, outcome.val.score)
+            outcome.is_new_best = outcome.state == "COMPLETE" and _beats_best(trial, outcome.val.score, outcome.val_loss)
             outcome.seconds = time.perf_counter() - t0
             self._store(trial, outcome, log.end(outcome))
             _logger.info("trial %d: %s val_balanced_accuracy=%.4f (collapsed: %s)", number, outcome.state,
@@ -198,16 +202,17 @@ class Objective:
         }
 
     def _warmup(self, params: LstmParams) -> int:
-        """Epochs before a trial may be stopped: the configured warm-up, and at least
-        :data:`~objectives.metrics.MIN_WARMUP_STEPS` optimizer steps (small sets need more epochs)."""
-        return warmup_epochs(self.collapse_warmup,
-                             steps_per_epoch(self.split.y_train, params.class_weight, params.batch_size))
+        """Epochs before a trial may be stopped: the configured warm-up epochs, and enough epochs for
+        ``warmup_steps`` optimizer steps (small sets need more epochs)."""
+        steps = steps_per_epoch(self.split.y_train, params.class_weight, params.batch_size)
+        return warmup_epochs(self.collapse_warmup, steps, min_steps=self.warmup_steps)
 
     def _evaluate(self, training: lstm.Training, outcome: TrialOutcome) -> None:
         outcome.best_epoch = training.best_epoch
         outcome.model = training.model
         val_probs = lstm.predict_proba(training.model, self.split.X_val)
         outcome.val = evaluate_predictions(self.split.y_val, val_probs.argmax(axis=1), self.n_classes)
+        outcome.val_loss = cross_entropy(self.split.y_val, val_probs)
         test_probs = None
         if self.split.X_test is not None:
             test_probs = lstm.predict_proba(training.model, self.split.X_test)
@@ -227,6 +232,7 @@ class Objective:
         val = outcome.val
         values: dict[str, Any] = {
             "val_score": val.score,
+            "val_loss": outcome.val_loss,
             "val_balanced_accuracy": val.balanced_accuracy,
             "val_accuracy": val.accuracy,
             "val_macro_f1": val.macro_f1,
@@ -264,11 +270,14 @@ class _Collapsed(Exception):
     """Stops a re-training run that collapsed (:meth:`Objective.train_once`)."""
 
 
-def _beats_best(trial: optuna.trial.BaseTrial, score: float) -> bool:
+def _beats_best(trial: optuna.trial.BaseTrial, score: float, val_loss: float | None) -> bool:
+    """Whether this trial outranks every complete trial so far (:func:`~objectives.metrics.rank_key`)."""
+    from sweep.study import best_trial
+
     study = getattr(trial, "study", None)
     if study is None:
         return True
-    try:
-        return score > study.best_value
-    except ValueError:  # no completed trial yet
+    best = best_trial(study)
+    if best is None:
         return True
+    return rank_key(score, val_loss) > rank_key(best.value, best.user_attrs.get("result", {}).get("val_loss"))

@@ -90,6 +90,7 @@ def run(
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of the training data held out for validation (default 0.2)."),
     collapse_patience: Optional[int] = typer.Option(None, "--collapse-patience", help="Stop a trial after this many (near) single-class epochs in a row, as pruned with reason 'collapse' (default 2; 0 = never)."),
     collapse_warmup: Optional[int] = typer.Option(None, "--collapse-warmup", help="Epochs before collapse stopping starts counting (default 2)."),
+    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="No trial is stopped (collapse, flat score, median pruner) before this many optimizer steps (default 100)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the split, the sampler and training (default 0)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", show_envvar=True,
                                                help="MLflow tracking URI (default sqlite:///mlflow.db, artifacts in ./mlruns)."),
@@ -109,7 +110,7 @@ def run(
         study=study, storage=storage, n_trials=n_trials, epochs=epochs, patience=patience,
         val_fraction=val_fraction, seed=seed, tracking_uri=tracking_uri, log_models=log_models,
         pruner=pruner, threads=threads, workers=workers, collapse_patience=collapse_patience,
-        collapse_warmup=collapse_warmup, adjust_decision=adjust_decision, retrain_top=retrain_top,
+        collapse_warmup=collapse_warmup, warmup_steps=warmup_steps, adjust_decision=adjust_decision, retrain_top=retrain_top,
         retrain_seeds=retrain_seeds,
     ))
     from sweep.runner import open_sweep, prepare

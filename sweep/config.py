@@ -4,7 +4,7 @@ A config file is TOML with up to three tables::
 
     [run]            # study, storage, n_trials, seed, tracking_uri, log_models, pruner, threads, workers,
                      # adjust_decision, retrain_top, retrain_seeds
-    [train]          # epochs, val_fraction, patience, collapse_warmup, collapse_patience
+    [train]          # epochs, val_fraction, patience, collapse_warmup, collapse_patience, warmup_steps
     [search_space]   # narrows the ranges and choices of objectives.search_space.SearchSpace
 """
 
@@ -37,6 +37,9 @@ class TrainSettings:
     # collapse_warmup epochs (pruned, reason "collapse"); collapse_patience = 0 never stops.
     collapse_warmup: int = 2
     collapse_patience: int = 2
+    # No trial is stopped (collapse, flat score, median pruner) before this many optimizer steps:
+    # on a small set an epoch is a few steps, and models start out predicting the majority class.
+    warmup_steps: int = 100
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,7 @@ def _validate(cfg: SweepConfig, where: str) -> None:
     need_int("train.patience (--patience)", cfg.train.patience, 1)
     need_int("train.collapse_warmup (--collapse-warmup)", cfg.train.collapse_warmup, 0)
     need_int("train.collapse_patience (--collapse-patience)", cfg.train.collapse_patience, 0)
+    need_int("train.warmup_steps (--warmup-steps)", cfg.train.warmup_steps, 0)
     if cfg.threads is not None:
         need_int("threads (--threads)", cfg.threads, 1)
     need_int("workers (--workers)", cfg.workers, 1, 64)

@@ -77,7 +77,16 @@ _GROUPERS: dict[str, Callable[[dict[str, Any]], str | None]] = {
     "learning_rate": lambda p: lr_decade(p["learning_rate"]) if p.get("learning_rate") else None,
     "units": lambda p: units_bucket(p["units"]) if p.get("units") else None,
     "layers": lambda p: str(p["layers"]) if p.get("layers") else None,
+    "architecture": lambda p: architecture(p) if p.get("units") else None,
+    "pooling": lambda p: p.get("pooling", "last") if p.get("units") else None,
 }
+
+
+def architecture(params: dict[str, Any]) -> str:
+    """``"LSTM"``, ``"BiLSTM"``, ``"conv+LSTM"`` or ``"conv+BiLSTM"`` (+ ``" masked"``); trials of
+    studies made before these choices existed are plain ``"LSTM"``."""
+    name = ("conv+" if params.get("conv_filters") else "") + ("BiLSTM" if params.get("bidirectional") else "LSTM")
+    return name + (" masked" if params.get("masking") else "")
 
 
 # -- the study summary ----------------------------------------------------------------------------

@@ -119,7 +119,7 @@ def collapse_by_parameter_figure(summary: dict[str, Any], *, title: str) -> Figu
     fig = Figure(figsize=(3.2 * max(len(groups), 1), 3.6))
     axes = fig.subplots(1, max(len(groups), 1), squeeze=False)[0]
     names = {"class_weight": "class weight", "learning_rate": "learning-rate decade", "units": "units per layer",
-             "layers": "LSTM layers"}
+             "layers": "LSTM layers", "architecture": "architecture", "pooling": "pooling over time"}
     for ax, (name, values) in zip(axes, groups.items()):
         labels = list(values)
         rates = [values[v]["rate"] or 0.0 for v in labels]

@@ -198,6 +198,7 @@ def _objective(prep: PreparedSweep, *, tracker: Any = None, adjust_decision: boo
         prep.split, n_classes=prep.data.n_classes, space=cfg.space, epochs=cfg.train.epochs,
         patience=cfg.train.patience, seed=cfg.seed, tracker=tracker,
         collapse_warmup=cfg.train.collapse_warmup, collapse_patience=cfg.train.collapse_patience,
+        warmup_steps=cfg.train.warmup_steps,
         adjust_decision=adjust_decision,
     )
 
@@ -294,8 +295,11 @@ def retrain_top(opened: OpenSweep, *, on_retrain: Callable[[dict[str, Any]], Non
     cfg, study = opened.prep.cfg, opened.study
     if not opened.lead or cfg.retrain_top <= 0 or count_finished(study) < cfg.n_trials:
         return []
+    from objectives.metrics import rank_key
+
     complete = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
-                      key=lambda t: t.value, reverse=True)[: cfg.retrain_top]
+                      key=lambda t: rank_key(t.value, t.user_attrs.get("result", {}).get("val_loss")),
+                      reverse=True)[: cfg.retrain_top]
     if not complete:
         return []
     key = {"trials": [t.number for t in complete], "seeds": cfg.retrain_seeds}

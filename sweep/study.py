@@ -604,16 +604,24 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The complete trial with the highest value; of tied ones, the first to finish.
+    """The complete trial with the highest value; of tied values, the lowest validation loss
+    (:func:`objectives.metrics.rank_key`); of trials tied on both, the first to finish.
 
-    Optuna leaves ties to the database's row order. The first to finish is the one that was a new
-    best when it ended, so it is the one whose model was logged and registered as the champion.
+    Optuna ranks by value alone and leaves ties to the database's row order. The first to finish
+    of fully tied trials is the one that was a new best when it ended, so it is the one whose model
+    was logged and registered as the champion.
     """
+    from objectives.metrics import rank_key
+
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return None
-    top = max(t.value for t in complete)
-    return min((t for t in complete if t.value == top),
+
+    def key(t: FrozenTrial) -> tuple[float, float]:
+        return rank_key(t.value, t.user_attrs.get("result", {}).get("val_loss"))
+
+    top = max(key(t) for t in complete)
+    return min((t for t in complete if key(t) == top),
                key=lambda t: (t.datetime_complete or t.datetime_start, t.number))
 
 

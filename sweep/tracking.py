@@ -27,6 +27,7 @@ import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from objectives.metrics import rank_key  # noqa: E402
 from objectives.search_space import LstmParams  # noqa: E402
 from sweep import plots, sqlite  # noqa: E402
 from sweep.errors import SweepError  # noqa: E402
@@ -274,9 +275,10 @@ class MlflowTracker:
         finally:
             client.set_terminated(run_id, status=status)
 
-    def crown(self, model_uri: str, *, model_id: str | None, trial_number: int, score: float) -> None:
+    def crown(self, model_uri: str, *, model_id: str | None, trial_number: int, score: float,
+              val_loss: float | None = None) -> None:
         """Register a new best model under the study's name and move the ``champion`` alias to it,
-        unless another worker's champion scores higher already."""
+        unless another worker's champion ranks higher already (score, then validation loss)."""
         name = self.study_name
         try:
             self.client.create_registered_model(name, tags={TAG_STUDY: name}, description=(
@@ -285,13 +287,15 @@ class MlflowTracker:
             pass
         run_id = mlflow.active_run().info.run_id if mlflow.active_run() else None
         version = self.client.create_model_version(name, model_uri, run_id=run_id, model_id=model_id, tags={
-            "sweep.trial_number": str(trial_number), "sweep.val_score": repr(score)})
+            "sweep.trial_number": str(trial_number), "sweep.val_score": repr(score),
+            "sweep.val_loss": repr(val_loss)})
         try:
             current = self.client.get_model_version_by_alias(name, CHAMPION)
-            held = float(current.tags.get("sweep.val_score", "-inf"))
+            loss = current.tags.get("sweep.val_loss", "None")
+            held = rank_key(float(current.tags.get("sweep.val_score", "-inf")), None if loss == "None" else float(loss))
         except Exception:  # noqa: BLE001 - no champion yet
-            held = float("-inf")
-        if score > held:
+            held = (float("-inf"), float("-inf"))
+        if rank_key(score, val_loss) > held:
             self._point_champion(version.version, trial_number)
 
     def sync_champion(self, best: dict[str, Any]) -> None:
@@ -483,7 +487,7 @@ class _TrialRun:
         if outcome.is_new_best:
             try:
                 self.tracker.crown(info.model_uri, model_id=info.model_id, trial_number=self.number,
-                                   score=outcome.val.score)
+                                   score=outcome.val.score, val_loss=outcome.val_loss)
             except Exception as exc:  # noqa: BLE001 - a store without a registry must not fail the trial
                 _logger.warning("trial %d: model logged (%s) but not registered: %s", self.number, info.model_uri,
                                 _first_line(exc))

@@ -106,7 +106,7 @@ def test_read_config_file_fills_missing_tables(tmp_path):
     [
         ("[runs]\nn_trials = 3\n", ["unknown table [runs]", "use [run], [train] and [search_space]"]),
         ("[run]\nntrials = 3\n", ["run.ntrials: unknown key", "n_trials"]),
-        ("[train]\nepoch = 3\n", ["train.epoch: unknown key", "known keys are collapse_patience, collapse_warmup, epochs, patience, val_fraction"]),
+        ("[train]\nepoch = 3\n", ["train.epoch: unknown key", "known keys are collapse_patience, collapse_warmup, epochs, patience, val_fraction, warmup_steps"]),
         ("[search_space]\nwidth = 3\n", ["search_space.width: unknown key"]),
         ("[search_space]\nunits = { low = 64, high = 8 }\n", ["search_space.units: low=64 > high=8; swap them"]),
         ("[search_space]\nclass_weight = ['focal']\n", ["unknown strategy 'focal'"]),
@@ -181,6 +181,7 @@ def test_missing_config_file(tmp_path):
         ({"workers": 65}, "--workers"),
         ({"collapse_patience": -1}, "--collapse-patience"),
         ({"collapse_warmup": 1.5}, "--collapse-warmup"),
+        ({"warmup_steps": -1}, "--warmup-steps"),
         ({"seed": -1}, "--seed"),
         ({"val_fraction": 0.0}, "--val-fraction"),
         ({"val_fraction": 0.51}, "--val-fraction"),
@@ -253,5 +254,6 @@ def test_identity_holds_the_space_the_training_settings_and_the_seed():
     cfg = resolve_config(flags={"epochs": 2, "seed": 5})
     ident = cfg.identity()
     assert ident["seed"] == 5 and ident["train"] == {
-        "epochs": 2, "val_fraction": 0.2, "patience": 5, "collapse_warmup": 2, "collapse_patience": 2}
+        "epochs": 2, "val_fraction": 0.2, "patience": 5, "collapse_warmup": 2, "collapse_patience": 2,
+        "warmup_steps": 100}
     assert ident["search_space"] == SearchSpace().to_dict()

@@ -65,6 +65,21 @@ def test_collapse_rate_by_parameter_is_ordered_and_counted():
     assert by["learning_rate"]["1e-2"] == {"trials": 1, "collapsed": 1, "rate": 1.0}
     assert list(by["units"]) == ["9-16", "17-32", "65-128"]
     assert by["class_weight"] == {"balanced": {"trials": 3, "collapsed": 2, "rate": 2 / 3}}
+    # Trials without the architecture choices (older studies) count as the plain stacked LSTM.
+    assert by["architecture"] == {"LSTM": {"trials": 3, "collapsed": 2, "rate": 2 / 3}}
+    assert by["pooling"] == {"last": {"trials": 3, "collapsed": 2, "rate": 2 / 3}}
+
+
+def test_collapse_rate_by_architecture_and_pooling():
+    rows = [row(0, collapse=True), row(1), row(2), row(3, collapse=True)]
+    rows[1]["params"] |= {"conv_filters": 64, "bidirectional": True, "pooling": "attention"}
+    rows[2]["params"] |= {"conv_filters": 0, "bidirectional": True, "pooling": "mean", "masking": True}
+    rows[3]["params"] |= {"conv_filters": 64, "bidirectional": False, "pooling": "mean"}
+    by = collapse_summary(rows)["by_parameter"]
+    assert by["architecture"] == {
+        "BiLSTM masked": {"trials": 1, "collapsed": 0, "rate": 0.0}, "LSTM": {"trials": 1, "collapsed": 1, "rate": 1.0},
+        "conv+BiLSTM": {"trials": 1, "collapsed": 0, "rate": 0.0}, "conv+LSTM": {"trials": 1, "collapsed": 1, "rate": 1.0}}
+    assert list(by["pooling"]) == ["attention", "last", "mean"] and by["pooling"]["mean"]["collapsed"] == 1
 
 
 def test_collapse_at_small_units_and_one_layer_names_capacity():

@@ -83,3 +83,12 @@ def test_oversampling_property(counts, seed):
     idx = oversample_indices(y, seed=seed)
     assert np.bincount(y[idx], minlength=len(counts)).tolist() == [max(counts)] * len(counts)
     assert set(idx.tolist()) == set(range(len(y)))
+
+
+def test_steps_per_epoch_count_batches_and_grow_with_oversampling():
+    from objectives.imbalance import steps_per_epoch
+
+    y = np.array([0] * 60 + [1] * 20)
+    assert steps_per_epoch(y, "none", 16) == 5 and steps_per_epoch(y, "balanced", 32) == 3
+    assert steps_per_epoch(y, "oversample", 16) == 8  # 60 + 60 rows after oversampling
+    assert steps_per_epoch(np.array([], dtype=int), "oversample", 16) == 0

@@ -207,3 +207,47 @@ def test_a_healthy_or_recovering_history_is_never_stopped():
 
 def test_patience_zero_turns_collapse_stopping_off():
     assert _run(CollapseWatch(warmup=0, patience=0), [1.0] * 50) is None
+
+
+# --- warm-up in optimizer steps -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("min_epochs, steps_per_epoch, min_steps, expected", [
+    (2, 77, 100, 2),    # LSST at batch 32: 2 epochs are already 154 steps
+    (2, 25, 100, 4),    # the demo set: 800 training sequences at batch 32
+    (2, 5, 100, 20),    # ECG200 at batch 16: 20 epochs before anything may stop it
+    (2, 2, 100, 50),
+    (2, 5, 0, 2),       # warmup_steps = 0: the epoch warm-up alone
+    (0, 0, 100, 100),   # no steps (guarded): counts as one step per epoch
+])
+def test_warmup_epochs_cover_both_the_epoch_warmup_and_the_minimum_steps(min_epochs, steps_per_epoch, min_steps, expected):
+    from objectives.metrics import warmup_epochs
+
+    assert warmup_epochs(min_epochs, steps_per_epoch, min_steps=min_steps) == expected
+
+
+# --- ranking: score, then validation loss -------------------------------------------------------
+
+
+def test_rank_key_orders_by_score_then_by_lower_validation_loss():
+    from objectives.metrics import rank_key
+
+    assert rank_key(0.9, 0.5) > rank_key(0.8, 0.01)      # the score decides first
+    assert rank_key(0.9, 0.2) > rank_key(0.9, 0.3)       # tied scores: the lower loss wins
+    assert rank_key(0.9, 0.3) > rank_key(0.9, None)      # a missing loss ranks last among ties
+    assert rank_key(0.9, 0.3) > rank_key(0.9, float("nan"))
+    assert rank_key(0.9, None) == rank_key(0.9, float("inf"))
+
+
+def test_best_trial_breaks_ties_in_value_by_validation_loss_then_by_who_finished_first():
+    import optuna
+
+    from sweep.study import best_trial
+
+    study = optuna.create_study(direction="maximize")
+    for value, loss in [(0.981, 0.30), (0.981, 0.12), (0.95, 0.01), (0.981, 0.12), (0.981, None)]:
+        trial = study.ask()
+        trial.set_user_attr("result", {"val_loss": loss})
+        study.tell(trial, value)
+    assert best_trial(study).number == 1  # trial 3 ties it on both and finished later
+    assert best_trial(optuna.create_study()) is None

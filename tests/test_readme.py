@@ -33,3 +33,14 @@ def test_every_command_in_the_readme_table_exists():
     names = set(typer.main.get_command(app).commands)
     documented = set(re.findall(r"^\| `sweep ([a-z-]+)", (ROOT / "README.md").read_text(), re.M))
     assert documented and documented <= names
+
+
+def test_the_readme_config_example_is_a_valid_config_file(tmp_path):
+    from sweep.config import resolve_config
+
+    block = re.search(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    path = tmp_path / "sweep.toml"
+    path.write_text(block)
+    cfg = resolve_config(config_file=path)
+    assert cfg.space.pooling == ("last", "mean", "attention") and cfg.space.conv_filters == (0, 64)
+    assert cfg.space.masking == (False, True) and cfg.space.bidirectional == (False, True)

@@ -26,3 +26,22 @@ def test_sync_champion_moves_the_alias_to_the_best_trials_version(tmp_path: Path
     assert client.get_model_version_by_alias("s", CHAMPION).tags["sweep.trial_number"] == "0"
     tracker.sync_champion({"number": 7, "model_uri": "models:/m-7"})  # a trial without a version: left alone
     assert str(client.get_model_version_by_alias("s", CHAMPION).version) == "1"
+
+
+def test_crown_moves_the_champion_to_a_tied_score_only_with_a_lower_validation_loss(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tracker = MlflowTracker(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", study_name="s", log_models="best",
+                            labels=[0, 1], timesteps=3, features=1, mean=[0.0], std=[1.0])
+    tracker.start_sweep(params={}, tags={})
+    client = tracker.client
+
+    def crown(number: int, score: float, loss: float | None) -> str:
+        run = client.create_run(tracker.experiment_id)
+        tracker.crown(f"runs:/{run.info.run_id}/model", model_id=None, trial_number=number, score=score, val_loss=loss)
+        return client.get_model_version_by_alias("s", CHAMPION).tags["sweep.trial_number"]
+
+    assert crown(0, 0.90, 0.40) == "0"
+    assert crown(1, 0.90, 0.50) == "0"   # tied score, higher loss: stays
+    assert crown(2, 0.90, 0.20) == "2"   # tied score, lower loss: moves
+    assert crown(3, 0.85, 0.01) == "2"   # lower score: stays, whatever its loss
+    assert crown(4, 0.95, None) == "4"   # higher score: moves
