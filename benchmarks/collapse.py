@@ -162,7 +162,8 @@ def replay(curves: list[dict[str, Any]], warmup: int, patience: int) -> dict[str
         watch = CollapseWatch(warmup=warmup, patience=patience)
         n = len(c["penalties"])
         total += n
-        stop = next((e for e, p in enumerate(c["penalties"], start=1) if watch.update(e, p)), None)
+        stop = next((e for e, (p, ba) in enumerate(zip(c["penalties"], c["val_balanced_accuracy"]), start=1)
+                     if watch.update(e, p, ba)), None)
         if stop is not None and stop < n:
             saved += n - stop
             stopped += 1

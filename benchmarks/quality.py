@@ -176,6 +176,7 @@ def job_optuna_acc(path: Path, seed: int, trials: int) -> dict[str, Any]:
     padded = is_padded(split.X_train)
     best: dict[str, Any] = {"value": -1.0}
     collapsed = 0
+    seen: list[dict[str, Any]] = []
 
     def objective(trial: optuna.Trial) -> float:
         nonlocal collapsed
@@ -191,6 +192,7 @@ def job_optuna_acc(path: Path, seed: int, trials: int) -> dict[str, Any]:
         model, keep = _train(params, split, data, seed + trial.number)
         scores = _score(model, split, data.n_classes)
         collapsed += scores["val_collapsed"]
+        seen.append({"number": trial.number, "val_accuracy": keep.best, "params": params.to_dict(), **scores})
         if keep.best > best["value"]:
             best.update(value=keep.best, scores=scores, params=params.to_dict())
         return keep.best
@@ -198,7 +200,7 @@ def job_optuna_acc(path: Path, seed: int, trials: int) -> dict[str, Any]:
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     study.optimize(objective, n_trials=trials)
     return {**best["scores"], "trials": trials, "epochs": EPOCHS * trials, "collapsed_trials": collapsed,
-            "best_params": best["params"]}
+            "best_params": best["params"], "trial_rows": seen}
 
 
 def job_kerastuner(path: Path, seed: int, trials: int) -> dict[str, Any]:
@@ -271,7 +273,11 @@ def job_lstm_sweep(path: Path, seed: int, trials: int) -> dict[str, Any]:
 
         counts = {"trials": len(rows), "epochs": sum(r["epochs_run"] or 0 for r in rows),
                   "collapsed_trials": sum(1 for r in rows if r["collapse"]),
-                  "pruned": sum(1 for r in rows if r["state"] == "PRUNED")}
+                  "pruned": sum(1 for r in rows if r["state"] == "PRUNED"),
+                  # every trial, to see what the architecture choices did (BENCHMARKS.md)
+                  "trial_rows": [{key: r[key] for key in ("number", "state", "value", "val_balanced_accuracy",
+                                                          "test_balanced_accuracy", "collapse", "epochs_run",
+                                                          "duration_s", "params")} for r in rows]}
         if best is None:
             # No trial completed: nothing is shipped. Scored as the constant predictor a user is
             # left with (balanced accuracy 1/k), never left out of the mean.
@@ -362,6 +368,107 @@ def summarize(rows: list[dict[str, Any]], sets: list[str]) -> list[dict[str, Any
     return out
 
 
+def _reference_cells(name: str, refs: dict[str, Any]) -> str:
+    """The published and computed reference points for one set, as one Markdown cell."""
+    cells = []
+    base = refs.get("computed_baselines", {})
+    if "1NN-ED" in base:
+        cells.append(f"1NN-ED {base['1NN-ED']['balanced_accuracy']:.3f} (acc {base['1NN-ED']['accuracy']:.3f})")
+    if "1NN-DTW-full-window" in base:
+        dtw = base["1NN-DTW-full-window"]
+        cells.append(f"1NN-DTW {dtw['balanced_accuracy']:.3f} (acc {dtw['accuracy']:.3f})")
+    for ref in refs.get("published", []):
+        results = ref.get("results") or {}
+        if "balanced accuracy" in (ref.get("metric") or ""):
+            for model in ("fcn", "resnet"):
+                if model in results:
+                    r = results[model]
+                    cells.append(f"{model.upper() if model == 'fcn' else 'ResNet'} {r['balanced_accuracy']:.3f} "
+                                 f"(acc {r['accuracy']:.3f})")
+    if not any(c.startswith(("FCN", "ResNet")) for c in cells):
+        for ref in refs.get("published", []):
+            results = ref.get("results") or {}
+            if ref.get("metric") == "test accuracy" and "ResNet" in results:
+                cells.append(f"ResNet acc {results['ResNet']['default_split']:.3f}")
+    return "; ".join(cells)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The BENCHMARKS.md tables from a quality.json: per set, totals, and the architecture choices."""
+    import numpy as np
+
+    summary, refs = doc["summary"], doc["references"]
+    sets = list(dict.fromkeys(s["set"] for s in summary))
+    lines = ["| set | method | test BA (mean ± std) | test acc | shipped collapsed | collapsed trials | epochs | wall s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in sets:
+        mine = [s for s in summary if s["set"] == name]
+        top = max(s["test_balanced_accuracy_mean"] for s in mine)
+        for s in mine:
+            ba = f"{s['test_balanced_accuracy_mean']:.3f} ± {s['test_balanced_accuracy_std']:.3f}"
+            lines.append(f"| {name} | {s['method']} | {'**' + ba + '**' if s['test_balanced_accuracy_mean'] == top else ba} "
+                         f"| {s['test_accuracy_mean']:.3f} | {s['shipped_collapsed']}/{s['runs']} | "
+                         f"{'-' if s['collapsed_trials'] is None else s['collapsed_trials']} | {s['epochs']} | "
+                         f"{s['wall_seconds']:.0f} |")
+        lines.append(f"| {name} | *references* | {_reference_cells(name, refs[name])} | | | | | |")
+    lines += ["", "| method | mean test BA over sets | sets where best | shipped collapsed | epochs | wall s | wall vs KerasTuner |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    kt_wall = sum(s["wall_seconds"] for s in summary if s["method"] == "kerastuner")
+    for method in METHODS:
+        mine = [s for s in summary if s["method"] == method]
+        if not mine:
+            continue
+        wins = sum(1 for name in sets if max((s for s in summary if s["set"] == name),
+                                             key=lambda s: s["test_balanced_accuracy_mean"])["method"] == method)
+        wall = sum(s["wall_seconds"] for s in mine)
+        lines.append(f"| {method} | {np.mean([s['test_balanced_accuracy_mean'] for s in mine]):.3f} | {wins} of {len(sets)} | "
+                     f"{sum(s['shipped_collapsed'] for s in mine)}/{sum(s['runs'] for s in mine)} | "
+                     f"{sum(s['epochs'] for s in mine)} | {wall:.0f} | {wall / kt_wall:.2f}x |" if kt_wall else "")
+    lines += ["", architecture_table(doc["jobs"])]
+    return "\n".join(lines)
+
+
+def architecture_table(jobs: list[dict[str, Any]]) -> str:
+    """What each architecture choice scored over every trial of the lstm-sweep and Optuna searches
+    (complete trials; val/test balanced accuracy minus the mean of the same search, so sets pool)."""
+    import numpy as np
+
+    choices = {"bidirectional": [False, True], "conv_filters": [0, 64], "pooling": ["last", "mean", "attention"],
+               "masking": [False, True]}
+    deltas: dict[tuple[str, Any], list[tuple[float, float]]] = {}
+    chosen: dict[tuple[str, Any], int] = {}
+    n_best = 0
+    for job in jobs:
+        trials = [t for t in job.get("trial_rows") or [] if t.get("state", "COMPLETE") == "COMPLETE"
+                  and t.get("test_balanced_accuracy") is not None]
+        if len(trials) < 2:
+            continue
+        val_mean = np.mean([t["val_balanced_accuracy"] for t in trials])
+        test_mean = np.mean([t["test_balanced_accuracy"] for t in trials])
+        for t in trials:
+            for key in choices:
+                if key == "masking" and job["set"] != "JapaneseVowels":
+                    continue
+                value = t["params"].get(key, False if key in ("bidirectional", "masking") else
+                                        (0 if key == "conv_filters" else "last"))
+                deltas.setdefault((key, value), []).append((t["val_balanced_accuracy"] - val_mean,
+                                                            t["test_balanced_accuracy"] - test_mean))
+        if job.get("best_params"):
+            n_best += 1
+            for key in choices:
+                chosen[(key, job["best_params"].get(key))] = chosen.get((key, job["best_params"].get(key)), 0) + 1
+    lines = ["| choice | trials | val BA vs search mean | test BA vs search mean | picked by the search |",
+             "| --- | --- | --- | --- | --- |"]
+    for key, values in choices.items():
+        for value in values:
+            d = deltas.get((key, value))
+            if not d:
+                continue
+            lines.append(f"| {key} = {value} | {len(d)} | {np.mean([a for a, _ in d]):+.3f} | "
+                         f"{np.mean([b for _, b in d]):+.3f} | {chosen.get((key, value), 0)} of {n_best} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--job", help=argparse.SUPPRESS)
@@ -375,15 +482,23 @@ def main() -> None:
                                         "except those of --rerun methods")
     parser.add_argument("--rerun", nargs="*", default=[], choices=METHODS,
                         help="methods to run again even if --reuse has them (e.g. after changing lstm-sweep)")
+    parser.add_argument("--seed-limit", nargs="*", default=[], metavar="SET=N",
+                        help="run only the first N seeds on SET (a set too slow for every seed; say so where quoted)")
+    parser.add_argument("--report", help="print the BENCHMARKS.md tables of a finished quality.json and exit")
     args = parser.parse_args()
     if args.job:
         run_job(args.job)
+        return
+    if args.report:
+        print(markdown(json.loads(Path(args.report).read_text())))
         return
     if not DATASETS.is_dir():
         raise SystemExit(f"{DATASETS} not found: the quality benchmark needs the shared datasets beside the repository")
     sets = args.sets or sorted(p.stem for p in DATASETS.glob("*.npz"))
     # Interleaved (seed, set, method) so every method sees the same mix of load over the run.
-    specs = [(name, seed, method) for seed in range(args.seeds) for name in sets for method in args.methods]
+    limits = {k: int(v) for k, v in (item.split("=") for item in args.seed_limit)}
+    specs = [(name, seed, method) for seed in range(args.seeds) for name in sets for method in args.methods
+             if seed < limits.get(name, args.seeds)]
     partial = REPO / "benchmarks" / "results" / f"{args.out}.partial.jsonl"
     partial.parent.mkdir(exist_ok=True)
     rows: list[dict[str, Any]] = []
@@ -423,7 +538,7 @@ def main() -> None:
     path = write_result(args.out, {
         "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:]),
         "note": "jobs marked reused come from an earlier, interrupted run of the same command (see --reuse)",
-        "settings": {"seeds": args.seeds, "trials": args.trials, "epochs": EPOCHS, "val_fraction": VAL_FRACTION,
+        "settings": {"seeds": args.seeds, "seed_limits": limits, "trials": args.trials, "epochs": EPOCHS, "val_fraction": VAL_FRACTION,
                      "parallel": args.parallel, "threads_per_job": 1},
         "total_wall_seconds": round(time.perf_counter() - t0, 1),
         "summary": summary, "references": {name: _references(name) for name in sets}, "jobs": rows,

@@ -107,23 +107,33 @@ class CollapseWatch:
     every prediction is one class. After ``warmup`` epochs (a model often starts out predicting
     the majority class), ``patience`` such epochs in a row stop the trial. ``patience = 0`` never
     stops.
+
+    A near single-class epoch whose balanced accuracy beats every earlier epoch of the trial does
+    not count: the model is still learning its way out (LSST, 14 classes: trials at 2-3x chance,
+    mostly predicting the top class, were stopped at epoch 4). Pass ``balanced_accuracy`` to use
+    this; without it every near single-class epoch counts.
     """
 
     warmup: int = 2
     patience: int = 2
     streak: int = 0
+    best_balanced_accuracy: float = float("-inf")
 
-    def update(self, epoch: int, penalty: float) -> bool:
-        """Record epoch ``epoch`` (1-based) and its penalty; True when the trial should stop."""
-        if epoch <= self.warmup or penalty <= 0:
+    def update(self, epoch: int, penalty: float, balanced_accuracy: float | None = None) -> bool:
+        """Record epoch ``epoch`` (1-based), its penalty and balanced accuracy; True when the trial
+        should stop."""
+        improving = balanced_accuracy is not None and balanced_accuracy > self.best_balanced_accuracy
+        if balanced_accuracy is not None:
+            self.best_balanced_accuracy = max(self.best_balanced_accuracy, balanced_accuracy)
+        if epoch <= self.warmup or penalty <= 0 or improving:
             self.streak = 0
         else:
             self.streak += 1
         return self.patience > 0 and self.streak >= self.patience
 
     def reason(self) -> str:
-        return (f"collapse: (nearly) one class predicted for {self.streak} epochs in a row after a "
-                f"{self.warmup}-epoch warm-up")
+        return (f"collapse: (nearly) one class predicted for {self.streak} epochs in a row without a gain in "
+                f"balanced accuracy, after a {self.warmup}-epoch warm-up")
 
 
 def rank_key(score: float, val_loss: float | None) -> tuple[float, float]:

@@ -117,7 +117,7 @@ class Objective:
             log.log_epoch(record)
             trial.report(record.val_score, record.epoch)
             # Collapse first: it names the cause, where the median pruner only says "worse".
-            if watch.update(record.epoch, record.val_penalty):
+            if watch.update(record.epoch, record.val_penalty, record.val_balanced_accuracy):
                 raise optuna.TrialPruned(watch.reason())
             if prunes and record.epoch > warmup and trial.should_prune():
                 raise optuna.TrialPruned(f"median: below the median of earlier trials at epoch {record.epoch}")
@@ -178,7 +178,7 @@ class Objective:
 
         def on_epoch(record: lstm.EpochRecord) -> None:
             interrupt.check()
-            if watch.update(record.epoch, record.val_penalty):
+            if watch.update(record.epoch, record.val_penalty, record.val_balanced_accuracy):
                 raise _Collapsed()
 
         training = lstm.start_training(

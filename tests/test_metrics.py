@@ -205,6 +205,23 @@ def test_a_healthy_or_recovering_history_is_never_stopped():
     assert _run(CollapseWatch(warmup=1, patience=3), [1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0]) is None
 
 
+def test_a_near_single_class_model_that_keeps_gaining_balanced_accuracy_is_not_stopped():
+    """LSST-like: 14 classes, mostly the top class predicted, but balanced accuracy rising."""
+    def stop_epoch(history):
+        watch = CollapseWatch(warmup=2, patience=2)
+        return next((e for e, (p, ba) in enumerate(history, start=1) if watch.update(e, p, ba)), None)
+
+    learning = [(0.3, 0.08), (0.3, 0.11), (0.2, 0.15), (0.1, 0.20), (0.05, 0.22), (0.0, 0.25)]
+    assert stop_epoch(learning) is None
+    stuck = [(0.3, 0.08), (0.3, 0.11), (0.2, 0.15), (0.2, 0.15), (0.2, 0.14), (0.2, 0.15)]
+    assert stop_epoch(stuck) == 5  # epochs 4 and 5 gained nothing
+    collapsed = [(1.0, 1 / 14)] * 6  # one class: balanced accuracy never moves off chance
+    assert stop_epoch(collapsed) == 4
+    # a gain resets the streak; stalling again starts it over
+    assert stop_epoch([(0.2, 0.1), (0.2, 0.1), (0.2, 0.1), (0.2, 0.2), (0.2, 0.2), (0.2, 0.19)]) == 6
+    assert "without a gain in balanced accuracy" in CollapseWatch().reason()
+
+
 def test_patience_zero_turns_collapse_stopping_off():
     assert _run(CollapseWatch(warmup=0, patience=0), [1.0] * 50) is None
 
