@@ -514,6 +514,7 @@ def main() -> None:
     with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool, partial.open("w") as log:
         for row in rows:
             log.write(json.dumps(row) + "\n")
+        log.flush()
         futures = {pool.submit(_launch, *spec, args.trials): spec for spec in specs}
         for future in concurrent.futures.as_completed(futures):
             row = future.result()

@@ -7,11 +7,17 @@ from pathlib import Path
 from sweep.tracking import CHAMPION, MlflowTracker
 
 
-def test_sync_champion_moves_the_alias_to_the_best_trials_version(tmp_path: Path, monkeypatch):
+def _tracker(tmp_path: Path, monkeypatch) -> MlflowTracker:
+    """A tracker with a study run started, on an SQLite store in ``tmp_path`` (artifacts there too)."""
     monkeypatch.chdir(tmp_path)
     tracker = MlflowTracker(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", study_name="s", log_models="best",
                             labels=[0, 1], timesteps=3, features=1, mean=[0.0], std=[1.0])
     tracker.start_sweep(params={}, tags={})
+    return tracker
+
+
+def test_sync_champion_moves_the_alias_to_the_best_trials_version(tmp_path: Path, monkeypatch):
+    tracker = _tracker(tmp_path, monkeypatch)
     client = tracker.client
     client.create_registered_model("s")
     for number in (0, 1):  # two tied trials, both registered; trial 1 registered last but took the alias
@@ -29,10 +35,7 @@ def test_sync_champion_moves_the_alias_to_the_best_trials_version(tmp_path: Path
 
 
 def test_crown_moves_the_champion_to_a_tied_score_only_with_a_lower_validation_loss(tmp_path: Path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    tracker = MlflowTracker(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", study_name="s", log_models="best",
-                            labels=[0, 1], timesteps=3, features=1, mean=[0.0], std=[1.0])
-    tracker.start_sweep(params={}, tags={})
+    tracker = _tracker(tmp_path, monkeypatch)
     client = tracker.client
 
     def crown(number: int, score: float, loss: float | None) -> str:
