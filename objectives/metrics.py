@@ -98,6 +98,12 @@ def warmup_epochs(min_epochs: int, steps_per_epoch: int, *, min_steps: int = MIN
     return max(min_epochs, -(-min_steps // max(1, steps_per_epoch)))
 
 
+# How far above chance (as a share of the way from chance to perfect) a trial's best balanced
+# accuracy must be before near single-class epochs stop counting as collapse (CollapseWatch).
+# Chosen by replaying the recorded curves of benchmarks/collapse.py (BENCHMARKS.md).
+LEARNED_MARGIN = 0.1
+
+
 @dataclass
 class CollapseWatch:
     """Says when a trial has predicted (nearly) one class for long enough to stop paying for it.
@@ -108,14 +114,22 @@ class CollapseWatch:
     the majority class), ``patience`` such epochs in a row stop the trial. ``patience = 0`` never
     stops.
 
-    A near single-class epoch whose balanced accuracy beats every earlier epoch of the trial does
-    not count: the model is still learning its way out (LSST, 14 classes: trials at 2-3x chance,
-    mostly predicting the top class, were stopped at epoch 4). Pass ``balanced_accuracy`` to use
-    this; without it every near single-class epoch counts.
+    Two kinds of near single-class epoch do not count (pass ``balanced_accuracy`` to use them;
+    without it every near single-class epoch counts):
+
+    * one whose balanced accuracy beats every earlier epoch of the trial: the model is still
+      learning its way out (LSST, 14 classes: trials at 2-3x chance, mostly predicting the top
+      class, were stopped at epoch 4);
+    * any epoch, once the trial has reached a balanced accuracy of ``chance + LEARNED_MARGIN *
+      (1 - chance)`` (``chance`` = 1 / number of classes): a model that has shown it separates the
+      classes is oscillating, not collapsed (Strawberry: a trial at 0.69 was stopped at epoch 6;
+      trained on, the same configuration reached 0.95). The patience and the median pruner still
+      stop it if it does not improve.
     """
 
     warmup: int = 2
     patience: int = 2
+    chance: float | None = None
     streak: int = 0
     best_balanced_accuracy: float = float("-inf")
 
@@ -125,7 +139,9 @@ class CollapseWatch:
         improving = balanced_accuracy is not None and balanced_accuracy > self.best_balanced_accuracy
         if balanced_accuracy is not None:
             self.best_balanced_accuracy = max(self.best_balanced_accuracy, balanced_accuracy)
-        if epoch <= self.warmup or penalty <= 0 or improving:
+        learned = self.chance is not None and \
+            self.best_balanced_accuracy > self.chance + LEARNED_MARGIN * (1.0 - self.chance)
+        if epoch <= self.warmup or penalty <= 0 or improving or learned:
             self.streak = 0
         else:
             self.streak += 1

@@ -110,7 +110,7 @@ class Objective:
         prunes = study is not None and not isinstance(study.pruner, optuna.pruners.NopPruner)
 
         warmup = self._warmup(params)
-        watch = CollapseWatch(warmup=warmup, patience=self.collapse_patience)
+        watch = CollapseWatch(warmup=warmup, patience=self.collapse_patience, chance=1 / self.n_classes)
 
         def on_epoch(record: lstm.EpochRecord) -> None:
             interrupt.check()
@@ -174,7 +174,7 @@ class Objective:
         """Train ``params`` once more with another seed, exactly as a trial trains (patience, best
         epoch kept, collapse stopping), outside Optuna; returns its validation and test scores."""
         warmup = self._warmup(params)
-        watch = CollapseWatch(warmup=warmup, patience=self.collapse_patience)
+        watch = CollapseWatch(warmup=warmup, patience=self.collapse_patience, chance=1 / self.n_classes)
 
         def on_epoch(record: lstm.EpochRecord) -> None:
             interrupt.check()

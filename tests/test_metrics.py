@@ -222,6 +222,25 @@ def test_a_near_single_class_model_that_keeps_gaining_balanced_accuracy_is_not_s
     assert "without a gain in balanced accuracy" in CollapseWatch().reason()
 
 
+def test_a_trial_that_has_learned_something_is_oscillating_not_collapsed():
+    """Strawberry-like: 2 classes, balanced accuracy reached 0.69, then two near single-class epochs
+    without a gain. With the chance level known that is not a collapse; without it, it is."""
+    history = [(0.0, 0.60), (0.0, 0.65), (0.0, 0.69), (0.1, 0.62), (0.2, 0.58), (0.2, 0.60), (0.0, 0.75)]
+
+    def stop_epoch(watch):
+        return next((e for e, (p, ba) in enumerate(history, start=1) if watch.update(e, p, ba)), None)
+
+    assert stop_epoch(CollapseWatch(warmup=2, patience=2, chance=0.5)) is None
+    assert stop_epoch(CollapseWatch(warmup=2, patience=2)) == 5
+    # Below the margin (0.5 + 0.1 * 0.5 = 0.55) it still counts: a two-class model stuck near chance.
+    stuck = [(0.3, 0.52), (0.3, 0.54), (0.3, 0.54), (0.3, 0.53), (0.3, 0.54)]
+    watch = CollapseWatch(warmup=2, patience=2, chance=0.5)
+    assert next((e for e, (p, ba) in enumerate(stuck, start=1) if watch.update(e, p, ba)), None) == 4
+    # 14 classes: the bar is 1/14 + 0.1 * 13/14 = 0.164.
+    watch = CollapseWatch(warmup=0, patience=2, chance=1 / 14)
+    assert not any(watch.update(e, 0.2, ba) for e, ba in enumerate([0.17, 0.10, 0.09, 0.09], start=1))
+
+
 def test_patience_zero_turns_collapse_stopping_off():
     assert _run(CollapseWatch(warmup=0, patience=0), [1.0] * 50) is None
 
