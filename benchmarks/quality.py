@@ -278,8 +278,8 @@ def job_lstm_sweep(path: Path, seed: int, trials: int) -> dict[str, Any]:
                   "trial_rows": [{key: r[key] for key in ("number", "state", "value", "val_balanced_accuracy",
                                                           "test_balanced_accuracy", "collapse", "epochs_run",
                                                           "duration_s", "params")} for r in rows]}
-        if best is None:
-            # No trial completed: nothing is shipped. Scored as the constant predictor a user is
+        if best is None or best.user_attrs["result"]["collapsed"]:
+            # No trial completed, or the best is collapsed: no champion is registered, nothing is shipped. Scored as the constant predictor a user is
             # left with (balanced accuracy 1/k), never left out of the mean.
             import numpy as np
 
@@ -345,6 +345,12 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return float(np.mean(values)), float(np.std(values))
 
 
+def _nothing_shipped(row: dict[str, Any]) -> bool:
+    """lstm-sweep registers no champion when no trial completed or its best trial is collapsed
+    (every complete trial then is): the user gets no model, scored as the constant predictor."""
+    return bool(row.get("no_model")) or (row["method"] == "lstm_sweep" and bool(row.get("val_collapsed")))
+
+
 def summarize(rows: list[dict[str, Any]], sets: list[str]) -> list[dict[str, Any]]:
     out = []
     for name in sets:
@@ -359,7 +365,8 @@ def summarize(rows: list[dict[str, Any]], sets: list[str]) -> list[dict[str, Any
                 "test_balanced_accuracy_mean": ba, "test_balanced_accuracy_std": ba_sd,
                 "test_accuracy_mean": acc, "test_accuracy_std": acc_sd,
                 "val_balanced_accuracy_mean": _mean_std([r["val_balanced_accuracy"] for r in mine])[0],
-                "shipped_collapsed": sum(bool(r["test_collapsed"]) for r in mine),
+                "shipped_collapsed": sum(bool(r["test_collapsed"]) and not _nothing_shipped(r) for r in mine),
+                "nothing_shipped": sum(_nothing_shipped(r) for r in mine),
                 "collapsed_trials": (sum(r["collapsed_trials"] for r in mine)
                                      if all(r.get("collapsed_trials") is not None for r in mine) else None),
                 "epochs": sum(r["epochs"] for r in mine),
@@ -399,7 +406,8 @@ def markdown(doc: dict[str, Any]) -> str:
 
     summary, refs = doc["summary"], doc["references"]
     sets = list(dict.fromkeys(s["set"] for s in summary))
-    lines = ["| set | method | test BA (mean ± std) | test acc | shipped collapsed | collapsed trials | epochs | wall s |",
+    lines = ["| set | method | test BA (mean ± std) | test acc | shipped collapsed / nothing shipped | collapsed trials "
+             "| epochs | wall s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in sets:
         mine = [s for s in summary if s["set"] == name]
@@ -407,11 +415,12 @@ def markdown(doc: dict[str, Any]) -> str:
         for s in mine:
             ba = f"{s['test_balanced_accuracy_mean']:.3f} ± {s['test_balanced_accuracy_std']:.3f}"
             lines.append(f"| {name} | {s['method']} | {'**' + ba + '**' if s['test_balanced_accuracy_mean'] == top else ba} "
-                         f"| {s['test_accuracy_mean']:.3f} | {s['shipped_collapsed']}/{s['runs']} | "
+                         f"| {s['test_accuracy_mean']:.3f} | {s['shipped_collapsed']} / {s['nothing_shipped']} of {s['runs']} | "
                          f"{'-' if s['collapsed_trials'] is None else s['collapsed_trials']} | {s['epochs']} | "
                          f"{s['wall_seconds']:.0f} |")
         lines.append(f"| {name} | *references* | {_reference_cells(name, refs[name])} | | | | | |")
-    lines += ["", "| method | mean test BA over sets | sets where best | shipped collapsed | epochs | wall s | wall vs KerasTuner |",
+    lines += ["", "| method | mean test BA over sets | sets where best | shipped collapsed / nothing shipped | epochs | wall s "
+              "| wall vs KerasTuner |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
     kt_wall = sum(s["wall_seconds"] for s in summary if s["method"] == "kerastuner")
     for method in METHODS:
@@ -422,7 +431,8 @@ def markdown(doc: dict[str, Any]) -> str:
                                              key=lambda s: s["test_balanced_accuracy_mean"])["method"] == method)
         wall = sum(s["wall_seconds"] for s in mine)
         lines.append(f"| {method} | {np.mean([s['test_balanced_accuracy_mean'] for s in mine]):.3f} | {wins} of {len(sets)} | "
-                     f"{sum(s['shipped_collapsed'] for s in mine)}/{sum(s['runs'] for s in mine)} | "
+                     f"{sum(s['shipped_collapsed'] for s in mine)} / {sum(s['nothing_shipped'] for s in mine)} of "
+                     f"{sum(s['runs'] for s in mine)} | "
                      f"{sum(s['epochs'] for s in mine)} | {wall:.0f} | {wall / kt_wall:.2f}x |" if kt_wall else "")
     lines += ["", architecture_table(doc["jobs"])]
     return "\n".join(lines)
@@ -437,7 +447,7 @@ def architecture_table(jobs: list[dict[str, Any]]) -> str:
                "masking": [False, True]}
     deltas: dict[tuple[str, Any], list[tuple[float, float]]] = {}
     chosen: dict[tuple[str, Any], int] = {}
-    n_best = 0
+    n_best = n_padded = 0
     for job in jobs:
         trials = [t for t in job.get("trial_rows") or [] if t.get("state", "COMPLETE") == "COMPLETE"
                   and t.get("test_balanced_accuracy") is not None]
@@ -456,7 +466,10 @@ def architecture_table(jobs: list[dict[str, Any]]) -> str:
         if job.get("best_params"):
             n_best += 1
             for key in choices:
+                if key == "masking" and job["set"] != "JapaneseVowels":
+                    continue
                 chosen[(key, job["best_params"].get(key))] = chosen.get((key, job["best_params"].get(key)), 0) + 1
+            n_padded += job["set"] == "JapaneseVowels"
     lines = ["| choice | trials | val BA vs search mean | test BA vs search mean | picked by the search |",
              "| --- | --- | --- | --- | --- |"]
     for key, values in choices.items():
@@ -465,7 +478,8 @@ def architecture_table(jobs: list[dict[str, Any]]) -> str:
             if not d:
                 continue
             lines.append(f"| {key} = {value} | {len(d)} | {np.mean([a for a, _ in d]):+.3f} | "
-                         f"{np.mean([b for _, b in d]):+.3f} | {chosen.get((key, value), 0)} of {n_best} |")
+                         f"{np.mean([b for _, b in d]):+.3f} | "
+                         f"{chosen.get((key, value), 0)} of {n_padded if key == 'masking' else n_best} |")
     return "\n".join(lines)
 
 
@@ -530,11 +544,11 @@ def main() -> None:
     for s in summary:
         table.append([s["set"], s["method"],
                       f"{s['test_balanced_accuracy_mean']:.3f} ± {s['test_balanced_accuracy_std']:.3f}",
-                      f"{s['test_accuracy_mean']:.3f}", str(s["shipped_collapsed"]),
+                      f"{s['test_accuracy_mean']:.3f}", f"{s['shipped_collapsed']} / {s['nothing_shipped']}",
                       "-" if s["collapsed_trials"] is None else str(s["collapsed_trials"]),
                       str(s["epochs"]), f"{s['wall_seconds']:.0f}"])
     print_table(f"Test scores, {args.seeds} seeds x {args.trials} trials, {EPOCHS}-epoch cap",
-                ["set", "method", "test BA mean ± std", "test acc", "shipped collapsed", "collapsed trials",
+                ["set", "method", "test BA mean ± std", "test acc", "shipped collapsed / none", "collapsed trials",
                  "epochs", "wall s"], table)
     path = write_result(args.out, {
         "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:]),

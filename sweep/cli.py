@@ -290,7 +290,10 @@ def _print_summary(result: Any, prep: Any) -> None:
         if steady["trial"] != best["number"]:
             out.print(f"[yellow]trial {steady['trial']} holds up better across seeds than the search's winner "
                       f"(trial {best['number']}): prefer its configuration[/]")
-    if best.get("model_uri"):
+    if best.get("collapsed"):
+        out.print(f"[red]every complete trial predicted one class: no model is registered as the champion "
+                  f"(sweep predict has none to use)[/]; see sweep diagnose --study {result.name}")
+    elif best.get("model_uri"):
         out.print(f"model:  {best['model_uri']}")
     out.print(f"\nnext:   sweep best {result.name}    sweep status {result.name}    sweep ui  (MLflow store {result.tracking_uri})")
     if result.experiment_id is not None and not result.tracking_uri.startswith("http"):

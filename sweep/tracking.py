@@ -253,7 +253,7 @@ class MlflowTracker:
                 metrics["trials_collapsed"] = summary["trials_collapsed"]
                 if summary["collapse_rate"] is not None:
                     metrics["collapse_rate"] = summary["collapse_rate"]
-            if best is not None and best.get("model_uri"):
+            if best is not None and best.get("model_uri") and not best.get("collapsed"):
                 try:
                     self.sync_champion(best)
                 except Exception as exc:  # noqa: BLE001 - a store without a registry must not fail the sweep
@@ -484,7 +484,8 @@ class _TrialRun:
                           "study": self.tracker.study_name, "trial_number": self.number},
             )
         mlflow.log_dict(self.tracker.preprocessing, "model_preprocessing.json")
-        if outcome.is_new_best:
+        # A collapsed model is never the champion: when every trial so far collapsed there is none.
+        if outcome.is_new_best and not outcome.val.collapsed:
             try:
                 self.tracker.crown(info.model_uri, model_id=info.model_id, trial_number=self.number,
                                    score=outcome.val.score, val_loss=outcome.val_loss)

@@ -298,6 +298,15 @@ def test_a_study_forced_to_collapse_stops_its_trials_early_as_pruned_collapse(tm
     assert again.returncode == 0, again.stderr
     [t] = _trials(tmp_path, "col-off")
     assert t.state.name == "COMPLETE" and t.user_attrs["result"]["epochs_run"] == 8
+    # It completed, but it is a one-class model: never the champion, and the user is told so.
+    assert t.user_attrs["result"]["collapsed"] is True
+    assert "no model is registered as the champion" in again.stdout
+    registry = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert not registry.search_model_versions("name = 'col-off'")
+    refused = run_sweep_cli("predict", "col-off", str(data), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+                            "--out", str(tmp_path / "p.csv"), cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "champion" in refused.stderr
+    assert not (tmp_path / "p.csv").exists()
     # Why: tiny units everywhere and no class weights on 4 : 1 classes.
     diag = run_sweep_cli("diagnose", "--study", "col", "--json", "--storage", f"sqlite:///{tmp_path}/sweep.db",
                          cwd=tmp_path)
