@@ -20,7 +20,8 @@ from objectives.detectors import collapsed_epochs, gradient_summary
 from objectives.decision import fit_decision_rule
 from objectives.imbalance import steps_per_epoch
 from objectives.metrics import (
-    MIN_WARMUP_STEPS, CollapseWatch, Evaluation, cross_entropy, evaluate_predictions, rank_key, warmup_epochs,
+    MIN_WARMUP_STEPS, WARMUP_FRACTION, CollapseWatch, Evaluation, cross_entropy, evaluate_predictions, rank_key,
+    warmup_epochs,
 )
 from objectives.search_space import LstmParams, SearchSpace, suggest_params
 from sweep import interrupt
@@ -84,8 +85,10 @@ class Objective:
         self, split: Split, *, n_classes: int, space: SearchSpace, epochs: int, patience: int, seed: int,
         tracker: Tracker | None = None, collapse_warmup: int = 2, collapse_patience: int = 2,
         adjust_decision: bool = False, warmup_steps: int = MIN_WARMUP_STEPS,
+        warmup_fraction: float = WARMUP_FRACTION,
     ) -> None:
         self.warmup_steps = warmup_steps
+        self.warmup_fraction = warmup_fraction
         self.adjust_decision = adjust_decision
         self.collapse_warmup, self.collapse_patience = collapse_warmup, collapse_patience
         self.split = split
@@ -109,7 +112,7 @@ class Objective:
         study = getattr(trial, "study", None)
         prunes = study is not None and not isinstance(study.pruner, optuna.pruners.NopPruner)
 
-        warmup = self._warmup(params)
+        warmup, min_epochs = self._warmup(params), self._min_epochs(params)
         watch = CollapseWatch(warmup=warmup, patience=self.collapse_patience, chance=1 / self.n_classes)
 
         def on_epoch(record: lstm.EpochRecord) -> None:
@@ -119,7 +122,7 @@ class Objective:
             # Collapse first: it names the cause, where the median pruner only says "worse".
             if watch.update(record.epoch, record.val_penalty, record.val_balanced_accuracy):
                 raise optuna.TrialPruned(watch.reason())
-            if prunes and record.epoch > warmup and trial.should_prune():
+            if prunes and record.epoch > min_epochs and trial.should_prune():
                 raise optuna.TrialPruned(f"median: below the median of earlier trials at epoch {record.epoch}")
 
         try:
@@ -127,7 +130,7 @@ class Objective:
             training = lstm.start_training(
                 params, X_train=self.split.X_train, y_train=self.split.y_train, X_val=self.split.X_val,
                 y_val=self.split.y_val, n_classes=self.n_classes, mean=self.mean, std=self.std,
-                patience=self.patience, seed=seed, on_epoch=on_epoch, min_epochs=warmup,
+                patience=self.patience, seed=seed, on_epoch=on_epoch, min_epochs=min_epochs,
             )
             outcome.history = training.history
             try:
@@ -184,7 +187,7 @@ class Objective:
         training = lstm.start_training(
             params, X_train=self.split.X_train, y_train=self.split.y_train, X_val=self.split.X_val,
             y_val=self.split.y_val, n_classes=self.n_classes, mean=self.mean, std=self.std,
-            patience=self.patience, seed=seed, on_epoch=on_epoch, min_epochs=warmup,
+            patience=self.patience, seed=seed, on_epoch=on_epoch, min_epochs=self._min_epochs(params),
         )
         stopped = False
         try:
@@ -202,10 +205,18 @@ class Objective:
         }
 
     def _warmup(self, params: LstmParams) -> int:
-        """Epochs before a trial may be stopped: the configured warm-up epochs, and enough epochs for
-        ``warmup_steps`` optimizer steps (small sets need more epochs)."""
+        """Epochs before a trial may be stopped for collapse: the configured warm-up epochs, and
+        enough epochs for ``warmup_steps`` optimizer steps (small sets need more epochs)."""
         steps = steps_per_epoch(self.split.y_train, params.class_weight, params.batch_size)
         return warmup_epochs(self.collapse_warmup, steps, min_steps=self.warmup_steps)
+
+    def _min_epochs(self, params: LstmParams) -> int:
+        """Epochs before a trial may be stopped for a flat or below-median score: the collapse
+        warm-up, and ``warmup_fraction`` of the epoch budget (slow starters). A model that predicts
+        one class is still stopped after the shorter warm-up."""
+        steps = steps_per_epoch(self.split.y_train, params.class_weight, params.batch_size)
+        return warmup_epochs(self.collapse_warmup, steps, min_steps=self.warmup_steps, epochs=self.epochs,
+                             fraction=self.warmup_fraction)
 
     def _evaluate(self, training: lstm.Training, outcome: TrialOutcome) -> None:
         outcome.best_epoch = training.best_epoch

@@ -215,6 +215,27 @@ def _choices(name: str, key: str, value: Any) -> tuple[Any, ...]:
     return tuple(float(v) for v in value)
 
 
+def baseline_params(space: SearchSpace, *, padded: bool = False) -> dict[str, Any]:
+    """The first trial of every new study: the classic stacked LSTM (the :class:`LstmParams`
+    defaults: 2 x LSTM(64), dropout 0.2, Adam 1e-3, "balanced" class weights, batch 32), moved into
+    ``space`` where the space excludes a default (nearest bound of a range, first listed choice).
+
+    Returned as the trial parameters :func:`suggest_params` asks for, ready for
+    ``study.enqueue_trial``: the search never ends worse than the recipe users copy, on validation.
+    """
+    default = LstmParams()
+    params: dict[str, Any] = {}
+    for f in dataclasses.fields(space):
+        allowed, value = getattr(space, f.name), getattr(default, f.name)
+        if isinstance(allowed, (IntRange, FloatRange)):
+            params[f.name] = min(max(value, allowed.low), allowed.high)
+        else:
+            params[f.name] = value if value in allowed else allowed[0]
+    if not (padded and params["conv_filters"] == 0 and True in space.masking):
+        del params["masking"]  # not a trial parameter here (see suggest_params)
+    return params
+
+
 def suggest_params(trial: Any, space: SearchSpace, *, padded: bool = False) -> LstmParams:
     """Ask an Optuna trial (or ``FixedTrial``) for one configuration from ``space``.
 

@@ -91,6 +91,8 @@ def run(
     collapse_patience: Optional[int] = typer.Option(None, "--collapse-patience", help="Stop a trial after this many (near) single-class epochs in a row, as pruned with reason 'collapse' (default 2; 0 = never)."),
     collapse_warmup: Optional[int] = typer.Option(None, "--collapse-warmup", help="Epochs before collapse stopping starts counting (default 2)."),
     warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="No trial is stopped (collapse, flat score, median pruner) before this many optimizer steps (default 100)."),
+    warmup_fraction: Optional[float] = typer.Option(None, "--warmup-fraction", help="No trial is stopped for a flat or below-median score before this share of --epochs (default 0.5: slow starters get half the budget; collapse stopping keeps its shorter warm-up)."),
+    baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline", help="A new study's first trial is the classic stacked LSTM recipe (2 x LSTM(64), dropout 0.2, Adam 1e-3, balanced class weights, batch 32; default on)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the split, the sampler and training (default 0)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", show_envvar=True,
                                                help="MLflow tracking URI (default sqlite:///mlflow.db, artifacts in ./mlruns)."),
@@ -110,7 +112,8 @@ def run(
         study=study, storage=storage, n_trials=n_trials, epochs=epochs, patience=patience,
         val_fraction=val_fraction, seed=seed, tracking_uri=tracking_uri, log_models=log_models,
         pruner=pruner, threads=threads, workers=workers, collapse_patience=collapse_patience,
-        collapse_warmup=collapse_warmup, warmup_steps=warmup_steps, adjust_decision=adjust_decision, retrain_top=retrain_top,
+        collapse_warmup=collapse_warmup, warmup_steps=warmup_steps, warmup_fraction=warmup_fraction,
+        baseline=baseline, adjust_decision=adjust_decision, retrain_top=retrain_top,
         retrain_seeds=retrain_seeds,
     ))
     from sweep.runner import open_sweep, prepare
@@ -220,7 +223,8 @@ def _run_with_progress(opened: Any, workers: int) -> Any:
                       f"test bal.acc {_fmt(row['test_balanced_accuracy'])}")
         progress.console.print(
             f"trial {row['number']:>3} [{colour}]{state:<8}[/] {detail}{collapsed}{star}  "
-            f"[dim]{_short_params(row['params'])}  {_fmt(row['duration_s'], 1)}s[/]"
+            f"[dim]{'baseline recipe: ' if row.get('baseline') else ''}{_short_params(row['params'])}  "
+            f"{_fmt(row['duration_s'], 1)}s[/]"
         )
         if task is not None and state in ("complete", "pruned"):
             progress.update(task, advance=1, best=_fmt(best["value"]) if best else "-")

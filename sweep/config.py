@@ -3,8 +3,9 @@
 A config file is TOML with up to three tables::
 
     [run]            # study, storage, n_trials, seed, tracking_uri, log_models, pruner, threads, workers,
-                     # adjust_decision, retrain_top, retrain_seeds
-    [train]          # epochs, val_fraction, patience, collapse_warmup, collapse_patience, warmup_steps
+                     # adjust_decision, retrain_top, retrain_seeds, baseline
+    [train]          # epochs, val_fraction, patience, collapse_warmup, collapse_patience, warmup_steps,
+                     # warmup_fraction
     [search_space]   # narrows the ranges and choices of objectives.search_space.SearchSpace
 """
 
@@ -40,6 +41,9 @@ class TrainSettings:
     # No trial is stopped (collapse, flat score, median pruner) before this many optimizer steps:
     # on a small set an epoch is a few steps, and models start out predicting the majority class.
     warmup_steps: int = 100
+    # ... and none is stopped for a flat or below-median score before this share of `epochs` (slow
+    # starters: objectives.metrics.WARMUP_FRACTION); collapse stopping keeps the shorter warm-up.
+    warmup_fraction: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,9 @@ class SweepConfig:
     # report mean +- std, so one lucky seed does not pick the winner (0 = skip).
     retrain_top: int = 3
     retrain_seeds: int = 3
+    # Start a new study with the classic stacked-LSTM recipe as trial 0
+    # (objectives.search_space.baseline_params), then search.
+    baseline: bool = True
     train: TrainSettings = field(default_factory=TrainSettings)
     space: SearchSpace = field(default_factory=SearchSpace)
 
@@ -76,7 +83,7 @@ class SweepConfig:
 
 
 _RUN_KEYS = {"study", "storage", "n_trials", "seed", "tracking_uri", "log_models", "pruner", "threads", "workers",
-             "adjust_decision", "retrain_top", "retrain_seeds"}
+             "adjust_decision", "retrain_top", "retrain_seeds", "baseline"}
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainSettings)}
 
 
@@ -149,6 +156,9 @@ def _validate(cfg: SweepConfig, where: str) -> None:
     need_int("train.collapse_warmup (--collapse-warmup)", cfg.train.collapse_warmup, 0)
     need_int("train.collapse_patience (--collapse-patience)", cfg.train.collapse_patience, 0)
     need_int("train.warmup_steps (--warmup-steps)", cfg.train.warmup_steps, 0)
+    wf = cfg.train.warmup_fraction
+    if isinstance(wf, bool) or not isinstance(wf, (int, float)) or not 0 <= wf <= 1:
+        raise ConfigError(f"train.warmup_fraction (--warmup-fraction) must be a number in [0, 1], got {wf!r}")
     if cfg.threads is not None:
         need_int("threads (--threads)", cfg.threads, 1)
     need_int("workers (--workers)", cfg.workers, 1, 64)
@@ -161,8 +171,9 @@ def _validate(cfg: SweepConfig, where: str) -> None:
         raise ConfigError(f"pruner (--pruner) must be one of {', '.join(PRUNERS)}, got {cfg.pruner!r}")
     need_int("retrain_top (--retrain-top)", cfg.retrain_top, 0, 20)
     need_int("retrain_seeds (--retrain-seeds)", cfg.retrain_seeds, 1, 20)
-    if not isinstance(cfg.adjust_decision, bool):
-        raise ConfigError(f"{where}: run.adjust_decision must be true or false, got {cfg.adjust_decision!r}")
+    for key in ("adjust_decision", "baseline"):
+        if not isinstance(getattr(cfg, key), bool):
+            raise ConfigError(f"{where}: run.{key} must be true or false, got {getattr(cfg, key)!r}")
     if not isinstance(cfg.storage, str) or not cfg.storage:
         raise ConfigError(f"{where}: run.storage must be a database URL string")
     if cfg.study is not None and (not isinstance(cfg.study, str) or not cfg.study.strip()):

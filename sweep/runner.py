@@ -15,9 +15,9 @@ from typing import Any, Callable
 from optuna.trial import FrozenTrial
 
 from sweep import __version__
-from objectives.search_space import SearchSpace
+from objectives.search_space import SearchSpace, baseline_params
 from sweep.config import SweepConfig, TrainSettings
-from sweep.data import Dataset, Split, load_dataset, split_stratified, standardization
+from sweep.data import Dataset, Split, is_padded, load_dataset, split_stratified, standardization
 from sweep.errors import DataError, StudyError
 from sweep.explain import collapse_summary
 from sweep.study import (
@@ -120,8 +120,10 @@ def open_sweep(prep: PreparedSweep, *, allow_changes: bool = False) -> OpenSweep
     """
     cfg, data = prep.cfg, prep.data
     storage = open_storage(cfg.storage)
+    first = baseline_params(cfg.space, padded=is_padded(prep.split.X_train)) if cfg.baseline else None
     study, resumed = create_or_resume(
-        cfg, name=prep.name, storage=storage, identity=study_identity(prep), allow_changes=allow_changes
+        cfg, name=prep.name, storage=storage, identity=study_identity(prep), allow_changes=allow_changes,
+        first_trial=first,
     )
     tracker = _tracker(prep)
     parent = tracker.start_sweep(
@@ -198,7 +200,7 @@ def _objective(prep: PreparedSweep, *, tracker: Any = None, adjust_decision: boo
         prep.split, n_classes=prep.data.n_classes, space=cfg.space, epochs=cfg.train.epochs,
         patience=cfg.train.patience, seed=cfg.seed, tracker=tracker,
         collapse_warmup=cfg.train.collapse_warmup, collapse_patience=cfg.train.collapse_patience,
-        warmup_steps=cfg.train.warmup_steps,
+        warmup_steps=cfg.train.warmup_steps, warmup_fraction=cfg.train.warmup_fraction,
         adjust_decision=adjust_decision,
     )
 

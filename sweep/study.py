@@ -335,9 +335,11 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
 
 def create_or_resume(
     cfg: SweepConfig, *, name: str, storage: optuna.storages.BaseStorage, identity: dict[str, Any],
-    allow_changes: bool = False,
+    allow_changes: bool = False, first_trial: dict[str, Any] | None = None,
 ) -> tuple[optuna.Study, bool]:
     """Create the study, or resume it if its stored identity (data + space + settings) matches.
+
+    A new study gets ``first_trial`` (parameters) queued as trial 0, tagged ``baseline``.
 
     Creation is serialized across processes (:func:`creation_lock`), so several ``sweep run``
     processes started at once on a fresh database make one study, not a crash.
@@ -367,6 +369,8 @@ def create_or_resume(
                 study.set_user_attr(key, value)
             # What optuna-dashboard and plots call the objective (else "Objective 0").
             study.set_metric_names(["val score (balanced accuracy - collapse penalty)"])
+            if first_trial is not None:
+                study.enqueue_trial(first_trial, user_attrs={"baseline": True})
         study.set_user_attr("n_trials", cfg.n_trials)
         study.set_user_attr("run_settings", {"pruner": cfg.pruner, "log_models": cfg.log_models,
                                              "adjust_decision": cfg.adjust_decision})
@@ -599,6 +603,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "reason": reason,
             "surplus": a.get("fail_reason") == SURPLUS,
             "retry_of": t.system_attrs.get("failed_trial"),
+            "baseline": bool(t.user_attrs.get("baseline")),  # the recipe queued as a new study's trial 0
         })
     return rows
 

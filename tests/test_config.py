@@ -106,7 +106,7 @@ def test_read_config_file_fills_missing_tables(tmp_path):
     [
         ("[runs]\nn_trials = 3\n", ["unknown table [runs]", "use [run], [train] and [search_space]"]),
         ("[run]\nntrials = 3\n", ["run.ntrials: unknown key", "n_trials"]),
-        ("[train]\nepoch = 3\n", ["train.epoch: unknown key", "known keys are collapse_patience, collapse_warmup, epochs, patience, val_fraction, warmup_steps"]),
+        ("[train]\nepoch = 3\n", ["train.epoch: unknown key", "known keys are collapse_patience, collapse_warmup, epochs, patience, val_fraction, warmup_fraction, warmup_steps"]),
         ("[search_space]\nwidth = 3\n", ["search_space.width: unknown key"]),
         ("[search_space]\nunits = { low = 64, high = 8 }\n", ["search_space.units: low=64 > high=8; swap them"]),
         ("[search_space]\nclass_weight = ['focal']\n", ["unknown strategy 'focal'"]),
@@ -182,6 +182,10 @@ def test_missing_config_file(tmp_path):
         ({"collapse_patience": -1}, "--collapse-patience"),
         ({"collapse_warmup": 1.5}, "--collapse-warmup"),
         ({"warmup_steps": -1}, "--warmup-steps"),
+        ({"warmup_fraction": 1.5}, "train.warmup_fraction (--warmup-fraction) must be a number in [0, 1], got 1.5"),
+        ({"warmup_fraction": -0.1}, "--warmup-fraction"),
+        ({"warmup_fraction": True}, "--warmup-fraction"),
+        ({"baseline": "yes"}, "run.baseline must be true or false, got 'yes'"),
         ({"seed": -1}, "--seed"),
         ({"val_fraction": 0.0}, "--val-fraction"),
         ({"val_fraction": 0.51}, "--val-fraction"),
@@ -255,5 +259,5 @@ def test_identity_holds_the_space_the_training_settings_and_the_seed():
     ident = cfg.identity()
     assert ident["seed"] == 5 and ident["train"] == {
         "epochs": 2, "val_fraction": 0.2, "patience": 5, "collapse_warmup": 2, "collapse_patience": 2,
-        "warmup_steps": 100}
+        "warmup_steps": 100, "warmup_fraction": 0.5}
     assert ident["search_space"] == SearchSpace().to_dict()

@@ -262,6 +262,19 @@ def test_warmup_epochs_cover_both_the_epoch_warmup_and_the_minimum_steps(min_epo
     assert warmup_epochs(min_epochs, steps_per_epoch, min_steps=min_steps) == expected
 
 
+@pytest.mark.parametrize("epochs, fraction, expected", [
+    (20, 0.5, 10),   # the quality benchmark's cap: slow starters get 10 epochs
+    (15, 0.5, 8),    # the default budget (rounded up)
+    (10, 0.3, 3),    # 0.3 * 10 is 3.0000000000000004 in floating point, still 3
+    (20, 0.0, 2),    # 0 turns it off: the epoch warm-up alone
+    (4, 1.0, 4),     # 1: never stopped early (collapse, patience, pruner)
+])
+def test_warmup_epochs_cover_a_share_of_the_epoch_budget(epochs, fraction, expected):
+    from objectives.metrics import warmup_epochs
+
+    assert warmup_epochs(2, 77, min_steps=100, epochs=epochs, fraction=fraction) == expected
+
+
 # --- ranking: score, then validation loss -------------------------------------------------------
 
 

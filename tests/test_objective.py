@@ -27,3 +27,25 @@ def test_a_non_finite_loss_fails_the_trial_with_reason_nan_loss(tmp_path, tiny_s
     [trial] = study.get_trials()
     assert trial.state == optuna.trial.TrialState.FAIL
     assert trial.user_attrs["fail_reason"].startswith(f"{NAN_LOSS}: training loss became nan at epoch 2")
+
+
+def test_flat_scores_wait_for_half_the_budget_but_collapse_stopping_keeps_its_short_warmup(tiny_signal):
+    """What a trial is granted before each kind of stop (the tiny set: 60 training sequences, a few
+    steps an epoch, so the 100-step warm-up is longer than half of a 10-epoch budget)."""
+    from objectives.objective import Objective
+    from objectives.search_space import LstmParams, SearchSpace
+    from sweep.data import load_dataset, split_stratified
+
+    data = load_dataset(tiny_signal)
+    split = split_stratified(data, val_fraction=0.25, seed=0)
+
+    def objective(**kwargs):
+        return Objective(split, n_classes=data.n_classes, space=SearchSpace(), patience=5, seed=0, **kwargs)
+
+    params = LstmParams(batch_size=32, class_weight="balanced")
+    off = objective(epochs=40, warmup_steps=0, warmup_fraction=0.0)
+    assert (off._warmup(params), off._min_epochs(params)) == (2, 2)
+    half = objective(epochs=40, warmup_steps=0)  # the default fraction, 0.5
+    assert (half._warmup(params), half._min_epochs(params)) == (2, 20)
+    steps = objective(epochs=10, warmup_steps=100, warmup_fraction=0.5)
+    assert steps._warmup(params) == steps._min_epochs(params) > 5  # the step warm-up is the longer one here

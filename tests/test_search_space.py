@@ -15,6 +15,7 @@ from objectives.search_space import (
     POOLINGS,
     LstmParams,
     SearchSpace,
+    baseline_params,
     conv_pool_size,
     suggest_params,
 )
@@ -67,6 +68,35 @@ def test_masking_is_searched_only_on_padded_data_without_a_conv_front_end():
     off = SearchSpace.from_mapping({"masking": [False], "conv_filters": [0]})
     trial = optuna.create_study().ask()
     assert suggest_params(trial, off, padded=True).masking is False and "masking" not in trial.params
+
+
+def test_the_baseline_trial_is_the_classic_recipe_asked_exactly_as_a_search_trial_asks():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for padded in (False, True):
+        fixed = baseline_params(SearchSpace(), padded=padded)
+        study.enqueue_trial(fixed)
+        trial = study.ask()
+        params = suggest_params(trial, SearchSpace(), padded=padded)
+        # Every parameter came from the queue (none sampled), and none was queued but never asked.
+        assert trial.params == fixed
+        assert params == LstmParams(masking=False)
+        assert (params.units, params.layers, params.dropout, params.learning_rate, params.class_weight,
+                params.batch_size) == (64, 2, 0.2, 1e-3, "balanced", 32)
+        study.tell(trial, 0.0)
+
+
+def test_the_baseline_trial_moves_into_a_narrowed_space():
+    space = SearchSpace.from_mapping({"units": {"low": 8, "high": 32}, "learning_rate": {"low": 2e-3, "high": 1e-2},
+                                      "class_weight": ["sqrt", "none"], "pooling": ["mean"], "masking": [True]})
+    fixed = baseline_params(space, padded=True)
+    assert fixed["units"] == 32 and fixed["learning_rate"] == 2e-3  # nearest bound
+    assert fixed["class_weight"] == "sqrt" and fixed["pooling"] == "mean"  # first listed choice
+    assert fixed["masking"] is True and fixed["layers"] == 2
+    study = optuna.create_study()
+    study.enqueue_trial(fixed)
+    trial = study.ask()
+    assert suggest_params(trial, space, padded=True) == LstmParams(**fixed)
+    assert trial.params == fixed
 
 
 def test_params_of_a_study_made_before_the_architecture_choices_rebuild_the_plain_stacked_lstm():
