@@ -17,8 +17,11 @@ Equal budgets: the same trials (``--trials``), the same 20-epoch cap, the same s
 train/validation split of the training part (``sweep.data.split_stratified`` with the repeat's
 seed), the same test part, one TensorFlow thread per job, two jobs at a time on the 2 cores. The
 three searches share one space: lstm-sweep's default space (``SearchSpace()``), built with the same
-``build_lstm``, so what differs is the objective, pruning and what is shipped. Each job is its own
-process and its wall time includes starting Python and importing TensorFlow.
+``build_lstm``, so what differs is the objective, pruning, what is shipped, and the input
+standardization: the two baseline searches scale every feature by its mean and standard deviation
+(scikit-learn's ``StandardScaler``, what their users do), lstm-sweep by its own
+``sweep.data.standardization`` (median and robust spread for heavy-tailed features: LSST only).
+Each job is its own process and its wall time includes starting Python and importing TensorFlow.
 
     python benchmarks/quality.py                      # all sets, 3 seeds, 6 trials: ~1 h here
     python benchmarks/quality.py --sets ECG200 --seeds 1 --trials 2   # a smoke run
@@ -143,17 +146,26 @@ def _space_params(get: Any, padded: bool) -> Any:
     )
 
 
+def _mean_std(X: Any) -> tuple[Any, Any]:
+    """The baseline searches' input scaling: per-feature mean and standard deviation
+    (``StandardScaler``'s statistics; a constant feature keeps scale 1)."""
+    import numpy as np
+
+    flat = X.reshape(-1, X.shape[-1]).astype(np.float64)
+    std = flat.std(axis=0)
+    return flat.mean(axis=0).astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
+
+
 def _train(params: Any, split: Any, data: Any, seed: int) -> tuple[Any, Any]:
     """Build with lstm-sweep's builder, compile with an accuracy metric, fit 20 epochs, keep the
     best ``val_accuracy`` epoch (what a tuner's checkpoint keeps)."""
     import keras
 
     from objectives import model as lstm
-    from sweep.data import standardization
 
     lstm.reset_keras()
     keras.utils.set_random_seed(seed)
-    mean, std = standardization(split.X_train)
+    mean, std = _mean_std(split.X_train)
     model = lstm.build_lstm(params, timesteps=data.timesteps, features=data.features, n_classes=data.n_classes,
                             mean=mean, std=std)
     model.compile(optimizer=keras.optimizers.Adam(params.learning_rate, clipnorm=params.clipnorm or None),
@@ -225,11 +237,10 @@ def job_kerastuner(path: Path, seed: int, trials: int) -> dict[str, Any]:
         def build(self, hp: Any) -> Any:
             import keras
 
-            from sweep.data import standardization
             from objectives import model as lstm
 
             params = params_of(hp)
-            mean, std = standardization(split.X_train)
+            mean, std = _mean_std(split.X_train)
             model = lstm.build_lstm(params, timesteps=data.timesteps, features=data.features,
                                     n_classes=data.n_classes, mean=mean, std=std)
             model.compile(optimizer=keras.optimizers.Adam(params.learning_rate, clipnorm=params.clipnorm or None),

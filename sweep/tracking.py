@@ -81,7 +81,9 @@ class MlflowTracker:
             "labels": labels,
             "timesteps": timesteps,
             "features": features,
-            "standardization": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+            # (x - centre) / scale per feature: mean and std, or median and IQR / 1.349 where a feature
+            # is heavy-tailed (sweep.data.standardization).
+            "standardization": {"centre": [float(v) for v in mean], "scale": [float(v) for v in std]},
             "note": "standardization is built into the model (its 'standardize' layer); feed raw sequences. "
             "Output column i is the probability of labels[i].",
         }

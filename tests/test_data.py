@@ -276,6 +276,27 @@ def test_standardization_is_per_feature_and_replaces_zero_std_by_one():
     np.testing.assert_allclose(Z[:, :, 0].std(), 1.0, rtol=1e-5)
 
 
+def test_a_heavy_tailed_feature_is_scaled_by_its_robust_spread_and_the_rest_by_mean_and_std():
+    """LSST-like fluxes: a bulk within a few units and rare events 1000x larger. Scaled by its
+    standard deviation the bulk would collapse onto 0; median and IQR / 1.349 keep it at unit scale."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 30, 3))
+    X[:, :, 1] *= 4.0
+    X[:, :, 1][rng.random((200, 30)) < 0.01] = 30_000.0  # 1% of the steps: bright events
+    X[:, :, 2] = 0.0
+    X[::50, ::10, 2] = 7.0  # sparse spikes: an IQR of 0 is no robust spread, so mean and std
+    X = X.astype(np.float32)
+    centre, scale = standardization(X)
+    flat = X.reshape(-1, 3).astype(np.float64)
+    q25, q50, q75 = np.percentile(flat[:, 1], [25, 50, 75])
+    np.testing.assert_allclose([centre[1], scale[1]], [q50, (q75 - q25) / 1.349], rtol=1e-5)
+    assert 3.0 < scale[1] < 5.0 < flat[:, 1].std() / 10  # the bulk's spread, not the events'
+    np.testing.assert_allclose([centre[0], scale[0]], [flat[:, 0].mean(), flat[:, 0].std()], rtol=1e-5)
+    np.testing.assert_allclose([centre[2], scale[2]], [flat[:, 2].mean(), flat[:, 2].std()], rtol=1e-5)
+    bulk = ((X[:, :, 1] - centre[1]) / scale[1])[X[:, :, 1] < 1000]
+    assert 0.8 < bulk.std() < 1.2
+
+
 # --- every bad input is a DataError that says what is wrong ---------------------------------------
 
 
