@@ -146,7 +146,7 @@ def _space_params(get: Any, padded: bool) -> Any:
     )
 
 
-def _mean_std(X: Any) -> tuple[Any, Any]:
+def _feature_scaling(X: Any) -> tuple[Any, Any]:
     """The baseline searches' input scaling: per-feature mean and standard deviation
     (``StandardScaler``'s statistics; a constant feature keeps scale 1)."""
     import numpy as np
@@ -165,7 +165,7 @@ def _train(params: Any, split: Any, data: Any, seed: int) -> tuple[Any, Any]:
 
     lstm.reset_keras()
     keras.utils.set_random_seed(seed)
-    mean, std = _mean_std(split.X_train)
+    mean, std = _feature_scaling(split.X_train)
     model = lstm.build_lstm(params, timesteps=data.timesteps, features=data.features, n_classes=data.n_classes,
                             mean=mean, std=std)
     model.compile(optimizer=keras.optimizers.Adam(params.learning_rate, clipnorm=params.clipnorm or None),
@@ -240,7 +240,7 @@ def job_kerastuner(path: Path, seed: int, trials: int) -> dict[str, Any]:
             from objectives import model as lstm
 
             params = params_of(hp)
-            mean, std = _mean_std(split.X_train)
+            mean, std = _feature_scaling(split.X_train)
             model = lstm.build_lstm(params, timesteps=data.timesteps, features=data.features,
                                     n_classes=data.n_classes, mean=mean, std=std)
             model.compile(optimizer=keras.optimizers.Adam(params.learning_rate, clipnorm=params.clipnorm or None),
