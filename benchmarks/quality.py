@@ -35,6 +35,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,7 @@ DATASETS = REPO.parent / "shared" / "datasets"
 METHODS = ("recipe", "kerastuner", "optuna_acc", "lstm_sweep")
 EPOCHS = 20
 VAL_FRACTION = 0.2  # lstm-sweep's default; every method gets this same split
+SWEEP_ARGS = "QUALITY_SWEEP_ARGS"  # how --sweep-args reaches the lstm_sweep job processes
 
 
 # -- one job (runs in its own process) -------------------------------------------------------------
@@ -273,7 +275,7 @@ def job_lstm_sweep(path: Path, seed: int, trials: int) -> dict[str, Any]:
         storage, tracking = f"sqlite:///{folder}/sweep.db", f"sqlite:///{folder}/mlflow.db"
         cmd = [str(Path(sys.executable).parent / "sweep"), "run", str(path), "--study", "q", "--storage", storage,
                "--tracking-uri", tracking, "--n-trials", str(trials), "--seed", str(seed), "--epochs", str(EPOCHS),
-               "--retrain-top", "0", "--threads", "1", "--quiet"]
+               "--retrain-top", "0", "--threads", "1", "--quiet", *shlex.split(os.environ.get(SWEEP_ARGS, ""))]
         done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"sweep run failed: {done.stderr.strip()[-500:]}")
@@ -324,9 +326,9 @@ def run_job(spec: str) -> None:
 
 
 # -- the driver ------------------------------------------------------------------------------------
-def _launch(name: str, seed: int, method: str, trials: int) -> dict[str, Any]:
+def _launch(name: str, seed: int, method: str, trials: int, sweep_args: str = "") -> dict[str, Any]:
     t0 = time.perf_counter()
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", SWEEP_ARGS: sweep_args}
     done = subprocess.run([sys.executable, __file__, "--job", f"{name}:{seed}:{method}:{trials}"],
                           capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
@@ -510,6 +512,9 @@ def main() -> None:
                         help="methods to run again even if --reuse has them (e.g. after changing lstm-sweep)")
     parser.add_argument("--seed-limit", nargs="*", default=[], metavar="SET=N",
                         help="run only the first N seeds on SET (a set too slow for every seed; say so where quoted)")
+    parser.add_argument("--sweep-args", default="",
+                        help="extra `sweep run` options for the lstm_sweep jobs, to measure a change to a default "
+                             "(e.g. --sweep-args='--patience 20' --methods lstm_sweep --out quality-patience20)")
     parser.add_argument("--report", help="print the BENCHMARKS.md tables of a finished quality.json and exit")
     args = parser.parse_args()
     if args.job:
@@ -541,7 +546,7 @@ def main() -> None:
         for row in rows:
             log.write(json.dumps(row) + "\n")
         log.flush()
-        futures = {pool.submit(_launch, *spec, args.trials): spec for spec in specs}
+        futures = {pool.submit(_launch, *spec, args.trials, args.sweep_args): spec for spec in specs}
         for future in concurrent.futures.as_completed(futures):
             row = future.result()
             rows.append(row)
@@ -566,7 +571,8 @@ def main() -> None:
         "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:]),
         "note": "jobs marked reused come from an earlier, interrupted run of the same command (see --reuse)",
         "settings": {"seeds": args.seeds, "seed_limits": limits, "trials": args.trials, "epochs": EPOCHS, "val_fraction": VAL_FRACTION,
-                     "parallel": args.parallel, "threads_per_job": 1},
+                     "parallel": args.parallel, "threads_per_job": 1,
+                     "sweep_args": args.sweep_args},
         "total_wall_seconds": round(time.perf_counter() - t0, 1),
         "summary": summary, "references": {name: _references(name) for name in sets}, "jobs": rows,
     })
