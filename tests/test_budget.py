@@ -1,0 +1,85 @@
+"""sweep/budget.py: durations, the deadline, the reserve and the epoch allocation (no TensorFlow)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sweep import budget
+from sweep.budget import (
+    Deadline,
+    can_start_trial,
+    format_duration,
+    halving_settings,
+    parse_duration,
+    reserve_seconds,
+)
+from sweep.errors import ConfigError
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("90s", 90), ("10m", 600), ("2h", 7200), ("1.5h", 5400), ("600", 600), (" 3 m ", 180), ("45 sec", 45),
+    ("10M", 600), (600, 600), (90.5, 90.5), ("2min", 120),
+])
+def test_parse_duration_accepts_the_documented_forms(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "10x", "m", "-5m", "1e3", "ten minutes", "5s", "8d", True, None, [10]])
+def test_parse_duration_refuses_with_one_clear_line(text):
+    with pytest.raises(ConfigError) as info:
+        parse_duration(text)
+    message = str(info.value)
+    assert "\n" not in message and "budget (--budget)" in message
+    assert "10m" in message or "between" in message
+
+
+def test_budget_bounds_are_named():
+    with pytest.raises(ConfigError, match="between 10 s and 7 days"):
+        parse_duration("9s")
+    with pytest.raises(ConfigError, match="between 10 s and 7 days"):
+        parse_duration("169h")
+
+
+def test_format_duration():
+    assert format_duration(42.4) == "42s"
+    assert format_duration(95) == "1m35s"
+    assert format_duration(3600) == "1h00m"
+    assert format_duration(-3) == "0s"
+
+
+def test_reserve_keeps_finish_time_and_a_share_for_retraining():
+    assert reserve_seconds(600, retrain_top=0) == budget.FINISH_SECONDS
+    assert reserve_seconds(600, retrain_top=3) == pytest.approx(15 + 0.2 * 585)
+    # a short budget is mostly search: never more than half of it is reserved
+    assert reserve_seconds(20, retrain_top=3) == 10
+    assert reserve_seconds(20, retrain_top=0) == 10
+
+
+def test_deadline_splits_search_and_end():
+    d = Deadline.start(600, retrain_top=3, now=1000.0)
+    assert d.ends_at == 1600 and d.budget == 600
+    assert d.search_ends_at == pytest.approx(1600 - reserve_seconds(600, retrain_top=3))
+    assert not d.search_over(now=1000) and d.search_over(now=d.search_ends_at)
+    assert d.left(now=1100) == 500
+    assert d.retrain_left(now=1500) == pytest.approx(100 - budget.FINISH_SECONDS)
+    assert Deadline.from_dict(d.to_dict()) == d
+    assert budget.time_left_text(d, now=1000).startswith("search 7m")
+    assert budget.time_left_text(d, now=1590) == "10s left in the budget"
+
+
+def test_halving_rungs_give_the_best_many_more_epochs():
+    h = halving_settings(100)
+    assert (h.min_resource, h.max_resource, h.reduction_factor) == (5, 100, 3)
+    assert h.rungs() == [5, 15, 45, 100]
+    assert h.brackets() == 3
+    # the first rung waits for the trial's warm-up, and never passes the cap
+    assert halving_settings(100, warmup=20).min_resource == 20
+    assert halving_settings(3).rungs() == [3]
+
+
+def test_no_trial_starts_that_cannot_reach_its_first_rung():
+    d = Deadline.start(100, retrain_top=0, now=0.0)  # search ends at 85
+    assert can_start_trial(d, epoch_seconds=[], setup_seconds=0, first_rung=5, now=80)  # nothing measured yet
+    assert can_start_trial(d, epoch_seconds=[1.0, 1.0, 9.0], setup_seconds=2, first_rung=5, now=70)  # 7 <= 15
+    assert not can_start_trial(d, epoch_seconds=[1.0, 2.0, 2.0], setup_seconds=2, first_rung=5, now=75)  # 12 > 10
+    assert not can_start_trial(d, epoch_seconds=[], setup_seconds=0, first_rung=5, now=86)  # past the search
