@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -28,6 +29,7 @@ from rich.table import Table
 from sweep.config import DEFAULT_STORAGE, resolve_config
 from sweep import interrupt
 from sweep.errors import SweepError
+from sweep.redact import credential_free, mask_url, redact
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -124,12 +126,15 @@ def run(
     opened = open_sweep(prep, allow_changes=allow_changes)
     if create_only:
         opened.tracker.schedule()
-        from sweep.study import count_finished, mask_url
+        from sweep.study import count_finished
 
         done = count_finished(opened.study)
-        out.print(f"study {prep.name} is ready ({done} of {cfg.n_trials} trials finished); start workers with:\n"
-                  f"  SWEEP_STORAGE='{mask_url(cfg.storage)}' sweep worker {prep.name} "
-                  f"--tracking-uri {opened.tracker.tracking_uri} --data {Path(prep.data.source).resolve()}")
+        out.print(_e(f"study {prep.name} is ready ({done} of {cfg.n_trials} trials finished); start workers with "
+                     "(replace *** with the passwords, or leave them out and set PGPASSWORD / "
+                     "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD):\n"
+                     f"  SWEEP_STORAGE={shlex.quote(mask_url(cfg.storage))} "
+                     f"MLFLOW_TRACKING_URI={shlex.quote(mask_url(opened.tracker.tracking_uri))} "
+                     f"sweep worker --data {shlex.quote(str(Path(prep.data.source).resolve()))} -- {shlex.quote(prep.name)}"))
         return
     if quiet:
         _execute(opened, cfg.workers)
@@ -177,14 +182,12 @@ def _announce(prep: Any, role: str = "study") -> None:
     counts = [int((prep.data.y_train == i).sum()) for i in range(d.n_classes)]
     classes = ", ".join(f"{lab}: {c}" for lab, c in zip(d.labels, counts))
     test = f", {len(d.y_test)} test" if d.has_test else ", no test split"
-    from sweep.study import mask_url
-
     workers = f"  {prep.cfg.workers} workers" if prep.cfg.workers > 1 else ""
     who = f"worker {os.getpid()} on study" if role == "worker" else "study"
-    out.print(f"[bold]{who}[/] {prep.name}{workers}  [dim]storage {mask_url(prep.cfg.storage)}[/]")
-    out.print(f"[bold]data[/]  {d.source}: {len(d.y_train)} train sequences ({len(prep.split.y_train)} fit / "
+    out.print(f"[bold]{who}[/] {_e(prep.name)}{workers}  [dim]storage {_e(mask_url(prep.cfg.storage))}[/]")
+    out.print(f"[bold]data[/]  {_e(d.source)}: {len(d.y_train)} train sequences ({len(prep.split.y_train)} fit / "
               f"{len(prep.split.y_val)} validation{test}), {d.timesteps} steps x {d.features} features, "
-              f"classes {{{classes}}}")
+              f"classes {{{_e(classes)}}}")
 
 
 def _run_with_progress(opened: Any, workers: int) -> Any:
@@ -214,16 +217,16 @@ def _run_with_progress(opened: Any, workers: int) -> Any:
         collapsed = "  [bold red]COLLAPSED[/]" if row["collapsed"] else ""
         star = " [bold green]*best*[/]" if best and best["number"] == row["number"] else ""
         if state == "fail":
-            detail = f"[red]{row['reason']}[/]"
+            detail = f"[red]{_e(row['reason'])}[/]"
         elif state == "pruned" and row["reason"]:
-            detail = (f"[yellow]{row['reason'].split(':')[0]:<9}[/] val bal.acc {_fmt(row['val_balanced_accuracy'])}  "
+            detail = (f"[yellow]{_e(row['reason'].split(':')[0]):<9}[/] val bal.acc {_fmt(row['val_balanced_accuracy'])}  "
                       f"after {row['epochs_run']} epochs")
         else:
             detail = (f"score {_fmt(row['score'])}  val bal.acc {_fmt(row['val_balanced_accuracy'])}  "
                       f"test bal.acc {_fmt(row['test_balanced_accuracy'])}")
         progress.console.print(
             f"trial {row['number']:>3} [{colour}]{state:<8}[/] {detail}{collapsed}{star}  "
-            f"[dim]{'baseline recipe: ' if row.get('baseline') else ''}{_short_params(row['params'])}  "
+            f"[dim]{'baseline recipe: ' if row.get('baseline') else ''}{_e(_short_params(row['params']))}  "
             f"{_fmt(row['duration_s'], 1)}s[/]"
         )
         if task is not None and state in ("complete", "pruned"):
@@ -255,11 +258,11 @@ def _print_summary(result: Any, prep: Any) -> None:
     rows = result.rows
     finished = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")]
     collapsed = sum(1 for r in finished if r["collapse"])
-    out.print(f"\n[bold]{result.name}[/]: {len(finished)}/{result.n_trials} trials finished "
+    out.print(f"\n[bold]{_e(result.name)}[/]: {len(finished)}/{result.n_trials} trials finished "
               f"({sum(r['state'] == 'COMPLETE' for r in rows)} complete, {sum(r['state'] == 'PRUNED' for r in rows)} pruned, "
               f"{sum(r['state'] == 'FAIL' for r in rows)} failed; {collapsed} predicted (nearly) one class)")
     if collapsed:
-        out.print(f"why they collapsed, and what to change: sweep diagnose --study {result.name}")
+        out.print(_e(f"why they collapsed, and what to change: sweep diagnose --study={shlex.quote(result.name)}"))
     best = result.best
     if best is None:
         out.print("[red]no trial completed[/]")
@@ -280,7 +283,7 @@ def _print_summary(result: Any, prep: Any) -> None:
         table.add_row("planted Bayes-optimal bal.acc", f"{_fmt(best['bayes_balanced_accuracy'])} (population)",
                       f"{_fmt(test_bayes)} (this test split)" if test_bayes is not None else "")
     out.print(table)
-    out.print(f"params: {_short_params(best['params'])}")
+    out.print(_e(f"params: {_short_params(best['params'])}"))
     if result.retrained:
         table = Table("trial", "search val bal.acc", "re-trained val bal.acc", "re-trained test bal.acc", "collapsed runs",
                       title=f"top {len(result.retrained)} re-trained with {len(result.retrained[0]['runs'])} new seeds each "
@@ -296,14 +299,15 @@ def _print_summary(result: Any, prep: Any) -> None:
                       f"(trial {best['number']}): prefer its configuration[/]")
     if best.get("collapsed"):
         out.print(f"[red]every complete trial predicted one class: no model is registered as the champion "
-                  f"(sweep predict has none to use)[/]; see sweep diagnose --study {result.name}")
+                  f"(sweep predict has none to use)[/]; see sweep diagnose --study={_e(shlex.quote(result.name))}")
     elif best.get("model_uri"):
-        out.print(f"model:  {best['model_uri']}")
-    out.print(f"\nnext:   sweep best {result.name}    sweep status {result.name}    sweep ui  (MLflow store {result.tracking_uri})")
+        out.print(_e(f"model:  {best['model_uri']}"))
+    name, store = _arg(result.name), mask_url(result.tracking_uri)
+    out.print(_e(f"\nnext:   sweep best {name}    sweep status {name}    sweep ui  (MLflow store {store})"))
     if result.experiment_id is not None and not result.tracking_uri.startswith("http"):
         out.print(f"        then open http://127.0.0.1:5000/#/experiments/{result.experiment_id}/runs (trials are nested under the study run)")
     elif result.experiment_id is not None:
-        out.print(f"        {result.tracking_uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs")
+        out.print(_e(f"        {credential_free(result.tracking_uri).rstrip('/')}/#/experiments/{result.experiment_id}/runs"))
 
 
 def _open_study(name: str, storage: str) -> Any:
@@ -323,8 +327,8 @@ def studies(storage: str = StorageOpt, as_json: bool = JsonOpt) -> None:
         return
     table = Table("study", "finished / target", "complete", "pruned", "failed", "running", "best score", "data")
     for i in infos:
-        table.add_row(i.name, f"{i.finished} / {_fmt(i.n_trials_target)}", str(i.complete), str(i.pruned),
-                      str(i.failed), str(i.running), _fmt(i.best_value), i.data or "-")
+        table.add_row(_e(i.name), f"{i.finished} / {_fmt(i.n_trials_target)}", str(i.complete), str(i.pruned),
+                      str(i.failed), str(i.running), _fmt(i.best_value), _e(i.data or "-"))
     out.print(table if infos else "no studies yet: start one with `sweep run DATA`")
 
 
@@ -338,7 +342,7 @@ def status(study: str = typer.Argument(..., help="Study name."), storage: str = 
     if as_json:
         out.print_json(json.dumps({"study": study, "n_trials_target": s.user_attrs.get("n_trials"), "trials": rows}))
         return
-    table = Table(title=f"study {study}: {sum(r['state'] in ('COMPLETE', 'PRUNED') for r in rows)} of "
+    table = Table(title=f"study {_e(study)}: {sum(r['state'] in ('COMPLETE', 'PRUNED') for r in rows)} of "
                         f"{_fmt(s.user_attrs.get('n_trials'))} trials finished (* = best)", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     wide = out.width >= 100  # narrow terminals drop time and run id (both are in --json)
@@ -353,13 +357,13 @@ def status(study: str = typer.Argument(..., help="Study name."), storage: str = 
             f"{r['number']}{'*' if r['number'] == best else ''}", r["state"].lower(), _fmt(r["score"], 3),
             _fmt(r["val_balanced_accuracy"], 3), _fmt(r["test_balanced_accuracy"], 3),
             "[red]yes[/]" if r["collapsed"] else "no", _fmt(p.get("units")), _fmt(p.get("layers")),
-            f"{p['learning_rate']:.1e}" if "learning_rate" in p else "-", _fmt(p.get("class_weight")),
+            f"{p['learning_rate']:.1e}" if "learning_rate" in p else "-", _e(_fmt(p.get("class_weight"))),
             *((_fmt(r["duration_s"], 1), (r["mlflow_run_id"] or "-")[:8]) if wide else ()),
         )
     out.print(table)
     for r in rows:
         if r["state"] in ("FAIL", "PRUNED") and r["reason"]:
-            out.print(f"[dim]trial {r['number']} {'failed' if r['state'] == 'FAIL' else 'pruned'}: {r['reason']}[/]")
+            out.print(f"[dim]trial {r['number']} {'failed' if r['state'] == 'FAIL' else 'pruned'}: {_e(r['reason'])}[/]")
         elif r["retry_of"] is not None:
             out.print(f"[dim]trial {r['number']} retried trial {r['retry_of']}'s parameters[/]")
 
@@ -375,16 +379,16 @@ def best(study: str = typer.Argument(..., help="Study name."), storage: str = St
     if as_json:
         out.print_json(json.dumps(summary))
         return
-    out.print(f"[bold]study {study}: best trial {summary['number']}[/]  score {_fmt(summary['value'])}")
+    out.print(f"[bold]study {_e(study)}: best trial {summary['number']}[/]  score {_fmt(summary['value'])}")
     for key in ("units", "layers", "dropout", "learning_rate", "class_weight", "batch_size", "clipnorm",
                 "bidirectional", "conv_filters", "pooling", "masking"):
         if key in summary["params"]:
-            out.print(f"  {key:<14} {summary['params'][key]}")
+            out.print(_e(f"  {key:<14} {summary['params'][key]}"))
     out.print(f"  val  balanced accuracy {_fmt(summary['val_balanced_accuracy'])}   accuracy {_fmt(summary['val_accuracy'])}"
               f"   macro F1 {_fmt(summary['val_macro_f1'])}   collapsed {_fmt(summary['collapsed'])}")
     out.print(f"  test balanced accuracy {_fmt(summary['test_balanced_accuracy'])}   accuracy {_fmt(summary['test_accuracy'])}"
               f"   macro F1 {_fmt(summary['test_macro_f1'])}")
-    labels = [str(v) for v in (summary["labels"] or [])]
+    labels = [_e(v) for v in (summary["labels"] or [])]
     for title, matrix in (("validation", summary["val_confusion"]), ("test", summary["test_confusion"])):
         if not matrix:
             continue
@@ -392,8 +396,8 @@ def best(study: str = typer.Argument(..., help="Study name."), storage: str = St
         for lab, row in zip(labels, matrix):
             table.add_row(lab, *(str(v) for v in row))
         out.print(table)
-    out.print(f"  model URI  {summary['model_uri'] or '- (not logged: see --log-models)'}")
-    out.print(f"  MLflow run {summary['mlflow_run_id'] or '-'}  ({summary['tracking_uri'] or '-'})")
+    out.print(_e(f"  model URI  {summary['model_uri'] or '- (not logged: see --log-models)'}"))
+    out.print(_e(f"  MLflow run {summary['mlflow_run_id'] or '-'}  ({mask_url(summary['tracking_uri'] or '-')})"))
 
 
 @app.command()
@@ -421,7 +425,7 @@ def export(
             writer = csv.DictWriter(fh, fieldnames=list(flat[0]) if flat else ["number"])
             writer.writeheader()
             writer.writerows(flat)
-    out.print(f"wrote {len(rows)} trials to {out_file}")
+    out.print(_e(f"wrote {len(rows)} trials to {out_file}"))
 
 
 @app.command()
@@ -432,14 +436,20 @@ def ui(
     port: int = typer.Option(5000, "--port"),
 ) -> None:
     """Start the MLflow UI on the store sweeps log to."""
-    uri = tracking_uri or "sqlite:///mlflow.db"
+    from sweep.preflight import resolve_tracking_uri, sqlite_file
+
+    uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
-        out.print(f"that store is served already: open {uri} in a browser")
+        out.print(_e(f"that store is served already: open {credential_free(uri)} in a browser"))
         return
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        raise SweepError(f"no MLflow store at {uri} yet; run `sweep run DATA` here first or pass --tracking-uri")
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-    err.print(f"MLflow UI on http://{host}:{port}  (store {uri}; open an experiment's 'Training runs'; Ctrl-C to stop)")
+    path = sqlite_file(uri)
+    if path is not None and not path.exists():
+        raise SweepError(f"no MLflow store at {mask_url(uri)} yet; run `sweep run DATA` here first or pass --tracking-uri")
+    # The store URI (a database password, maybe) goes through the environment, not the command line (`ps`).
+    os.environ["MLFLOW_BACKEND_STORE_URI"] = uri
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)]
+    err.print(_e(f"MLflow UI on http://{host}:{port}  (store {mask_url(uri)}; open an experiment's 'Training runs'; "
+                 "Ctrl-C to stop)"))
     os.execv(sys.executable, cmd)
 
 
@@ -470,11 +480,11 @@ def diagnose(
     if as_json:
         out.print_json(json.dumps(d.to_dict()))
         return
-    out.print(f"[bold]{d.source}[/]: {sum(c.train for c in d.classes)} training sequences, {d.timesteps} steps x "
+    out.print(f"[bold]{_e(d.source)}[/]: {sum(c.train for c in d.classes)} training sequences, {d.timesteps} steps x "
               f"{d.features} features")
     table = Table("class", "train", "test", box=box.SIMPLE_HEAD)
     for c in d.classes:
-        table.add_row(c.label, str(c.train), _fmt(c.test))
+        table.add_row(_e(c.label), str(c.train), _fmt(c.test))
     out.print(table)
     out.print(f"imbalance {d.imbalance_ratio:.1f} : 1.  Always predicting the majority class scores accuracy "
               f"{d.majority_class_accuracy:.3f} but balanced accuracy {d.chance_balanced_accuracy:.3f} (chance).")
@@ -482,7 +492,7 @@ def diagnose(
     out.print(f"signal check ({s.series_used} training series, {s.folds}-fold CV, {s.n_permutations} label shuffles): "
               f"baseline balanced accuracy {s.baseline_balanced_accuracy:.3f} +- {s.baseline_std:.3f}; shuffled labels "
               f"{s.shuffled_mean:.3f} (95th percentile {s.shuffled_p95:.3f}); p = {s.p_value:.3f}")
-    out.print(f"[bold {'green' if s.has_signal else 'red'}]{d.verdict}[/]")
+    out.print(f"[bold {'green' if s.has_signal else 'red'}]{_e(d.verdict)}[/]")
 
 
 def _diagnose_study(name: str, storage: str, *, seed: int, data_check: bool, log: bool, as_json: bool) -> None:
@@ -505,14 +515,14 @@ def _diagnose_study(name: str, storage: str, *, seed: int, data_check: bool, log
             d = load_dataset(data_path)
             check = asdict(signal_check(d.X_train, d.y_train, seed=seed))
         except SweepError as exc:  # the file changed since the sweep: diagnose without it
-            err.print(f"[yellow]data check skipped: {_one_line(str(exc))}[/]")
+            err.print(f"[yellow]data check skipped: {_e(_one_line(str(exc)))}[/]")
     d = explain(name, rows, best_summary(s), val_confusion=confusion, data_check=check, seed=seed)
     logged = _log_diagnosis(s, d) if log else None
     if as_json:
         out.print_json(json.dumps(d.to_dict() | {"logged_to": logged}))
         return
     summary = d.summary
-    out.print(f"[bold]study {name}[/]: {summary['trials_finished']} finished trials, {summary['trials_collapsed']} "
+    out.print(f"[bold]study {_e(name)}[/]: {summary['trials_finished']} finished trials, {summary['trials_collapsed']} "
               f"collapsed; " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary["outcomes"].items() if v))
     out.print(f"[bold {'green' if not d.findings else 'red'}]{escape(d.headline)}[/]")
     if d.best:
@@ -527,7 +537,7 @@ def _diagnose_study(name: str, storage: str, *, seed: int, data_check: bool, log
                   title_justify="left")
     for param, groups in summary["by_parameter"].items():
         if groups:
-            table.add_row(param, "   ".join(f"{v}: {g['collapsed']}/{g['trials']}" for v, g in groups.items()))
+            table.add_row(param, _e("   ".join(f"{v}: {g['collapsed']}/{g['trials']}" for v, g in groups.items())))
     out.print(table)
     if logged:
         out.print(f"report logged to MLflow: run {logged} (diagnosis.md)")
@@ -543,7 +553,8 @@ def _log_diagnosis(study: Any, diagnosis: Any) -> str | None:
     try:
         log_diagnosis(uri, run_id, markdown=diagnosis.to_markdown(), record=diagnosis.to_dict())
     except Exception as exc:  # noqa: BLE001 - the diagnosis itself is printed either way
-        err.print(f"[yellow]could not log the report to MLflow ({uri}): {_one_line(str(exc))[:200]}[/]")
+        err.print(f"[yellow]could not log the report to MLflow ({_e(mask_url(uri))}): "
+                  f"{_e(redact(_one_line(str(exc)), uri)[:200])}[/]")
         return None
     return run_id
 
@@ -569,8 +580,8 @@ def predict(
     s = _open_study(study, storage)
     seqs = load_sequences(data, unlabeled=unlabeled)
     uri = tracking_uri or s.user_attrs.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        raise SweepError(f"no MLflow store at {uri}; pass the --tracking-uri the study logged to")
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///").partition("?")[0]).exists():
+        raise SweepError(f"no MLflow store at {mask_url(uri)}; pass the --tracking-uri the study logged to")
     from sweep.tracking import champion_uri, load_model, model_input_shape
 
     model_uri = model or champion_uri(study)
@@ -584,8 +595,8 @@ def predict(
         frame.insert(2, "true_label", seqs.labels)
     frame.to_csv(out_file, index=False)
     counts = frame["label"].value_counts()
-    out.print(f"wrote {len(frame)} predictions ({seqs.array} of {data}) to {out_file}; predicted: "
-              + ", ".join(f"{label} {n}" for label, n in counts.items()))
+    out.print(_e(f"wrote {len(frame)} predictions ({seqs.array} of {data}) to {out_file}; predicted: "
+                 + ", ".join(f"{label} {n}" for label, n in counts.items())))
     if seqs.labels is not None:
         from sklearn.metrics import balanced_accuracy_score
 
@@ -593,7 +604,7 @@ def predict(
         predicted = [str(v) for v in frame["label"]]
         out.print(f"against the file's labels: balanced accuracy {balanced_accuracy_score(truth, predicted):.4f}, "
                   f"accuracy {sum(a == b for a, b in zip(truth, predicted)) / len(truth):.4f}")
-    out.print(f"model: {model_uri}")
+    out.print(_e(f"model: {model_uri}"))
 
 
 @app.command("make-data")
@@ -611,7 +622,17 @@ def make_data(
     path = write_dataset(arrays, out_file)
     meta = json.loads(str(arrays["meta"]))
     extra = f"; planted Bayes-optimal balanced accuracy {meta['bayes_balanced_accuracy']:.2f}" if kind == "seed-signal" else ""
-    out.print(f"wrote {path}: {n} train + {n_test} test sequences, 20 steps x 5 features, labels 80/20{extra}")
+    out.print(_e(f"wrote {path}: {n} train + {n_test} test sequences, 20 steps x 5 features, labels 80/20{extra}"))
+
+
+def _e(value: Any) -> str:
+    """``value`` as text that Rich prints as is: a study name, label or path may look like markup ("[/]x")."""
+    return escape(str(value))
+
+
+def _arg(value: str) -> str:
+    """``value`` as one shell word that no command reads as an option (a study named "-x")."""
+    return shlex.quote(value) if not value.startswith("-") else f"-- {shlex.quote(value)}"
 
 
 def _one_line(message: str) -> str:

@@ -21,3 +21,11 @@ class StorageError(SweepError):
 
 class StudyError(SweepError):
     """A study is unknown, or cannot be resumed as asked."""
+
+
+class TrackingError(SweepError):
+    """The MLflow tracking store is malformed, unreachable, read-only or refuses our credentials."""
+
+
+class ModelIntegrityError(SweepError):
+    """A registered model is not the one the sweep recorded (files changed, alias moved)."""

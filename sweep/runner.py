@@ -20,6 +20,8 @@ from sweep.config import SweepConfig, TrainSettings
 from sweep.data import Dataset, Split, is_padded, load_dataset, split_stratified, standardization
 from sweep.errors import DataError, StudyError
 from sweep.explain import collapse_summary
+from sweep.preflight import check_tracking_store, resolve_tracking_uri
+from sweep.redact import credential_free, mask_url
 from sweep.study import (
     best_summary,
     check_url,
@@ -27,7 +29,6 @@ from sweep.study import (
     create_or_resume,
     default_study_name,
     join_study,
-    mask_url,
     open_storage,
     reap_stale_trials,
     run_trials,
@@ -119,6 +120,7 @@ def open_sweep(prep: PreparedSweep, *, allow_changes: bool = False) -> OpenSweep
     URL fails in about a second.
     """
     cfg, data = prep.cfg, prep.data
+    check_tracking_store(resolve_tracking_uri(cfg.tracking_uri))  # before anything is written, Optuna included
     storage = open_storage(cfg.storage)
     first = baseline_params(cfg.space, padded=is_padded(prep.split.X_train)) if cfg.baseline else None
     study, resumed = create_or_resume(
@@ -146,7 +148,8 @@ def open_sweep(prep: PreparedSweep, *, allow_changes: bool = False) -> OpenSweep
               "optuna.study": prep.name, "data_path": str(Path(data.source).resolve())},
     )
     study.set_user_attr("mlflow_parent_run_id", parent)
-    study.set_user_attr("tracking_uri", tracker.tracking_uri)
+    # Credential-free: a worker or `sweep predict` adds its own credentials from its environment.
+    study.set_user_attr("tracking_uri", credential_free(tracker.tracking_uri))
     _close_dead_trials(study, tracker)
     return OpenSweep(prep=prep, study=study, resumed=resumed, tracker=tracker, parent_run_id=parent)
 
@@ -364,7 +367,8 @@ def join(
         DataError: the data file is missing or is not the file the study was created on.
     """
     storage = open_storage(storage_url)
-    study = join_study(name, storage)
+    study = join_study(name, storage)  # reads only; the tracking store is checked before this worker writes
+    check_tracking_store(resolve_tracking_uri(tracking_uri or study.user_attrs.get("tracking_uri")))
     attrs = study.user_attrs
     cfg = config_from_study(attrs, name=name, storage=storage_url, tracking_uri=tracking_uri, threads=threads)
     source = Path(data_path) if data_path is not None else Path(attrs["data_path"])

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import sqlite3
 import tempfile
 import time
 import warnings
@@ -21,7 +22,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep import interrupt, sqlite
 from sweep.config import SweepConfig
-from sweep.errors import StorageError, StudyError
+from sweep.errors import StorageError, StudyError, TrackingError
+from sweep.preflight import check_writable_sqlite
+from sweep.redact import mask_url, redact
 
 _logger = logging.getLogger(__name__)
 
@@ -42,17 +45,6 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe to print, log and tag)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<malformed storage URL>"
-
-
 def check_url(url: str) -> None:
     """Raise StorageError if ``url`` is not a usable database URL (no connection is made).
 
@@ -62,7 +54,7 @@ def check_url(url: str) -> None:
     path = sqlite_path(url)
     if path is not None and not path.parent.exists():
         raise StorageError(
-            f"storage {parsed.render_as_string(hide_password=True)}: folder {path.parent} does not exist; create it first"
+            f"storage {mask_url(url)}: folder {path.parent} does not exist; create it first"
         )
 
 
@@ -169,7 +161,7 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True) 
         StorageError: malformed URL, missing SQLite folder/file, or an unreachable database.
     """
     parsed = _parse_url(url)
-    masked = parsed.render_as_string(hide_password=True)
+    masked = mask_url(parsed.render_as_string(hide_password=False))
     engine_kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         path = sqlite_path(url)
@@ -183,7 +175,13 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True) 
         engine_kwargs["connect_args"] = {"timeout": 60}
         sqlite.tune_connections()
         if path is not None and not must_exist:
-            sqlite.use_wal(path)
+            try:
+                check_writable_sqlite(path, what="storage", shown=masked, fix="point --storage at another file")
+                sqlite.use_wal(path)
+            except TrackingError as exc:
+                raise StorageError(str(exc)) from None
+            except sqlite3.Error as exc:
+                raise StorageError(f"storage {masked}: {exc}; check the file, or point --storage at another one") from None
     elif parsed.get_backend_name() == "postgresql":
         engine_kwargs["connect_args"] = {"connect_timeout": 5}
         engine_kwargs["pool_pre_ping"] = True
@@ -205,8 +203,8 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True) 
     except StorageError:
         raise
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors vary by database
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        reason = reason.replace(parsed.password or "\0", "***") if parsed.password else reason
+        text = str(getattr(exc, "orig", None) or exc).strip()
+        reason = redact(text.splitlines()[0] if text else type(exc).__name__, url, plain_url)
         raise StorageError(
             f"cannot open storage {masked}: {reason}; check the host, port, database name and credentials"
         ) from None
@@ -600,7 +598,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "params": dict(t.params),
             "mlflow_run_id": a.get("mlflow_run_id"),
             "model_uri": a.get("model_uri"),
-            "reason": reason,
+            "reason": redact(reason) if reason is not None else None,  # an exception's text may quote a URL
             "surplus": a.get("fail_reason") == SURPLUS,
             "retry_of": t.system_attrs.get("failed_trial"),
             "baseline": bool(t.user_attrs.get("baseline")),  # the recipe queued as a new study's trial 0
@@ -658,7 +656,8 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
         "labels": study.user_attrs.get("labels"),
         "mlflow_run_id": a.get("mlflow_run_id"),
         "model_uri": a.get("model_uri"),
-        "tracking_uri": study.user_attrs.get("tracking_uri"),
+        # Stored credential-free since this lane's change; older studies may hold a password.
+        "tracking_uri": mask_url(study.user_attrs["tracking_uri"]) if study.user_attrs.get("tracking_uri") else None,
         "data_path": study.user_attrs.get("data_path"),
         "bayes_balanced_accuracy": study.user_attrs.get("bayes_balanced_accuracy"),
         "bayes_balanced_accuracy_test": study.user_attrs.get("bayes_balanced_accuracy_test"),

@@ -31,6 +31,8 @@ from objectives.metrics import rank_key  # noqa: E402
 from objectives.search_space import LstmParams  # noqa: E402
 from sweep import plots, sqlite  # noqa: E402
 from sweep.errors import SweepError  # noqa: E402
+from sweep.preflight import DEFAULT_TRACKING_URI, resolve_tracking_uri  # noqa: E402,F401 - re-exported
+from sweep.redact import mask_url, redact  # noqa: E402
 from sweep.study import creation_lock  # noqa: E402
 
 if TYPE_CHECKING:  # the objective imports TensorFlow; `sweep run --create-only` needs none of it
@@ -41,7 +43,6 @@ for _name in ("mlflow", "alembic", "urllib3"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", module="mlflow")
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TAG_STUDY = "sweep.study"
 TAG_ROLE = "sweep.role"
 TAG_TRIAL = "sweep.trial_number"
@@ -49,10 +50,6 @@ TAG_STATE = "sweep.trial_state"
 _END_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 CHAMPION = "champion"  # the registry alias of a study's best model
 PYFUNC_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def _pip_requirements() -> list[str]:
@@ -133,7 +130,7 @@ class MlflowTracker:
         if self.tracking_uri.startswith("sqlite:///"):
             path = Path(self.tracking_uri.removeprefix("sqlite:///"))
             if not path.parent.exists():
-                raise SweepError(f"MLflow store {self.tracking_uri}: folder {path.parent} does not exist; create it first")
+                raise SweepError(f"MLflow store {mask_url(self.tracking_uri)}: folder {path.parent} does not exist; create it first")
             sqlite.tune_connections()
         try:
             with self._lock():
@@ -144,7 +141,8 @@ class MlflowTracker:
             raise
         except Exception as exc:  # noqa: BLE001 - store/driver errors vary
             raise SweepError(
-                f"cannot open MLflow tracking store {self.tracking_uri}: {str(exc).strip().splitlines()[-1]}; "
+                f"cannot open MLflow tracking store {mask_url(self.tracking_uri)}: "
+                f"{redact((str(exc).strip() or type(exc).__name__).splitlines()[-1], self.tracking_uri)}; "
                 "check --tracking-uri / MLFLOW_TRACKING_URI"
             ) from None
 
@@ -177,7 +175,7 @@ class MlflowTracker:
             self.client.log_batch(self.parent_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         except Exception as exc:  # noqa: BLE001 - store/HTTP errors vary
             raise SweepError(
-                f"cannot use MLflow tracking store {self.tracking_uri}: {str(exc).splitlines()[0]}; "
+                f"cannot use MLflow tracking store {mask_url(self.tracking_uri)}: {_first_line(exc)}; "
                 "check --tracking-uri / MLFLOW_TRACKING_URI"
             ) from None
         return self.parent_run_id
@@ -195,8 +193,8 @@ class MlflowTracker:
                 self.client.update_run(parent_run_id, status="RUNNING")
         except Exception as exc:  # noqa: BLE001 - store/HTTP errors vary
             raise SweepError(
-                f"cannot find the study's MLflow run {parent_run_id} in {self.tracking_uri}: "
-                f"{str(exc).splitlines()[0]}; pass the --tracking-uri the study was started with"
+                f"cannot find the study's MLflow run {parent_run_id} in {mask_url(self.tracking_uri)}: "
+                f"{_first_line(exc)}; pass the --tracking-uri the study was started with"
             ) from None
         self.experiment_id = run.info.experiment_id
         self.parent_run_id = parent_run_id
@@ -400,7 +398,7 @@ class _TrialRun:
         status = _END_STATUS[outcome.state]
         try:
             self._flush()
-            mlflow.set_tags({TAG_STATE: outcome.state, **({"sweep.reason": outcome.reason[:250]} if outcome.reason else {}),
+            mlflow.set_tags({TAG_STATE: outcome.state, **({"sweep.reason": redact(outcome.reason, self.tracker.tracking_uri)[:250]} if outcome.reason else {}),
                              # The runs table shows names, not metrics, until columns are picked: the
                              # name carries the val balanced accuracy (and why a trial stopped).
                              "mlflow.runName": _run_title(self.number, outcome)})
@@ -498,9 +496,9 @@ class _TrialRun:
 
 
 def _first_line(exc: BaseException) -> str:
-    """An exception's first message line (MLflow's REST errors run to pages), or its type."""
+    """An exception's first message line (MLflow's REST errors run to pages), or its type; secrets masked."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return redact(text.splitlines()[0]) if text else type(exc).__name__
 
 
 def _run_title(number: int, outcome: TrialOutcome) -> str:
@@ -549,7 +547,7 @@ def model_input_shape(model_uri: str, tracking_uri: str | None) -> tuple[int, in
     try:
         info = mlflow.models.get_model_info(model_uri)
     except Exception as exc:  # noqa: BLE001 - registry/store errors vary
-        raise SweepError(f"no model {model_uri} in the MLflow store {uri} ({_first_line(exc)[:160]}); a study's champion is "
+        raise SweepError(f"no model {model_uri} in the MLflow store {mask_url(uri)} ({_first_line(exc)[:160]}); a study's champion is "
                          "registered when a sweep logs its best model (--log-models best or all)") from None
     shape = info.signature.inputs.inputs[0].shape if info.signature is not None else None
     if not shape or len(shape) != 3:

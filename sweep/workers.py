@@ -37,8 +37,9 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
 
 def worker_command(opened: OpenSweep, *, threads: int) -> list[str]:
     prep = opened.prep
-    return [sys.executable, "-m", "sweep", "worker", prep.name, "--data", str(Path(prep.data.source).resolve()),
-            "--threads", str(threads), "--quiet"]
+    # The study name goes after "--": a name like "-x" must not be read as an option.
+    return [sys.executable, "-m", "sweep", "worker", "--data", str(Path(prep.data.source).resolve()),
+            "--threads", str(threads), "--quiet", "--", prep.name]
 
 
 def run_workers(

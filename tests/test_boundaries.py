@@ -20,6 +20,8 @@ LIGHT_MODULES = (
     "sweep.workers",
     "sweep.sqlite",
     "sweep.diagnose",
+    "sweep.redact",
+    "sweep.preflight",
     "objectives.metrics",
     "objectives.search_space",
     "objectives.imbalance",
