@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import sqlite3
 import tempfile
 import time
@@ -20,7 +21,7 @@ from typing import Any, Callable, Iterator
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep import interrupt, sqlite
+from sweep import dbpool, interrupt, sqlite
 from sweep.config import SweepConfig
 from sweep.errors import StorageError, StudyError, TrackingError
 from sweep.preflight import check_writable_sqlite
@@ -116,8 +117,15 @@ def creation_lock(url: str) -> Iterator[None]:
     """Serialize first-time creation (tables, study) across processes sharing ``url``.
 
     Optuna 5.0 crashes when several processes create its tables or one study at once ("table
-    already exists", unique violations). PostgreSQL: an advisory lock; SQLite: a file lock in the
-    temp folder (all SQLite users of one file are on one machine); other databases: none.
+    already exists", unique violations). PostgreSQL: a transaction-level advisory lock, held by a
+    transaction left open for the block: it cannot outlive its holder, also behind pgbouncer in
+    transaction mode (a session-level lock would stay on a pooled server connection). Waiters poll
+    with ``pg_try_advisory_xact_lock`` and end their transaction between tries: a blocked waiter
+    would hold one of pgbouncer's server connections, and as many waiters as the pool has
+    connections would starve the holder until pgbouncer's query_wait_timeout (120 s; seen with a
+    small pool). Optuna's storage set-up needs 2 more connections beside the lock's: give pgbouncer
+    a pool of at least 3 per database. SQLite: a file lock in the temp
+    folder (all SQLite users of one file are on one machine); other databases: none.
     """
     parsed = _parse_url(url)
     key = int(hashlib.sha256(b"lstm-sweep:create").hexdigest()[:15], 16)
@@ -125,14 +133,18 @@ def creation_lock(url: str) -> Iterator[None]:
         from sqlalchemy import create_engine, text
         from sqlalchemy.pool import NullPool
 
-        engine = create_engine(parsed, poolclass=NullPool, connect_args={"connect_timeout": 5})
+        engine = create_engine(parsed, poolclass=NullPool, connect_args=dbpool.connect_args())
         try:
             with engine.connect() as conn:
-                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                pause = 0.02
+                while not conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar():
+                    conn.rollback()
+                    time.sleep(pause * (0.5 + random.random()))  # jittered, so waiters do not poll in step
+                    pause = min(pause * 1.5, 0.5)
                 try:
                     yield
                 finally:
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.rollback()  # ends the transaction: releases the lock
         finally:
             engine.dispose()
         return
@@ -183,8 +195,7 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True) 
             except sqlite3.Error as exc:
                 raise StorageError(f"storage {masked}: {exc}; check the file, or point --storage at another one") from None
     elif parsed.get_backend_name() == "postgresql":
-        engine_kwargs["connect_args"] = {"connect_timeout": 5}
-        engine_kwargs["pool_pre_ping"] = True
+        engine_kwargs = dbpool.engine_kwargs()  # pool sizes, no server-side prepared statements (pgbouncer)
     kwargs: dict[str, Any] = {}
     if heartbeat:
         interval, grace = _heartbeat_settings()
