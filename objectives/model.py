@@ -35,6 +35,8 @@ tf.get_logger().setLevel(logging.ERROR)
 _logger = logging.getLogger(__name__)
 
 PREDICT_BATCH = 1024
+# LSTM-FCN's convolutional branch (Karim et al. 2017): (filters, kernel size) of its three blocks.
+FCN_BLOCKS = ((128, 8), (256, 5), (128, 3))
 
 
 class NonFiniteLoss(RuntimeError):
@@ -83,11 +85,21 @@ def build_lstm(
 ) -> keras.Model:
     """The classifier a trial trains, built from Keras's own layers only (so a saved model loads anywhere).
 
-    [mask zero padding] -> standardize -> [Conv1D -> BatchNorm -> ReLU -> max-pool to <= 128 steps]
-    -> (Bi)LSTM x layers, dropout after each -> last state | mean | attention over time -> softmax.
+    ``architecture="stacked"``: [mask zero padding] -> standardize -> [Conv1D -> BatchNorm -> ReLU
+    -> max-pool to <= 128 steps] -> (Bi)LSTM x layers, dropout after each -> last state | mean |
+    attention over time -> softmax.
+
+    ``architecture="lstm_fcn"``: see :func:`_lstm_fcn`.
     """
     inputs = keras.Input(shape=(timesteps, features), name="sequence")
     x = inputs
+    if params.architecture == "lstm_fcn":
+        x = keras.layers.Normalization(axis=-1, mean=mean, variance=np.square(std), name="standardize")(x)
+        outputs = keras.layers.Dense(n_classes, activation="softmax", name="class_probabilities")(
+            _lstm_fcn(params, x, features=features))
+        model = keras.Model(inputs, outputs, name="lstm_fcn_classifier")
+        model.compile(optimizer=_adam(params), loss="sparse_categorical_crossentropy")
+        return model
     if params.masking and not params.conv_filters:
         x = keras.layers.Masking(mask_value=0.0, name="mask_padding")(x)
     x = keras.layers.Normalization(axis=-1, mean=mean, variance=np.square(std), name="standardize")(x)
@@ -98,6 +110,15 @@ def build_lstm(
         pool = conv_pool_size(timesteps)
         if pool > 1:
             x = keras.layers.MaxPooling1D(pool, padding="same", name="conv_pool")(x)
+    x = _lstm_stack(params, x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="class_probabilities")(x)
+    model = keras.Model(inputs, outputs, name="lstm_classifier")
+    model.compile(optimizer=_adam(params), loss="sparse_categorical_crossentropy")
+    return model
+
+
+def _lstm_stack(params: LstmParams, x: Any) -> Any:
+    """(Bi)LSTM x layers, dropout after each, then the last state | mean | attention over steps."""
     for i in range(params.layers):
         sequences = i < params.layers - 1 or params.pooling != "last"
         rnn = keras.layers.LSTM(params.units, return_sequences=sequences, name=f"lstm_{i + 1}")
@@ -114,10 +135,41 @@ def build_lstm(
         query = keras.layers.Reshape((1, width), name="attention_query_step")(query)
         x = keras.layers.Attention(name="attention")([query, x])
         x = keras.layers.Reshape((width,), name="attention_context")(x)
-    outputs = keras.layers.Dense(n_classes, activation="softmax", name="class_probabilities")(x)
-    model = keras.Model(inputs, outputs, name="lstm_classifier")
-    model.compile(optimizer=_adam(params), loss="sparse_categorical_crossentropy")
-    return model
+    return x
+
+
+def _lstm_fcn(params: LstmParams, x: Any, *, features: int) -> Any:
+    """LSTM-FCN (Karim et al. 2017): a fully convolutional branch beside an LSTM branch, concatenated.
+
+    FCN branch: Conv1D 128/k8, 256/k5, 128/k3, each BatchNorm + ReLU, then the mean over time; on
+    multivariate data a squeeze-and-excite block after the first two (MLSTM-FCN, Karim et al. 2019).
+    LSTM branch: the dimension-shuffled series (``Permute``: ``features`` steps of ``timesteps``-wide
+    vectors; one step on univariate data) through the same (Bi)LSTM stack and pooling as
+    ``"stacked"``; with ``pooling="attention"`` over the steps it is the attention variant (ALSTM-FCN).
+    """
+    conv = x
+    for i, (filters, kernel) in enumerate(FCN_BLOCKS):
+        conv = keras.layers.Conv1D(filters, kernel, padding="same", kernel_initializer="he_uniform",
+                                   name=f"fcn_conv_{i + 1}")(conv)
+        conv = keras.layers.BatchNormalization(name=f"fcn_norm_{i + 1}")(conv)
+        conv = keras.layers.Activation("relu", name=f"fcn_relu_{i + 1}")(conv)
+        if features > 1 and i < 2:
+            conv = _squeeze_excite(conv, filters, name=f"fcn_se_{i + 1}")
+    conv = keras.layers.GlobalAveragePooling1D(name="fcn_mean_over_time")(conv)
+    shuffled = keras.layers.Permute((2, 1), name="dimension_shuffle")(x)
+    recurrent = _lstm_stack(params, shuffled)
+    return keras.layers.Concatenate(name="lstm_fcn_concat")([recurrent, conv])
+
+
+def _squeeze_excite(x: Any, filters: int, *, name: str, ratio: int = 16) -> Any:
+    """Rescale each channel by a gate computed from its mean over time (Hu et al. 2018)."""
+    s = keras.layers.GlobalAveragePooling1D(name=f"{name}_squeeze")(x)
+    s = keras.layers.Dense(max(1, filters // ratio), activation="relu", kernel_initializer="he_normal",
+                           use_bias=False, name=f"{name}_reduce")(s)
+    s = keras.layers.Dense(filters, activation="sigmoid", kernel_initializer="he_normal", use_bias=False,
+                           name=f"{name}_excite")(s)
+    s = keras.layers.Reshape((1, filters), name=f"{name}_gate")(s)
+    return keras.layers.Multiply(name=f"{name}_scale")([x, s])
 
 
 def _adam(params: LstmParams, probe: GradientProbe | None = None) -> keras.optimizers.Optimizer:

@@ -103,7 +103,7 @@ class Objective:
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
         number = getattr(trial, "number", 0)
-        params = suggest_params(trial, self.space, padded=self.padded)
+        params = suggest_params(trial, self.space, padded=self.padded, features=self.split.X_train.shape[2])
         log = self.tracker.start_trial(number, params)
         outcome = TrialOutcome(number=number, params=params, state="FAIL")
         t0 = time.perf_counter()

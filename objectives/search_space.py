@@ -16,12 +16,14 @@ from sweep.errors import ConfigError
 
 CLASS_WEIGHT_STRATEGIES = ("none", "balanced", "sqrt", "oversample")
 POOLINGS = ("last", "mean", "attention")
+ARCHITECTURES = ("stacked", "lstm_fcn")
 CONV_FILTERS_LIMITS = (0, 512)
 
 # Choices added after the first release, with the value every older study trained with: a study
 # whose stored space lacks them resumes with them fixed at that value (SearchSpace.from_dict).
 LEGACY_CHOICES: dict[str, tuple[Any, ...]] = {
     "bidirectional": (False,), "conv_filters": (0,), "pooling": ("last",), "masking": (False,),
+    "architecture": ("stacked",),
 }
 
 
@@ -42,6 +44,9 @@ class LstmParams:
     conv_filters: int = 0  # > 0: a Conv1D front-end (LSTM-FCN style) with this many filters
     pooling: str = "last"  # last state, or mean / attention over the last layer's sequence
     masking: bool = False  # skip all-zero (padding) timesteps; only searched on padded data
+    # "stacked": the LSTM layers read the series (with the options above); "lstm_fcn": LSTM-FCN, a
+    # convolutional branch beside an LSTM branch that reads the dimension-shuffled series.
+    architecture: str = "stacked"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -92,6 +97,7 @@ class SearchSpace:
     pooling: tuple[str, ...] = POOLINGS
     # Searched only where the data is padded (see suggest_params); [false] turns it off.
     masking: tuple[bool, ...] = (False, True)
+    architecture: tuple[str, ...] = ARCHITECTURES
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -199,6 +205,11 @@ def _choices(name: str, key: str, value: Any) -> tuple[Any, ...]:
         if bad:
             raise ConfigError(f"{name}: unknown pooling {bad[0]!r}; choose from {', '.join(POOLINGS)}")
         return tuple(value)
+    if key == "architecture":
+        bad = [v for v in value if v not in ARCHITECTURES]
+        if bad:
+            raise ConfigError(f"{name}: unknown architecture {bad[0]!r}; choose from {', '.join(ARCHITECTURES)}")
+        return tuple(value)
     if key == "conv_filters":
         low, high = CONV_FILTERS_LIMITS
         if any(isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high for v in value):
@@ -215,7 +226,7 @@ def _choices(name: str, key: str, value: Any) -> tuple[Any, ...]:
     return tuple(float(v) for v in value)
 
 
-def baseline_params(space: SearchSpace, *, padded: bool = False) -> dict[str, Any]:
+def baseline_params(space: SearchSpace, *, padded: bool = False, features: int = 1) -> dict[str, Any]:
     """The first trial of every new study: the classic stacked LSTM (the :class:`LstmParams`
     defaults: 2 x LSTM(64), dropout 0.2, Adam 1e-3, "balanced" class weights, batch 32), moved into
     ``space`` where the space excludes a default (nearest bound of a range, first listed choice).
@@ -231,23 +242,39 @@ def baseline_params(space: SearchSpace, *, padded: bool = False) -> dict[str, An
             params[f.name] = min(max(value, allowed.low), allowed.high)
         else:
             params[f.name] = value if value in allowed else allowed[0]
-    if not (padded and params["conv_filters"] == 0 and True in space.masking):
-        del params["masking"]  # not a trial parameter here (see suggest_params)
-    return params
+    return {k: v for k, v in params.items() if k in asked_params(params, space, padded=padded, features=features)}
 
 
-def suggest_params(trial: Any, space: SearchSpace, *, padded: bool = False) -> LstmParams:
+def asked_params(chosen: Mapping[str, Any], space: SearchSpace, *, padded: bool, features: int) -> set[str]:
+    """The trial parameters :func:`suggest_params` asks for, given the ``architecture`` and
+    ``conv_filters`` in ``chosen``; the other fields keep their :class:`LstmParams` default."""
+    names = {f.name for f in dataclasses.fields(LstmParams)}
+    if chosen["architecture"] == "lstm_fcn":
+        # The FCN branch replaces the Conv1D front-end; on univariate data the LSTM branch reads one
+        # step, where the last state, the mean and attention over steps are the same thing.
+        names -= {"conv_filters", "masking"} | ({"pooling"} if features == 1 else set())
+    elif not (padded and chosen["conv_filters"] == 0 and True in space.masking):
+        names.discard("masking")
+    return names
+
+
+def suggest_params(trial: Any, space: SearchSpace, *, padded: bool = False, features: int = 1) -> LstmParams:
     """Ask an Optuna trial (or ``FixedTrial``) for one configuration from ``space``.
 
     ``masking`` is asked only where it can matter: the data is ``padded`` (see
-    :func:`sweep.data.is_padded`) and there is no Conv1D front-end (a convolution mixes the padding
-    into its neighbours, so no mask survives it). Elsewhere it is False and not a trial parameter.
+    :func:`sweep.data.is_padded`), the architecture is ``"stacked"`` and there is no Conv1D
+    front-end (a convolution mixes the padding into its neighbours, so no mask survives it).
+    ``"lstm_fcn"`` asks no ``conv_filters`` (its convolutional branch is fixed) and, on univariate
+    data (``features == 1``), no ``pooling``. A field not asked keeps its :class:`LstmParams` default.
     """
-    conv_filters = trial.suggest_categorical("conv_filters", list(space.conv_filters))
-    masking = False
-    if padded and conv_filters == 0 and True in space.masking:
-        masking = trial.suggest_categorical("masking", list(space.masking))
-    return LstmParams(
+    chosen: dict[str, Any] = {"architecture": trial.suggest_categorical("architecture", list(space.architecture))}
+    chosen["conv_filters"] = (trial.suggest_categorical("conv_filters", list(space.conv_filters))
+                              if chosen["architecture"] == "stacked" else 0)
+    asked = asked_params(chosen, space, padded=padded, features=features)
+    default = LstmParams()
+    if "masking" in asked:
+        chosen["masking"] = trial.suggest_categorical("masking", list(space.masking))
+    chosen.update(
         units=trial.suggest_int("units", space.units.low, space.units.high, log=space.units.log),
         layers=trial.suggest_int("layers", space.layers.low, space.layers.high),
         dropout=trial.suggest_float("dropout", space.dropout.low, space.dropout.high),
@@ -258,7 +285,7 @@ def suggest_params(trial: Any, space: SearchSpace, *, padded: bool = False) -> L
         batch_size=trial.suggest_categorical("batch_size", list(space.batch_size)),
         clipnorm=trial.suggest_categorical("clipnorm", list(space.clipnorm)),
         bidirectional=trial.suggest_categorical("bidirectional", list(space.bidirectional)),
-        conv_filters=conv_filters,
-        pooling=trial.suggest_categorical("pooling", list(space.pooling)),
-        masking=masking,
+        pooling=(trial.suggest_categorical("pooling", list(space.pooling)) if "pooling" in asked
+                 else default.pooling),
     )
+    return LstmParams(**chosen)

@@ -67,6 +67,8 @@ def _short_params(params: dict[str, Any]) -> str:
             text = f"{v:.1e}" if key == "learning_rate" else (f"{v:.2f}" if key == "dropout" else f"{v:g}" if isinstance(v, float) else str(v))
             parts.append(f"{label}={text}")
     # Architecture choices, shown only where they differ from the plain stacked LSTM.
+    if params.get("architecture", "stacked") != "stacked":
+        parts.append(params["architecture"].replace("_", "-"))
     if params.get("conv_filters"):
         parts.append(f"conv={params['conv_filters']}")
     if params.get("bidirectional"):
@@ -381,7 +383,7 @@ def best(study: str = typer.Argument(..., help="Study name."), storage: str = St
         return
     out.print(f"[bold]study {_e(study)}: best trial {summary['number']}[/]  score {_fmt(summary['value'])}")
     for key in ("units", "layers", "dropout", "learning_rate", "class_weight", "batch_size", "clipnorm",
-                "bidirectional", "conv_filters", "pooling", "masking"):
+                "architecture", "bidirectional", "conv_filters", "pooling", "masking"):
         if key in summary["params"]:
             out.print(_e(f"  {key:<14} {summary['params'][key]}"))
     out.print(f"  val  balanced accuracy {_fmt(summary['val_balanced_accuracy'])}   accuracy {_fmt(summary['val_accuracy'])}"

@@ -83,9 +83,13 @@ _GROUPERS: dict[str, Callable[[dict[str, Any]], str | None]] = {
 
 
 def architecture(params: dict[str, Any]) -> str:
-    """``"LSTM"``, ``"BiLSTM"``, ``"conv+LSTM"`` or ``"conv+BiLSTM"`` (+ ``" masked"``); trials of
-    studies made before these choices existed are plain ``"LSTM"``."""
-    name = ("conv+" if params.get("conv_filters") else "") + ("BiLSTM" if params.get("bidirectional") else "LSTM")
+    """``"LSTM"``, ``"BiLSTM"``, ``"conv+LSTM"`` or ``"conv+BiLSTM"`` (+ ``" masked"``), or
+    ``"LSTM-FCN"`` / ``"BiLSTM-FCN"``; trials of studies made before these choices existed are
+    plain ``"LSTM"``."""
+    rnn = "BiLSTM" if params.get("bidirectional") else "LSTM"
+    if params.get("architecture") == "lstm_fcn":
+        return f"{rnn}-FCN"
+    name = ("conv+" if params.get("conv_filters") else "") + rnn
     return name + (" masked" if params.get("masking") else "")
 
 

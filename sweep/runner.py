@@ -122,7 +122,8 @@ def open_sweep(prep: PreparedSweep, *, allow_changes: bool = False) -> OpenSweep
     cfg, data = prep.cfg, prep.data
     check_tracking_store(resolve_tracking_uri(cfg.tracking_uri))  # before anything is written, Optuna included
     storage = open_storage(cfg.storage)
-    first = baseline_params(cfg.space, padded=is_padded(prep.split.X_train)) if cfg.baseline else None
+    first = (baseline_params(cfg.space, padded=is_padded(prep.split.X_train), features=prep.split.X_train.shape[2])
+             if cfg.baseline else None)
     study, resumed = create_or_resume(
         cfg, name=prep.name, storage=storage, identity=study_identity(prep), allow_changes=allow_changes,
         first_trial=first,

@@ -514,7 +514,8 @@ def _run_title(number: int, outcome: TrialOutcome) -> str:
 
 def _describe(params: LstmParams) -> str:
     p = asdict(params)
-    return (f"{p['layers']}x LSTM({p['units']}), dropout {p['dropout']:.2f}, lr {p['learning_rate']:.1e}, "
+    prefix = "LSTM-FCN (FCN 128/256/128 beside, on the dimension-shuffled series) " if p["architecture"] == "lstm_fcn" else ""
+    return (f"{prefix}{p['layers']}x LSTM({p['units']}), dropout {p['dropout']:.2f}, lr {p['learning_rate']:.1e}, "
             f"class weight {p['class_weight']}, batch {p['batch_size']}, clipnorm {p['clipnorm']:g}")
 
 

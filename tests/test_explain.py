@@ -71,14 +71,17 @@ def test_collapse_rate_by_parameter_is_ordered_and_counted():
 
 
 def test_collapse_rate_by_architecture_and_pooling():
-    rows = [row(0, collapse=True), row(1), row(2), row(3, collapse=True)]
+    rows = [row(0, collapse=True), row(1), row(2), row(3, collapse=True), row(4), row(5, collapse=True)]
     rows[1]["params"] |= {"conv_filters": 64, "bidirectional": True, "pooling": "attention"}
     rows[2]["params"] |= {"conv_filters": 0, "bidirectional": True, "pooling": "mean", "masking": True}
     rows[3]["params"] |= {"conv_filters": 64, "bidirectional": False, "pooling": "mean"}
+    rows[4]["params"] |= {"architecture": "lstm_fcn", "conv_filters": 0, "bidirectional": False}
+    rows[5]["params"] |= {"architecture": "lstm_fcn", "conv_filters": 0, "bidirectional": True}
     by = collapse_summary(rows)["by_parameter"]
     assert by["architecture"] == {
         "BiLSTM masked": {"trials": 1, "collapsed": 0, "rate": 0.0}, "LSTM": {"trials": 1, "collapsed": 1, "rate": 1.0},
-        "conv+BiLSTM": {"trials": 1, "collapsed": 0, "rate": 0.0}, "conv+LSTM": {"trials": 1, "collapsed": 1, "rate": 1.0}}
+        "conv+BiLSTM": {"trials": 1, "collapsed": 0, "rate": 0.0}, "conv+LSTM": {"trials": 1, "collapsed": 1, "rate": 1.0},
+        "LSTM-FCN": {"trials": 1, "collapsed": 0, "rate": 0.0}, "BiLSTM-FCN": {"trials": 1, "collapsed": 1, "rate": 1.0}}
     assert list(by["pooling"]) == ["attention", "last", "mean"] and by["pooling"]["mean"]["collapsed"] == 1
 
 
@@ -200,3 +203,16 @@ def test_a_small_validation_split_is_not_called_no_signal_when_the_test_set_or_d
     d = explain("s", rows, best(band - 0.01, confusion=small, test_ba=0.5, test_confusion=test),
                 data_check=check | {"p_value": 0.4, "has_signal": False})
     assert d.causes == ["no_signal"]
+
+
+def test_trial_lines_and_run_descriptions_name_lstm_fcn_and_leave_the_stacked_lstm_as_it_was():
+    from objectives.search_space import LstmParams
+    from sweep.cli import _short_params
+    from sweep.tracking import _describe
+
+    fcn = LstmParams(units=8, layers=1, dropout=0.8, architecture="lstm_fcn")
+    assert _short_params(fcn.to_dict()).endswith("lstm-fcn") and "conv=" not in _short_params(fcn.to_dict())
+    assert _describe(fcn).startswith("LSTM-FCN") and "1x LSTM(8)" in _describe(fcn)
+    stacked = LstmParams(units=8, layers=1)
+    assert "lstm-fcn" not in _short_params(stacked.to_dict()) and _describe(stacked).startswith("1x LSTM(8)")
+    assert "lstm-fcn" not in _short_params({"units": 8})  # a trial of a study made before the choice

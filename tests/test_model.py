@@ -16,13 +16,16 @@ X[:12, 200:] = 0.0  # a quarter of the sequences zero-padded at the end
 Y = RNG.integers(0, 3, size=48)
 
 
-def _train(params: LstmParams, epochs: int = 1, **kwargs):
+def _train(params: LstmParams, epochs: int = 1, *, X_train=X, y_train=Y, mean=None, std=None, **kwargs):
     from objectives import model as lstm
 
+    features = X_train.shape[2]
     training = lstm.start_training(
-        params, X_train=X, y_train=Y, X_val=X[:16], y_val=Y[:16], n_classes=3, mean=np.zeros(2, "float32"),
-        std=np.ones(2, "float32"), patience=kwargs.pop("patience", 3), seed=0, on_epoch=lambda r: None, **kwargs)
-    lstm.fit(training, params, X_train=X, y_train=Y, n_classes=3, epochs=epochs, seed=0)
+        params, X_train=X_train, y_train=y_train, X_val=X_train[:16], y_val=y_train[:16], n_classes=3,
+        mean=np.zeros(features, "float32") if mean is None else mean,
+        std=np.ones(features, "float32") if std is None else std,
+        patience=kwargs.pop("patience", 3), seed=0, on_epoch=lambda r: None, **kwargs)
+    lstm.fit(training, params, X_train=X_train, y_train=y_train, n_classes=3, epochs=epochs, seed=0)
     return training
 
 
@@ -47,6 +50,46 @@ def test_each_architecture_trains_records_gradients_and_reloads_to_the_same_pred
     assert ("mask_padding" in names) == (params.masking and not params.conv_filters)
     if params.conv_filters:  # 300 steps max-pooled by 3 to 100 for the LSTM
         assert model.get_layer("lstm_1").input.shape[1] == 100
+
+
+@pytest.mark.parametrize("params, features", [
+    (LstmParams(units=8, layers=1, dropout=0.8, architecture="lstm_fcn"), 1),
+    (LstmParams(units=8, layers=2, architecture="lstm_fcn", bidirectional=True), 1),
+    (LstmParams(units=8, layers=1, architecture="lstm_fcn", pooling="attention"), 2),
+    (LstmParams(units=8, layers=1, architecture="lstm_fcn", pooling="mean"), 2),
+], ids=["lstm-fcn-univariate", "bilstm-fcn-2-layers", "alstm-fcn-multivariate", "mlstm-fcn-mean"])
+def test_lstm_fcn_trains_saves_and_reloads_through_the_pyfunc_to_the_same_predictions(tmp_path, params, features):
+    """LSTM-FCN: the FCN branch (128/k8, 256/k5, 128/k3) sees the series, the LSTM branch its
+    dimension shuffle (``features`` steps of ``timesteps``-wide vectors); squeeze-and-excite blocks
+    on multivariate data only (MLSTM-FCN). The MLflow pyfunc logged with every model (models from
+    code, Keras layers only) loads it and answers exactly as the trained model does."""
+    import json
+
+    import mlflow
+
+    from sweep.tracking import PYFUNC_MODEL_CODE
+
+    x, y = X[:, :96, :features], Y
+    training = _train(params, X_train=x, y_train=y, mean=np.zeros(features, "float32"),
+                      std=np.ones(features, "float32"), epochs=2)
+    model = training.model
+    assert len(training.history) == 2 and training.history[-1].grad_norm_first > 0
+    assert [model.get_layer(f"fcn_conv_{i}").filters for i in (1, 2, 3)] == [128, 256, 128]
+    assert [model.get_layer(f"fcn_conv_{i}").kernel_size for i in (1, 2, 3)] == [(8,), (5,), (3,)]
+    assert model.get_layer("lstm_1").input.shape[1:] == (features, 96)  # the dimension shuffle
+    names = {layer.name for layer in model.layers}
+    assert ({"fcn_se_1_scale", "fcn_se_2_scale"} <= names) == (features > 1) and "fcn_se_3_scale" not in names
+    assert ("attention" in names) == (params.pooling == "attention")
+    assert "conv" not in names and "mask_padding" not in names
+    keras_path, labels_path = tmp_path / "m.keras", tmp_path / "labels.json"
+    model.save(keras_path)
+    labels_path.write_text(json.dumps({"labels": ["a", "b", "c"]}))
+    mlflow.pyfunc.save_model(tmp_path / "pyfunc", python_model=str(PYFUNC_MODEL_CODE), pip_requirements=[],
+                             artifacts={"keras_model": str(keras_path), "labels": str(labels_path)})
+    served = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc")).predict(x[:8])
+    expected = model.predict_on_batch(x[:8])
+    np.testing.assert_allclose(served[["proba_a", "proba_b", "proba_c"]].to_numpy(), expected, atol=1e-5)
+    assert list(served["label"]) == [["a", "b", "c"][i] for i in expected.argmax(axis=1)]
 
 
 def test_masked_mean_pooling_ignores_the_padding_steps():

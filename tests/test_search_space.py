@@ -24,7 +24,7 @@ from sweep.errors import ConfigError
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 FIXED = dict(units=48, layers=3, dropout=0.35, learning_rate=2.5e-3, class_weight="sqrt", batch_size=64, clipnorm=5.0,
-             bidirectional=True, conv_filters=64, pooling="attention")
+             bidirectional=True, conv_filters=64, pooling="attention", architecture="stacked")
 
 
 def test_fixed_trial_gives_params_equal_to_the_fixed_values():
@@ -56,7 +56,7 @@ def test_masking_is_searched_only_on_padded_data_without_a_conv_front_end():
             if not padded:
                 assert not asked and p.masking is False
                 seen["plain"].add(p.masking)
-            elif p.conv_filters:
+            elif p.conv_filters or p.architecture == "lstm_fcn":
                 assert not asked and p.masking is False
                 seen["padded_conv"].add(p.masking)
             else:
@@ -85,6 +85,45 @@ def test_the_baseline_trial_is_the_classic_recipe_asked_exactly_as_a_search_tria
         study.tell(trial, 0.0)
 
 
+@pytest.mark.parametrize("features", [1, 6])
+def test_lstm_fcn_asks_no_conv_front_end_nor_masking_and_pooling_only_on_multivariate_data(features):
+    """LSTM-FCN's convolutional branch is fixed, so ``conv_filters`` is not asked; its LSTM reads the
+    dimension-shuffled series, one step on univariate data, where pooling over steps means nothing."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=4))
+    seen: dict[str, set] = {"architecture": set(), "pooling_fcn": set(), "masking_stacked": set()}
+    for _ in range(80):
+        trial = study.ask()
+        p = suggest_params(trial, SearchSpace(), padded=True, features=features)
+        seen["architecture"].add(p.architecture)
+        assert trial.params["architecture"] == p.architecture
+        if p.architecture == "lstm_fcn":
+            assert "conv_filters" not in trial.params and "masking" not in trial.params
+            assert p.conv_filters == 0 and p.masking is False
+            assert ("pooling" in trial.params) == (features > 1)
+            seen["pooling_fcn"].add(p.pooling)
+        else:
+            assert "conv_filters" in trial.params and "pooling" in trial.params
+            if p.conv_filters == 0:
+                seen["masking_stacked"].add(trial.params["masking"])
+        assert LstmParams(**trial.params) == p  # best_params still rebuild the model
+        study.tell(trial, 0.0)
+    assert seen["architecture"] == {"stacked", "lstm_fcn"} and seen["masking_stacked"] == {False, True}
+    assert seen["pooling_fcn"] == ({"last"} if features == 1 else set(POOLINGS))
+
+
+@pytest.mark.parametrize("features", [1, 6])
+def test_a_baseline_in_an_lstm_fcn_only_space_queues_exactly_the_parameters_asked(features):
+    space = SearchSpace.from_mapping({"architecture": ["lstm_fcn"]})
+    fixed = baseline_params(space, padded=True, features=features)
+    assert fixed["architecture"] == "lstm_fcn" and "conv_filters" not in fixed and "masking" not in fixed
+    assert ("pooling" in fixed) == (features > 1)
+    study = optuna.create_study()
+    study.enqueue_trial(fixed)
+    trial = study.ask()
+    assert suggest_params(trial, space, padded=True, features=features) == LstmParams(**fixed)
+    assert trial.params == fixed
+
+
 def test_the_baseline_trial_moves_into_a_narrowed_space():
     space = SearchSpace.from_mapping({"units": {"low": 8, "high": 32}, "learning_rate": {"low": 2e-3, "high": 1e-2},
                                       "class_weight": ["sqrt", "none"], "pooling": ["mean"], "masking": [True]})
@@ -103,19 +142,29 @@ def test_params_of_a_study_made_before_the_architecture_choices_rebuild_the_plai
     old = dict(units=48, layers=2, dropout=0.1, learning_rate=1e-3, class_weight="none", batch_size=32, clipnorm=0.0)
     p = LstmParams(**old)
     assert (p.bidirectional, p.conv_filters, p.pooling, p.masking) == (False, 0, "last", False)
+    assert p.architecture == "stacked"
 
 
-def test_a_stored_space_without_the_new_choices_resumes_with_them_fixed_at_their_old_value():
+@pytest.mark.parametrize("added", [("bidirectional", "conv_filters", "pooling", "masking", "architecture"),
+                                   ("architecture",)])
+def test_a_stored_space_without_the_new_choices_resumes_with_them_fixed_at_their_old_value(added):
     stored = SearchSpace().to_dict()
-    for key in ("bidirectional", "conv_filters", "pooling", "masking"):
+    for key in added:
         del stored[key]
     space = SearchSpace.from_dict(stored)
-    assert (space.bidirectional, space.conv_filters, space.pooling, space.masking) == ((False,), (0,), ("last",), (False,))
+    assert space.architecture == ("stacked",)
+    if "pooling" in added:
+        assert (space.bidirectional, space.conv_filters, space.pooling, space.masking) == (
+            (False,), (0,), ("last",), (False,))
     assert space.units == SearchSpace().units
-    study = optuna.create_study()
-    trial = study.ask()
-    p = suggest_params(trial, space, padded=True)
-    assert (p.bidirectional, p.conv_filters, p.pooling, p.masking) == (False, 0, "last", False)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    for _ in range(20):
+        trial = study.ask()
+        p = suggest_params(trial, space, padded=True, features=3)
+        assert p.architecture == "stacked"
+        if "pooling" in added:
+            assert (p.bidirectional, p.conv_filters, p.pooling, p.masking) == (False, 0, "last", False)
+        study.tell(trial, 0.0)
     assert SearchSpace.from_dict(SearchSpace().to_dict()) == SearchSpace()
 
 
@@ -180,6 +229,7 @@ def test_default_space_suggestions_stay_in_the_default_ranges_and_use_log_scale(
         assert 1e-4 <= p.learning_rate <= 1e-2
         assert p.class_weight in CLASS_WEIGHT_STRATEGIES and p.batch_size in (16, 32, 64) and p.clipnorm in (0.0, 1.0, 5.0)
         assert p.bidirectional in (False, True) and p.conv_filters in (0, 64) and p.pooling in POOLINGS
+        assert p.architecture in ("stacked", "lstm_fcn")
         lrs.append(p.learning_rate)
     # log-uniform: about half the draws below the geometric midpoint 1e-3 (uniform would give ~9%)
     below = sum(lr < 1e-3 for lr in lrs) / len(lrs)
@@ -259,6 +309,8 @@ def test_ranges_at_the_hard_limits_are_allowed():
         ({"pooling": ["last", "max"]}, ["unknown pooling 'max'", "last, mean, attention"]),
         ({"conv_filters": [0, -8]}, ["filter counts must be integers in [0, 512]"]),
         ({"conv_filters": [True]}, ["filter counts must be integers"]),
+        ({"architecture": ["stacked", "fcn"]}, ["unknown architecture 'fcn'", "stacked, lstm_fcn"]),
+        ({"architecture": "lstm_fcn"}, ["search_space.architecture: expected a non-empty list"]),
     ],
 )
 def test_invalid_entries_raise_a_config_error_naming_the_key(table, phrases):
@@ -293,6 +345,7 @@ def test_fingerprint_is_stable_and_changes_when_the_space_changes():
         {"conv_filters": [0, 32]},
         {"pooling": ["last"]},
         {"masking": [False]},
+        {"architecture": ["stacked"]},
     ]
     prints = {SearchSpace.from_mapping(t).fingerprint() for t in changed}
     assert base not in prints and len(prints) == len(changed)
