@@ -468,6 +468,7 @@ def diagnose(
 ) -> None:
     """Before a sweep (DATA): class balance, chance level, and whether the labels depend on the
     inputs at all. After one (--study NAME): which causes made its models collapse, with the evidence."""
+    _check_seed(seed)
     if study is not None:
         if data is not None:
             raise SweepError("give DATA (check data before a sweep) or --study NAME (explain a study), not both")
@@ -618,6 +619,7 @@ def make_data(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Write a synthetic imbalanced (80/20) set of 20-step x 5-feature sequences."""
+    _check_seed(seed)
     from sweep.synthetic import make_dataset, write_dataset
 
     arrays = make_dataset(kind, n_train=n, n_test=n_test, seed=seed)
@@ -625,6 +627,13 @@ def make_data(
     meta = json.loads(str(arrays["meta"]))
     extra = f"; planted Bayes-optimal balanced accuracy {meta['bayes_balanced_accuracy']:.2f}" if kind == "seed-signal" else ""
     out.print(_e(f"wrote {path}: {n} train + {n_test} test sequences, 20 steps x 5 features, labels 80/20{extra}"))
+
+
+def _check_seed(seed: int) -> None:
+    from sweep.config import MAX_SEED
+
+    if not 0 <= seed <= MAX_SEED:
+        raise SweepError(f"--seed must be an integer in [0, {MAX_SEED}], got {seed}")
 
 
 def _e(value: Any) -> str:

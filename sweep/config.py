@@ -23,6 +23,8 @@ from objectives.search_space import SearchSpace
 from sweep.errors import ConfigError
 
 DEFAULT_STORAGE = "sqlite:///sweep.db"
+# Seeds feed numpy/scikit-learn (< 2**32) after offsets (trial number, re-training, worker pid).
+MAX_SEED = 2**31 - 1
 LOG_MODELS = ("best", "all", "none")
 PRUNERS = ("median", "none")
 
@@ -150,7 +152,7 @@ def _validate(cfg: SweepConfig, where: str) -> None:
             raise ConfigError(f"{name} must be an integer {bound}, got {value!r}")
 
     need_int("n_trials (--n-trials)", cfg.n_trials, 1)
-    need_int("seed (--seed)", cfg.seed, 0)
+    need_int("seed (--seed)", cfg.seed, 0, MAX_SEED)
     need_int("train.epochs (--epochs)", cfg.train.epochs, 1)
     need_int("train.patience (--patience)", cfg.train.patience, 1)
     need_int("train.collapse_warmup (--collapse-warmup)", cfg.train.collapse_warmup, 0)
@@ -176,5 +178,8 @@ def _validate(cfg: SweepConfig, where: str) -> None:
             raise ConfigError(f"{where}: run.{key} must be true or false, got {getattr(cfg, key)!r}")
     if not isinstance(cfg.storage, str) or not cfg.storage:
         raise ConfigError(f"{where}: run.storage must be a database URL string")
+    if cfg.tracking_uri is not None and (not isinstance(cfg.tracking_uri, str) or not cfg.tracking_uri.strip()):
+        raise ConfigError(f"{where}: run.tracking_uri (--tracking-uri) must be an MLflow tracking URI string "
+                          f"(e.g. \"sqlite:///mlflow.db\" or \"http://host:5000\"), got {cfg.tracking_uri!r}")
     if cfg.study is not None and (not isinstance(cfg.study, str) or not cfg.study.strip()):
         raise ConfigError("study (--study) must be a non-empty name")

@@ -16,6 +16,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +128,7 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
     if not zipfile.is_zipfile(path):
         # numpy would try to unpickle it and complain about pickles, which misleads.
         raise DataError(f"{path}: not a readable .npz file (not a zip archive); re-save it with numpy.savez")
+    _check_npz_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -136,6 +139,89 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
             raise DataError(f"{path}: holds pickled objects; save plain numeric or string arrays with numpy.savez") from None
         raise DataError(f"{path}: not a readable .npz file ({exc}); re-save it with numpy.savez") from None
     return arrays
+
+
+def _memory_limit() -> int:
+    """Bytes an .npz's arrays may take: ``SWEEP_MAX_DATA_BYTES``, else half the memory available now
+    (the arrays are copied again for the split and the model's input)."""
+    raw = os.environ.get("SWEEP_MAX_DATA_BYTES")
+    if raw is not None:
+        try:
+            return max(0, int(raw))
+        except ValueError:
+            raise DataError(f"SWEEP_MAX_DATA_BYTES={raw!r}: must be a whole number of bytes") from None
+    available = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, AttributeError):
+            available = 8 * 2**30
+    return available // 2
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} bytes"
+
+
+def _check_npz_sizes(path: Path) -> None:
+    """Read every array's header (not its data) and refuse what cannot be loaded: a header that
+    declares more data than the file holds (a crafted or truncated file), object arrays (pickles),
+    or arrays larger than the memory this machine has to spare. Nothing is allocated before this."""
+    from numpy.lib import format as npy
+
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                name = info.filename.removesuffix(".npy")
+                # The sizes in the zip directory are claims too: stored data is as long as it says,
+                # deflate packs at most ~1032:1 (numpy writes only these two).
+                if (info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size) or (
+                        info.compress_type == zipfile.ZIP_DEFLATED and info.file_size > 1100 * max(info.compress_size, 1)):
+                    raise DataError(f"{path}: array '{name}' claims {_size(info.file_size)} packed in "
+                                    f"{_size(info.compress_size)}; the file is corrupt: re-save it with numpy.savez")
+                with archive.open(info) as fh:
+                    version = npy.read_magic(fh)
+                    if version == (1, 0):
+                        shape, _, dtype = npy.read_array_header_1_0(fh)
+                    elif version == (2, 0):
+                        shape, _, dtype = npy.read_array_header_2_0(fh)
+                    else:
+                        shape, _, dtype = npy._read_array_header(fh, version)
+                    header = fh.tell()
+                if dtype.hasobject:
+                    raise DataError(f"{path}: holds pickled objects; save plain numeric or string arrays with numpy.savez")
+                declared = math.prod(shape) * dtype.itemsize
+                if declared > info.file_size - header:
+                    raise DataError(
+                        f"{path}: array '{name}' declares shape {tuple(shape)} of {dtype} ({_size(declared)}) but the "
+                        f"file holds {_size(max(0, info.file_size - header))} for it; the file is corrupt or truncated: "
+                        "re-save it with numpy.savez")
+                total += declared
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, TypeError, SyntaxError) as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise DataError(f"{path}: not a readable .npz file ({reason}); re-save it with numpy.savez") from None
+    limit = _memory_limit()
+    if total > limit:
+        raise DataError(
+            f"{path}: its arrays take {_size(total)} in memory, more than this machine can spare ({_size(limit)}: half "
+            "the memory available now, or SWEEP_MAX_DATA_BYTES); use a smaller file or a machine with more memory")
 
 
 def _read_npz(path: Path) -> tuple[Any, Any, Any, Any, dict[str, Any]]:

@@ -117,7 +117,7 @@ def _probe_http(uri: str, shown: str) -> None:
     context = None
     if uri.lower().startswith("https://"):
         if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("true", "1"):
-            context = ssl._create_unverified_context()  # noqa: S323 - the user asked MLflow for exactly this
+            context = ssl._create_unverified_context()
         else:
             context = ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None)
     try:

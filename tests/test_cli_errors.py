@@ -65,6 +65,22 @@ def _npz(**overrides: np.ndarray) -> Callable[[Path], None]:
     return lambda p: _tiny_npz(p / "d.npz", **overrides) and None
 
 
+def _huge_header_npz(p: Path) -> None:
+    """An .npz whose X_train header declares 10^6 x 10^4 x 100 float32 (3.6 TiB) over 64 bytes of data."""
+    import io
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    header = io.BytesIO()
+    npy.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**6, 10**4, 100)})
+    y = io.BytesIO()
+    npy.write_array(y, np.array([0] * 30 + [1] * 10))
+    with zipfile.ZipFile(p / "d.npz", "w") as archive:
+        archive.writestr("X_train.npy", header.getvalue() + b"\0" * 64)
+        archive.writestr("y_train.npy", y.getvalue())
+
+
 X = np.random.default_rng(1).normal(size=(40, 6, 2)).astype(np.float32)
 NAN_X = np.where(np.arange(40)[:, None, None] == 5, np.nan, X)
 
@@ -119,6 +135,25 @@ RUN_ERRORS = {
                                 setup=_npz()),
     "run-storage-password-bad-port": C(["run", "d.npz", "--storage", f"postgresql+psycopg://bob:{PASSWORD}@127.0.0.1:x/db"],
                                        "not a database URL", setup=_npz()),
+    "run-npz-header-declares-3-TiB": C("run d.npz", "array 'X_train' declares shape (1000000, 10000, 100)",
+                                       "file is corrupt or truncated", setup=_huge_header_npz),
+    "run-seed-above-2-32": C("run d.npz --seed 4294967296", "seed (--seed) must be an integer in [0, 2147483647]",
+                             setup=_npz()),
+    "run-config-tracking-uri-number": C("run d.npz --config c.toml", "c.toml: run.tracking_uri (--tracking-uri) must be",
+                                        "got 5", setup=_with_config("[run]\ntracking_uri = 5\n")),
+    # The tracking store is checked before the Optuna storage is opened: no sweep.db is left behind.
+    "run-tracking-server-unreachable": C("run d.npz --tracking-uri http://127.0.0.1:1",
+                                         "cannot reach the MLflow tracking server http://127.0.0.1:1", setup=_npz()),
+    "run-tracking-server-password-unreachable": C(["run", "d.npz", "--tracking-uri", f"http://bob:{PASSWORD}@127.0.0.1:1"],
+                                                  "cannot reach the MLflow tracking server", setup=_npz()),
+    "run-tracking-postgres-password-unreachable": C(
+        ["run", "d.npz", "--tracking-uri", f"postgresql+psycopg://bob:{PASSWORD}@127.0.0.1:1/db"],
+        "cannot open MLflow store postgresql+psycopg://bob:***@127.0.0.1:1/db", setup=_npz()),
+    "run-tracking-folder-missing": C("run d.npz --tracking-uri sqlite:///no/such/dir/m.db", "MLflow store sqlite:///",
+                                     "no/such/dir does not exist", setup=_npz()),
+    "run-storage-query-password-bad-port": C(
+        ["run", "d.npz", "--storage", f"postgresql+psycopg://bob@127.0.0.1:x/db?password={PASSWORD}"],
+        "not a database URL", "password=***", setup=_npz()),
     "run-storage-password-unsupported-db": C(["run", "d.npz", "--storage", f"oracle://bob:{PASSWORD}@host/db"],
                                              "unsupported database", "bob:***@host", setup=_npz()),
 }
@@ -156,8 +191,15 @@ OTHER_ERRORS = {
     "export-no-suffix": C("export x --out file", "unknown format '(none)'"),
     "export-missing-folder": C("export x --out nodir/file.csv", "folder nodir does not exist"),
     "make-data-unknown-kind": C("make-data seed-magic --out x.npz", "unknown kind 'seed-magic'"),
+    "make-data-seed-above-2-32": C("make-data seed-noise --out x.npz --seed 4294967296",
+                                   "--seed must be an integer in [0, 2147483647]"),
+    "diagnose-seed-above-2-32": C("diagnose d.npz --seed 4294967296", "--seed must be an integer in [0, 2147483647]",
+                                  setup=_npz()),
     "make-data-not-npz": C("make-data seed-noise --out x.csv", "x.csv: the output must end in .npz"),
     "unknown-command": C("frobnicate", "No such command", "--help"),
+    "status-query-password-unreachable": C(
+        ["status", "x", "--storage", f"postgresql+psycopg://bob@127.0.0.1:1/db?password={PASSWORD}"],
+        "cannot open storage postgresql+psycopg://bob@127.0.0.1:1/db?password=***"),
     "status-password-unreachable": C(["status", "x", "--storage", f"postgresql://bob:{PASSWORD}@127.0.0.1:1/db"],
                                      "cannot open storage postgresql+psycopg://bob:***@127.0.0.1:1/db"),
     "studies-password-unreachable": C(["studies", "--storage", f"postgresql+psycopg://bob:{PASSWORD}@127.0.0.1:1/db"],
@@ -172,7 +214,7 @@ SCRIPT_CASES = [
     "run-missing-data-file", "run-unknown-format-txt", "run-nan-in-X", "run-X-y-length-mismatch", "run-wrong-rank",
     "run-one-class-only", "run-class-with-one-sequence", "run-storage-not-a-url", "run-config-unknown-key",
     "run-config-low-above-high", "run-n-trials-0", "run-n-trials-minus-3", "status-without-database",
-    "best-unknown-study", "export-txt",
+    "best-unknown-study", "export-txt", "run-npz-header-declares-3-TiB", "run-seed-above-2-32",
 ]
 # Imports TensorFlow before failing: too slow to repeat in the one-interpreter pass.
 NOT_IN_PROCESS = {"run-storage-folder-missing"}
@@ -313,7 +355,8 @@ def test_run_validation_errors_come_fast(script_outcomes, script_case):
 def test_a_password_in_a_bad_storage_url_is_masked(in_process_outcomes, case):
     o = in_process_outcomes[case]
     assert o.code == 2
-    assert "bob:***@" in o.stderr or "<malformed storage URL>" in o.stderr, o.stderr
+    # An HTTP store's credentials move to MLflow's environment variables: its URL is shown without them.
+    assert "***" in o.stderr or ("http://127.0.0.1:1" in o.stderr and "bob" not in o.stderr), o.stderr
     assert PASSWORD not in o.stdout + o.stderr
 
 
@@ -339,3 +382,111 @@ def test_unreachable_postgres_exits_2_within_15_s_with_the_password_masked(tmp_p
     assert elapsed < 15, f"took {elapsed:.1f}s"
     for name in STORES:
         assert not (tmp_path / name).exists(), f"{name} was written"
+
+
+def _sweep_env(*args: str, cwd: Path, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SWEEP), *args], cwd=cwd, env={**_env(), **env}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_an_npz_larger_than_the_memory_to_spare_is_refused_before_it_is_read(tmp_path):
+    _tiny_npz(tmp_path / "d.npz")
+    before = _snapshot(tmp_path)
+    r = _sweep_env("run", "d.npz", cwd=tmp_path, SWEEP_MAX_DATA_BYTES="1000")
+    _assert_one_error_line(r.returncode, r.stderr, "d.npz: its arrays take 2.2 KiB in memory", "SWEEP_MAX_DATA_BYTES",
+                           stdout=r.stdout)
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.fixture
+def read_only():
+    """Make files read-only for real: chmod for a normal user; root writes through chmod, so chattr +i."""
+    frozen: list[Path] = []
+
+    def freeze(path: Path) -> None:
+        if os.geteuid() == 0:
+            r = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+            if r.returncode != 0:
+                pytest.skip(f"cannot make a file read-only as root here: {r.stderr.strip()}")
+        else:
+            path.chmod(0o444)
+        frozen.append(path)
+
+    yield freeze
+    for path in frozen:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], check=False)
+        else:
+            path.chmod(0o644)
+
+
+def test_a_read_only_sqlite_storage_is_one_line_and_left_alone(tmp_path, read_only):
+    _tiny_npz(tmp_path / "d.npz")
+    _existing_db(tmp_path)
+    read_only(tmp_path / "existing.db")
+    before = _snapshot(tmp_path)
+    r = _sweep_env("run", "d.npz", "--storage", f"sqlite:///{tmp_path}/existing.db", cwd=tmp_path)
+    _assert_one_error_line(r.returncode, r.stderr, "existing.db is read-only", "chmod u+w", stdout=r.stdout)
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_read_only_mlflow_store_is_found_before_the_study_is_created(tmp_path, read_only):
+    _tiny_npz(tmp_path / "d.npz")
+    (tmp_path / "mlflow.db").write_bytes(b"")
+    read_only(tmp_path / "mlflow.db")
+    before = _snapshot(tmp_path)
+    r = _sweep_env("run", "d.npz", cwd=tmp_path)
+    _assert_one_error_line(r.returncode, r.stderr, f"MLflow store sqlite:///{tmp_path}/mlflow.db", "read-only",
+                           stdout=r.stdout)
+    assert _snapshot(tmp_path) == before, "the Optuna storage was written before the tracking store was checked"
+
+
+def test_rich_markup_in_study_names_and_labels_is_printed_as_text(tmp_path):
+    """A study named "[bold]x" or labels like "[/]a" crashed the CLI (Rich read them as markup)."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", X_train=rng.normal(size=(40, 6, 2)).astype(np.float32),
+             y_train=np.array(["[/]a"] * 30 + ["[bold]b"] * 10))
+    r = _sweep_env("run", "d.npz", "--study", "[bold]x", "--create-only", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "[bold]x" in r.stdout and "[/]a: 30, [bold]b: 10" in r.stdout and "Traceback" not in r.stderr
+    assert "-- '[bold]x'" in r.stdout  # the worker hint is a runnable command line
+    r = _sweep_env("status", "[bold]x", cwd=tmp_path)
+    assert r.returncode == 0 and "study [bold]x:" in r.stdout, r.stderr
+    r = _sweep_env("diagnose", "d.npz", cwd=tmp_path)
+    assert r.returncode == 0 and "[/]a" in r.stdout and "[bold]b" in r.stdout, r.stderr
+
+
+def test_a_study_named_like_an_option_reaches_the_workers_as_a_name():
+    """`sweep run --study=-x --workers 2`: the workers' command line must not read "-x" as an option."""
+    from types import SimpleNamespace
+
+    import typer
+
+    from sweep.cli import app
+    from sweep.workers import worker_command
+
+    prep = SimpleNamespace(name="-x", data=SimpleNamespace(source="d.npz"))
+    args = worker_command(SimpleNamespace(prep=prep), threads=1)
+    assert args[1:4] == ["-m", "sweep", "worker"]
+    command = typer.main.get_command(app)
+    ctx = command.make_context("sweep", args[3:], resilient_parsing=False)
+    sub = command.get_command(ctx, "worker")
+    params = sub.make_context("worker", args[4:], parent=ctx).params
+    assert params["study"] == "-x" and params["threads"] == 1 and params["quiet"]
+
+
+def test_the_study_stores_an_absolute_tracking_uri_so_predict_works_from_another_folder(tmp_path):
+    home, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    home.mkdir(), elsewhere.mkdir()
+    _tiny_npz(home / "d.npz")
+    r = _sweep_env("run", "d.npz", "--create-only", "--storage", f"sqlite:///{home}/sweep.db", cwd=home)
+    assert r.returncode == 0, r.stderr
+    import optuna
+
+    study = optuna.load_study(study_name="d", storage=f"sqlite:///{home}/sweep.db")
+    assert study.user_attrs["tracking_uri"] == f"sqlite:///{home}/mlflow.db"
+    # From another folder predict finds the study's store (and says it holds no champion yet),
+    # instead of looking for ./mlflow.db.
+    r = _sweep_env("predict", "d", str(home / "d.npz"), "--storage", f"sqlite:///{home}/sweep.db", cwd=elsewhere)
+    line = _assert_one_error_line(r.returncode, r.stderr, stdout=r.stdout)
+    assert "no MLflow store" not in line and f"sqlite:///{home}/mlflow.db" in line, line
