@@ -255,8 +255,7 @@ def test_pgbouncer_pools_transactions_for_the_postgres_service() -> None:
     target = dict(kv.split("=", 1) for kv in ini["databases"]["*"].split())
     assert target == {"host": "postgres", "port": "5432"}
     settings = ini["pgbouncer"]
-    # Transaction pooling: workers keep idle connections open; see docker/pgbouncer.ini and
-    # lstm-sweep's creation lock (lock and unlock in one transaction).
+    # Transaction pooling: workers keep idle connections open (docker/pgbouncer.ini says why it is safe).
     assert settings["pool_mode"] == "transaction"
     assert settings["auth_type"] == "scram-sha-256"
     assert int(settings["max_client_conn"]) >= 200 and int(settings["default_pool_size"]) <= int(settings["max_db_connections"])

@@ -186,20 +186,31 @@ def test_dollar_references_resolve_and_configmap_keys_exist() -> None:
                 assert ref["key"] in BY_NAME[("ConfigMap", ref["name"])]["data"], ref
 
 
+def secret_refs() -> set[tuple[str, str]]:
+    return {(ref["name"], ref["key"]) for _, container in all_containers() for e in container.get("env", [])
+            if (ref := e.get("valueFrom", {}).get("secretKeyRef"))}
+
+
+def readme_commands() -> list[str]:
+    """The shell commands of the README's Kubernetes section (continuation lines joined)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Kubernetes\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.DOTALL)
+    assert blocks, "no commands in the README's Kubernetes section"
+    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
+    return [line.split("  #")[0].strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
 def test_credentials_come_only_from_secrets() -> None:
-    refs = set()
     for workload, container in all_containers():
         where = f"{workload['metadata']['name']}/{container['name']}"
         assert "envFrom" not in container, f"{where}: name each variable"
         for e in container.get("env", []):
-            secret = e.get("valueFrom", {}).get("secretKeyRef")
             if re.search(r"PASSWORD|SECRET|TOKEN", e["name"]):
-                assert secret, f"{where}: {e['name']} must come from a Secret"
-            if secret:
-                refs.add((secret["name"], secret["key"]))
+                assert e.get("valueFrom", {}).get("secretKeyRef"), f"{where}: {e['name']} must come from a Secret"
         for arg in [*container.get("command", []), *container.get("args", [])]:
             assert not re.search(r"://[^/@\s]*:[^/@\s]*@", expand(arg, container)), f"{where}: a password in {arg}"
-    assert refs == {("sweep-postgres", "password"), ("sweep-mlflow", "username"), ("sweep-mlflow", "password"),
+    assert secret_refs() == {("sweep-postgres", "password"), ("sweep-mlflow", "username"), ("sweep-mlflow", "password"),
                     ("sweep-mlflow", "flask-secret-key")}
     for key, value in SETTINGS.items():
         if "://" in value and value.startswith("postgresql"):
@@ -360,3 +371,26 @@ def test_gpu_overlay_gives_each_worker_one_gpu() -> None:
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert worker["resources"]["limits"]["cpu"] == pod_spec(BY_NAME[("Job", "sweep-workers")])["containers"][0]["resources"]["limits"]["cpu"]
     assert any(t["key"] == "nvidia.com/gpu" for t in pod_spec(job)["tolerations"])
+
+
+def test_readme_creates_the_secrets_and_runs_the_stack() -> None:
+    commands = readme_commands()
+    created = set()
+    for line in commands:
+        if line.startswith("kubectl create secret generic "):
+            literals = re.findall(r'--from-literal=([\w-]+)=("[^"]*"|\S+)', line)
+            created |= {(shlex.split(line)[4], key) for key, _ in literals}
+            for key, value in literals:  # a fresh random value, never one written in the README
+                assert key == "username" or value.startswith('"$(openssl rand'), line
+    assert created == secret_refs(), "the README's `kubectl create secret` commands and the manifests disagree"
+    assert "kubectl apply -k deploy/k8s" in commands
+    port = BY_NAME[("Service", "mlflow")]["spec"]["ports"][0]["port"]
+    assert any(line.startswith(f"kubectl port-forward svc/mlflow {port}:{port}") for line in commands)
+    # The data step runs a real `sweep` command in the create-study Job's waiting container.
+    (data_step,) = [shlex.split(line) for line in commands if line.startswith("kubectl exec job/")]
+    job = BY_NAME[("Job", data_step[2].removeprefix("job/"))]
+    assert data_step[3:5] == ["-c", "wait-for-data"] and "wait-for-data" in {c["name"] for c in containers(job)}
+    script = data_step[data_step.index("-c", 5) + 1]
+    make = shlex.split(re.search(r"sweep (make-data[^&;]*)", script).group(1))
+    assert_real_options(make, "make-data")
+    assert script.endswith(f"/data/{SETTINGS['SWEEP_DATA']}")

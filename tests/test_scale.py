@@ -225,3 +225,88 @@ def test_unreachable_storage_fails_fast_with_the_password_masked(tmp_path, tiny_
     assert result.stderr.count("\n") == 1
     assert elapsed < 8, f"took {elapsed:.1f}s"
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_mlflow_behind_basic_auth_as_compose_runs_it(tmp_path, tiny_signal):
+    """docker-compose.yml's MLflow service with local processes: its own `mlflow server` command
+    line and environment (basic-auth app, credentials only in the environment), a sweep that logs
+    through it with MLFLOW_TRACKING_USERNAME/PASSWORD, and requests without them refused."""
+    import base64
+    import configparser
+    import sys
+    import urllib.error
+    import urllib.request
+
+    import test_compose as compose
+    from conftest import free_port
+    from deploy_checks import option
+
+    port = free_port()
+    args = compose.argv("mlflow")
+    args[args.index(option(args, "--host"))] = "127.0.0.1"
+    args[args.index(option(args, "--port"))] = str(port)
+    args[args.index(option(args, "--artifacts-destination"))] = str(tmp_path / "server-artifacts")
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(compose.ROOT / "docker" / "mlflow-auth.ini")
+    ini["mlflow"]["database_uri"] = f"sqlite:///{tmp_path}/basic_auth.db"
+    with (tmp_path / "basic_auth.ini").open("w") as fh:
+        ini.write(fh)
+    server_env = compose.env("mlflow") | {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path}/server-mlflow.db",
+                                          "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "basic_auth.ini")}
+    server_env.pop("PGPASSWORD")
+    log = (tmp_path / "mlflow-server.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", *args, "--workers", "1"], cwd=tmp_path,
+                              env=clean_env(**server_env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    secrets = set(compose.SECRETS.values())
+
+    def get(path: str, user: str | None = None, password: str | None = None) -> int:
+        request = urllib.request.Request(url + path)
+        if user is not None:
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        _wait_for(lambda: get("/health") == 200, 120, "the mlflow server with basic auth")
+        # No secret on the command line of the server or any of its processes (`ps`).
+        session = []  # the server and its uvicorn workers: the processes of its session
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == server.pid:
+                    session.append(stat.with_name("cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+                continue
+        assert len(session) >= 2 and any("basic-auth" in cmdline for cmdline in session), session
+        for cmdline in session:
+            assert not any(s in cmdline for s in secrets), cmdline
+        # Refused without credentials or with a wrong password; the workers' credentials work.
+        search = "/api/2.0/mlflow/experiments/search?max_results=1"
+        worker = compose.env("sweep")
+        user, password = worker["MLFLOW_TRACKING_USERNAME"], worker["MLFLOW_TRACKING_PASSWORD"]
+        assert get(search) == 401
+        assert get(search, user, password + "x") == 401
+        assert get(search, user, password) == 200
+
+        env = clean_env(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password)
+        result = run_sweep_cli("run", str(tiny_signal), "--study", "auth", "--n-trials", "1", *TINY, "--storage",
+                               f"sqlite:///{tmp_path}/sweep.db", "--tracking-uri", url, cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        assert not any(s in result.stdout + result.stderr for s in secrets)
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = user, password
+        try:
+            _assert_exact_and_closed(f"sqlite:///{tmp_path}/sweep.db", url, "auth", 1)
+            assert MlflowClient(url).get_model_version_by_alias("auth", "champion")
+        finally:
+            del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()
