@@ -50,6 +50,10 @@ class TrialOutcome:
     adjusted: dict[str, Any] | None = None
     seconds: float = 0.0
     val_loss: float | None = None  # validation cross-entropy of the kept epoch (breaks ties in the score)
+    stopped: str | None = None  # "deadline": the time budget's search ended during the trial (still COMPLETE)
+    # Among the study's `keep_top` best complete trials when it ended: its model is logged (with
+    # log_models=best), so the re-training's choice of champion always has a model to ship.
+    in_top: bool = False
 
 
 class TrialLog(Protocol):
@@ -85,8 +89,12 @@ class Objective:
         self, split: Split, *, n_classes: int, space: SearchSpace, epochs: int, patience: int, seed: int,
         tracker: Tracker | None = None, collapse_warmup: int = 2, collapse_patience: int = 2,
         adjust_decision: bool = False, warmup_steps: int = MIN_WARMUP_STEPS,
-        warmup_fraction: float = WARMUP_FRACTION,
+        warmup_fraction: float = WARMUP_FRACTION, search_ends_at: float | None = None, keep_top: int = 1,
     ) -> None:
+        self.keep_top = keep_top
+        # Wall-clock time (time.time()) at which a running trial stops at its next epoch boundary
+        # and keeps its best epoch: the time budget's search deadline (sweep.budget); None: never.
+        self.search_ends_at = search_ends_at
         self.warmup_steps = warmup_steps
         self.warmup_fraction = warmup_fraction
         self.adjust_decision = adjust_decision
@@ -123,7 +131,11 @@ class Objective:
             if watch.update(record.epoch, record.val_penalty, record.val_balanced_accuracy):
                 raise optuna.TrialPruned(watch.reason())
             if prunes and record.epoch > min_epochs and trial.should_prune():
-                raise optuna.TrialPruned(f"median: below the median of earlier trials at epoch {record.epoch}")
+                kind = "hyperband" if isinstance(study.pruner, optuna.pruners.HyperbandPruner) else "median"
+                why = "not in the best third at its rung" if kind == "hyperband" else "below the median of earlier trials"
+                raise optuna.TrialPruned(f"{kind}: {why} at epoch {record.epoch}")
+            if self.search_ends_at is not None and time.time() >= self.search_ends_at:
+                raise _DeadlineReached()
 
         try:
             seed = self.seed + number
@@ -134,13 +146,20 @@ class Objective:
             )
             outcome.history = training.history
             try:
-                lstm.fit(training, params, X_train=self.split.X_train, y_train=self.split.y_train,
-                         n_classes=self.n_classes, epochs=self.epochs, seed=seed)
+                try:
+                    lstm.fit(training, params, X_train=self.split.X_train, y_train=self.split.y_train,
+                             n_classes=self.n_classes, epochs=self.epochs, seed=seed)
+                except _DeadlineReached:
+                    # Its best epoch's weights are a model like any other, scored on the same
+                    # validation split: the trial is complete, with fewer epochs than it might have had.
+                    outcome.stopped = "deadline"
                 outcome.state = "COMPLETE"
             except optuna.TrialPruned as exc:
                 outcome.state, outcome.reason = "PRUNED", str(exc) or "pruned"
             self._evaluate(training, outcome)
-            outcome.is_new_best = outcome.state == "COMPLETE" and _beats_best(trial, outcome.val.score, outcome.val_loss)
+            if outcome.state == "COMPLETE":
+                ahead = _ranked_ahead(trial, outcome.val.score, outcome.val_loss)
+                outcome.is_new_best, outcome.in_top = ahead == 0, ahead < self.keep_top
             outcome.seconds = time.perf_counter() - t0
             self._store(trial, outcome, log.end(outcome))
             _logger.info("trial %d: %s val_balanced_accuracy=%.4f (collapsed: %s)", number, outcome.state,
@@ -173,9 +192,10 @@ class Objective:
             outcome.model = None
             del training
 
-    def train_once(self, params: LstmParams, seed: int) -> dict[str, Any]:
+    def train_once(self, params: LstmParams, seed: int, *, stop_at: float | None = None) -> dict[str, Any]:
         """Train ``params`` once more with another seed, exactly as a trial trains (patience, best
-        epoch kept, collapse stopping), outside Optuna; returns its validation and test scores."""
+        epoch kept, collapse stopping), outside Optuna; returns its validation and test scores.
+        ``stop_at`` (wall-clock): stop at the first epoch boundary past it, keeping the best epoch."""
         warmup = self._warmup(params)
         watch = CollapseWatch(warmup=warmup, patience=self.collapse_patience, chance=1 / self.n_classes)
 
@@ -183,23 +203,28 @@ class Objective:
             interrupt.check()
             if watch.update(record.epoch, record.val_penalty, record.val_balanced_accuracy):
                 raise _Collapsed()
+            if stop_at is not None and time.time() >= stop_at:
+                raise _DeadlineReached()
 
         training = lstm.start_training(
             params, X_train=self.split.X_train, y_train=self.split.y_train, X_val=self.split.X_val,
             y_val=self.split.y_val, n_classes=self.n_classes, mean=self.mean, std=self.std,
             patience=self.patience, seed=seed, on_epoch=on_epoch, min_epochs=self._min_epochs(params),
         )
-        stopped = False
+        stopped = deadline = False
         try:
             lstm.fit(training, params, X_train=self.split.X_train, y_train=self.split.y_train,
                      n_classes=self.n_classes, epochs=self.epochs, seed=seed)
         except _Collapsed:
             stopped = True
+        except _DeadlineReached:
+            deadline = True
         outcome = TrialOutcome(number=-1, params=params, state="COMPLETE")
         self._evaluate(training, outcome)
         val, test = outcome.val, outcome.test
         return {
             "seed": seed, "epochs": len(training.history), "stopped_for_collapse": stopped,
+            "stopped_for_deadline": deadline,
             "val_score": val.score, "val_balanced_accuracy": val.balanced_accuracy, "collapsed": val.penalty > 0,
             "test_balanced_accuracy": test.balanced_accuracy if test is not None else None,
         }
@@ -270,6 +295,8 @@ class Objective:
             values.update(outcome.adjusted)
         if outcome.reason:
             values["prune_reason"] = outcome.reason
+        if outcome.stopped:
+            values["stopped"] = outcome.stopped
         # One write for the whole record (each user attribute is its own database transaction);
         # the links to MLflow stay top-level attributes, where other tools look for them.
         trial.set_user_attr("result", values)
@@ -281,14 +308,16 @@ class _Collapsed(Exception):
     """Stops a re-training run that collapsed (:meth:`Objective.train_once`)."""
 
 
-def _beats_best(trial: optuna.trial.BaseTrial, score: float, val_loss: float | None) -> bool:
-    """Whether this trial outranks every complete trial so far (:func:`~objectives.metrics.rank_key`)."""
-    from sweep.study import best_trial
+class _DeadlineReached(Exception):
+    """Stops a trial or re-training run at an epoch boundary once its time is up (best epoch kept)."""
 
+
+def _ranked_ahead(trial: optuna.trial.BaseTrial, score: float, val_loss: float | None) -> int:
+    """How many complete trials so far rank at or above this one (:func:`~objectives.metrics.rank_key`;
+    0: a new best; a tie goes to the trial that finished first)."""
     study = getattr(trial, "study", None)
     if study is None:
-        return True
-    best = best_trial(study)
-    if best is None:
-        return True
-    return rank_key(score, val_loss) > rank_key(best.value, best.user_attrs.get("result", {}).get("val_loss"))
+        return 0
+    mine = rank_key(score, val_loss)
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+               if rank_key(t.value, t.user_attrs.get("result", {}).get("val_loss")) >= mine)

@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -88,7 +89,8 @@ def run(
     study: Optional[str] = typer.Option(None, "--study", help="Study name (default: the data file's name)."),
     storage: Optional[str] = typer.Option(None, "--storage", envvar="SWEEP_STORAGE", show_envvar=True,
                                           help=f"Optuna storage URL (default {DEFAULT_STORAGE})."),
-    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Total finished trials the study should hold (default 20)."),
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Total finished trials the study should hold (default 20; with --budget: no limit but the time, or whichever comes first)."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Wall time for this whole command: search, re-training and registration (90s, 10m, 2h, or seconds). Trials get up to 100 epochs by successive halving (Hyperband) and the search stops in time to re-train the top configurations and register the champion."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epoch cap per trial (default 15)."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Stop a trial after this many epochs without a better val score (default 5)."),
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of the training data held out for validation (default 0.2)."),
@@ -111,9 +113,12 @@ def run(
     allow_changes: bool = typer.Option(False, "--allow-changes", help="Resume even if data, search space or settings changed."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
-    """Run (or resume) a sweep until the study holds N finished trials."""
+    """Run (or resume) a sweep until the study holds N finished trials, or until its --budget is spent."""
+    from sweep.budget import process_started
+
+    started = process_started()  # a --budget's start-up minute counts from here
     cfg = resolve_config(config_file=config, flags=dict(
-        study=study, storage=storage, n_trials=n_trials, epochs=epochs, patience=patience,
+        study=study, storage=storage, n_trials=n_trials, budget=budget, epochs=epochs, patience=patience,
         val_fraction=val_fraction, seed=seed, tracking_uri=tracking_uri, log_models=log_models,
         pruner=pruner, threads=threads, workers=workers, collapse_patience=collapse_patience,
         collapse_warmup=collapse_warmup, warmup_steps=warmup_steps, warmup_fraction=warmup_fraction,
@@ -122,6 +127,9 @@ def run(
     ))
     from sweep.runner import open_sweep, prepare
 
+    if cfg.budget is not None and create_only:
+        raise SweepError("--budget times this command's own work, and --create-only runs none; "
+                         "drop one of them (workers then run to the study's --n-trials)")
     prep = prepare(cfg, data, test_path=test)
     if not quiet:
         _announce(prep)
@@ -138,6 +146,9 @@ def run(
                      f"MLFLOW_TRACKING_URI={shlex.quote(mask_url(opened.tracker.tracking_uri))} "
                      f"sweep worker --data {shlex.quote(str(Path(prep.data.source).resolve()))} -- {shlex.quote(prep.name)}"))
         return
+    from sweep.runner import start_clock
+
+    start_clock(opened, started=started, workers=cfg.workers)
     if quiet:
         _execute(opened, cfg.workers)
         return
@@ -192,20 +203,60 @@ def _announce(prep: Any, role: str = "study") -> None:
               f"classes {{{_e(classes)}}}")
 
 
+class _BudgetColumn:
+    """A progress column for a time-boxed sweep: a bar of the budget spent and the time left
+    (re-read from the deadline at every refresh, so it moves between trials too)."""
+
+    def __new__(cls, opened: Any) -> Any:
+        from rich.progress import ProgressColumn
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table as _Table
+
+        from sweep.budget import time_left_text
+
+        class Column(ProgressColumn):
+            def render(self, task: Any) -> Any:
+                now, deadline = time.time(), opened.deadline
+                if deadline is None:
+                    return "workers starting (the budget's clock starts when they are ready)"
+                grid = _Table.grid(padding=(0, 1))
+                grid.add_row(ProgressBar(total=deadline.budget, completed=min(deadline.budget, now - deadline.started_at),
+                                         width=30), time_left_text(deadline, now))
+                return grid
+
+        return Column()
+
+
 def _run_with_progress(opened: Any, workers: int) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    progress = Progress(
-        TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
-        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=out, transient=True,
-    )
+    timed = opened.deadline is not None or opened.prep.cfg.budget is not None
+    if timed:
+        columns: tuple[Any, ...] = (TextColumn("[bold]trials[/] {task.completed:.0f}"),
+                                    TextColumn("best {task.fields[best]}"), _BudgetColumn(opened))
+    else:
+        columns = (TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
+                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    progress = Progress(*columns, console=out, transient=True)
     task = None
 
     def on_start(done: int, total: int) -> None:
         nonlocal task
         if done:
-            out.print(f"resuming: {done} of {total} trials already finished")
+            out.print(f"resuming: {done} {f'of {total} ' if not timed else ''}trials already finished")
         task = progress.add_task("sweep", total=total, completed=min(done, total), best="-")
+        deadline = opened.deadline
+        if timed and deadline is None:
+            from sweep.budget import format_duration
+
+            out.print(f"time budget {format_duration(opened.prep.cfg.budget)}: its clock starts when the workers have "
+                      "started (at most a minute after the command), then search, re-training and registration")
+        elif deadline is not None:
+            from sweep.budget import format_duration
+
+            out.print(f"time budget {format_duration(deadline.budget)}: search until "
+                      f"{time.strftime('%H:%M:%S', time.localtime(deadline.search_ends_at))}, then re-training and "
+                      f"registration; ends by {time.strftime('%H:%M:%S', time.localtime(deadline.ends_at))}")
         if done >= total:
             out.print(f"nothing to do: the study already holds {done} finished trials (raise --n-trials to run more)")
 
@@ -236,14 +287,31 @@ def _run_with_progress(opened: Any, workers: int) -> Any:
 
     def on_retrain(entry: dict[str, Any] | None) -> None:
         cfg = opened.prep.cfg
+        if entry is None and timed:
+            progress.console.print(f"search over; re-training the top {cfg.retrain_top} configurations with up to "
+                                   f"{cfg.retrain_seeds} new seeds each in the time left, to choose the champion")
+            return
         if entry is None:
             progress.console.print(f"re-training the top {cfg.retrain_top} configurations with {cfg.retrain_seeds} new "
                                    "seeds each, for numbers one lucky seed cannot make (--retrain-top 0 skips this)")
+            return
+        if not entry["runs"]:  # the time budget left no room for it
             return
         progress.console.print(
             f"trial {entry['trial']:>3} [cyan]re-trained[/] val bal.acc {_mean_std(entry, 'val')}  test bal.acc "
             f"{_mean_std(entry, 'test')}  (search: {_fmt(entry['search_val_balanced_accuracy'])}; "
             f"{entry['collapsed_runs']} of {len(entry['runs'])} runs collapsed)")
+
+    if timed:
+        stop = progress.console.print
+
+        def on_trial_end_budget(row: dict[str, Any], best: dict[str, Any] | None) -> None:
+            on_trial_end_plain(row, best)
+            if row["state"] == "COMPLETE" and row.get("stopped") == "deadline":
+                stop(f"[dim]trial {row['number']} was stopped by the search deadline after {row['epochs_run']} epochs "
+                     "(complete, with its best epoch's weights)[/]")
+
+        on_trial_end_plain, on_trial_end = on_trial_end, on_trial_end_budget
 
     with progress:
         if workers > 1:
@@ -260,7 +328,8 @@ def _print_summary(result: Any, prep: Any) -> None:
     rows = result.rows
     finished = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")]
     collapsed = sum(1 for r in finished if r["collapse"])
-    out.print(f"\n[bold]{_e(result.name)}[/]: {len(finished)}/{result.n_trials} trials finished "
+    count = f"{len(finished)}/{result.n_trials}" if prep.cfg.budget is None else f"{len(finished)}"
+    out.print(f"\n[bold]{_e(result.name)}[/]: {count} trials finished "
               f"({sum(r['state'] == 'COMPLETE' for r in rows)} complete, {sum(r['state'] == 'PRUNED' for r in rows)} pruned, "
               f"{sum(r['state'] == 'FAIL' for r in rows)} failed; {collapsed} predicted (nearly) one class)")
     if collapsed:
@@ -269,7 +338,10 @@ def _print_summary(result: Any, prep: Any) -> None:
     if best is None:
         out.print("[red]no trial completed[/]")
         return
-    table = Table(title=f"best trial: {best['number']}", show_header=True, title_justify="left")
+    choice = best.get("selection") or {}
+    title = (f"champion: trial {best['number']} (chosen by the re-training over the search's winner, trial "
+             f"{choice['search_winner']})" if choice.get("switched") else f"best trial: {best['number']}")
+    table = Table(title=title, show_header=True, title_justify="left")
     table.add_column("")
     table.add_column("validation (selects)")
     table.add_column("test (reported only)")
@@ -286,19 +358,17 @@ def _print_summary(result: Any, prep: Any) -> None:
                       f"{_fmt(test_bayes)} (this test split)" if test_bayes is not None else "")
     out.print(table)
     out.print(_e(f"params: {_short_params(best['params'])}"))
-    if result.retrained:
+    if result.retrained and any(e["runs"] for e in result.retrained):
         table = Table("trial", "search val bal.acc", "re-trained val bal.acc", "re-trained test bal.acc", "collapsed runs",
                       title=f"top {len(result.retrained)} re-trained with {len(result.retrained[0]['runs'])} new seeds each "
                             "(mean +- std)", title_justify="left", box=box.SIMPLE_HEAD)
-        steady = max(result.retrained, key=lambda e: e["val_balanced_accuracy_mean"] or 0.0)
         for e in result.retrained:
-            mark = " *" if e is steady else ""
+            mark = " *" if e["trial"] == best["number"] else ""
             table.add_row(f"{e['trial']}{mark}", _fmt(e["search_val_balanced_accuracy"]), _mean_std(e, "val"),
                           _mean_std(e, "test"), f"{e['collapsed_runs']}/{len(e['runs'])}")
         out.print(table)
-        if steady["trial"] != best["number"]:
-            out.print(f"[yellow]trial {steady['trial']} holds up better across seeds than the search's winner "
-                      f"(trial {best['number']}): prefer its configuration[/]")
+        if choice.get("reason"):  # * = the champion; the margin rule of sweep/selection.py says why
+            out.print(f"[{'yellow' if choice.get('switched') else 'dim'}]{_e(choice['reason'])}[/]")
     if best.get("collapsed"):
         out.print(f"[red]every complete trial predicted one class: no model is registered as the champion "
                   f"(sweep predict has none to use)[/]; see sweep diagnose --study={_e(shlex.quote(result.name))}")
@@ -337,7 +407,7 @@ def studies(storage: str = StorageOpt, as_json: bool = JsonOpt) -> None:
 @app.command()
 def status(study: str = typer.Argument(..., help="Study name."), storage: str = StorageOpt, as_json: bool = JsonOpt) -> None:
     """Show every trial of a study: state, score, balanced accuracy, collapse, key params, run id."""
-    from sweep.study import best_trial, trial_rows
+    from sweep.study import champion_trial, trial_rows
 
     s = _open_study(study, storage)
     rows = trial_rows(s)
@@ -351,7 +421,7 @@ def status(study: str = typer.Argument(..., help="Study name."), storage: str = 
     columns = ("#", "state", "score", "val BA", "test BA", "coll", "units", "lay", "lr", "weights", "sec", "MLflow run")
     for name in columns if wide else columns[:-2]:
         table.add_column(name, no_wrap=True, justify="left" if name in ("state", "weights", "MLflow run") else "right")
-    top = best_trial(s)
+    top, _ = champion_trial(s)
     best = top.number if top is not None else None
     for r in rows:
         p = r["params"]
@@ -382,6 +452,8 @@ def best(study: str = typer.Argument(..., help="Study name."), storage: str = St
         out.print_json(json.dumps(summary))
         return
     out.print(f"[bold]study {_e(study)}: best trial {summary['number']}[/]  score {_fmt(summary['value'])}")
+    if (summary.get("selection") or {}).get("reason"):
+        out.print(f"  [dim]{_e(summary['selection']['reason'])}[/]")
     for key in ("units", "layers", "dropout", "learning_rate", "class_weight", "batch_size", "clipnorm",
                 "architecture", "bidirectional", "conv_filters", "pooling", "masking"):
         if key in summary["params"]:

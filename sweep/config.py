@@ -2,7 +2,7 @@
 
 A config file is TOML with up to three tables::
 
-    [run]            # study, storage, n_trials, seed, tracking_uri, log_models, pruner, threads, workers,
+    [run]            # study, storage, n_trials, budget, seed, tracking_uri, log_models, pruner, threads, workers,
                      # adjust_decision, retrain_top, retrain_seeds, baseline
     [train]          # epochs, val_fraction, patience, collapse_warmup, collapse_patience, warmup_steps,
                      # warmup_fraction
@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from objectives.search_space import SearchSpace
+from sweep import budget as budgets
 from sweep.errors import ConfigError
 
 DEFAULT_STORAGE = "sqlite:///sweep.db"
 # Seeds feed numpy/scikit-learn (< 2**32) after offsets (trial number, re-training, worker pid).
 MAX_SEED = 2**31 - 1
 LOG_MODELS = ("best", "all", "none")
-PRUNERS = ("median", "none")
+PRUNERS = ("median", "hyperband", "none")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class SweepConfig:
     # Start a new study with the classic stacked-LSTM recipe as trial 0
     # (objectives.search_space.baseline_params), then search.
     baseline: bool = True
+    # Wall-clock seconds for this invocation (search, re-training, registration); None: no time box.
+    # Not part of the study's identity: each invocation brings its own (sweep.budget).
+    budget: float | None = None
     train: TrainSettings = field(default_factory=TrainSettings)
     space: SearchSpace = field(default_factory=SearchSpace)
 
@@ -85,7 +89,7 @@ class SweepConfig:
 
 
 _RUN_KEYS = {"study", "storage", "n_trials", "seed", "tracking_uri", "log_models", "pruner", "threads", "workers",
-             "adjust_decision", "retrain_top", "retrain_seeds", "baseline"}
+             "adjust_decision", "retrain_top", "retrain_seeds", "baseline", "budget"}
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainSettings)}
 
 
@@ -139,6 +143,16 @@ def resolve_config(*, config_file: str | Path | None = None, flags: Mapping[str,
             raise ConfigError(f"unknown setting {key!r}")
 
     space = SearchSpace.from_mapping(doc["search_space"], where=f"{where}: search_space")
+    if run.get("budget") is not None:
+        run["budget"] = budgets.parse_duration(
+            run["budget"], name="budget (--budget)" if "budget" in flags else f"{where}: run.budget")
+        # A time box changes the defaults (each still set by flag or file): the time ends the search,
+        # a larger epoch cap that successive halving hands out to the promising trials.
+        run.setdefault("n_trials", budgets.BUDGET_MAX_TRIALS)
+        run.setdefault("pruner", budgets.BUDGET_PRUNER)
+        train.setdefault("epochs", budgets.BUDGET_EPOCHS)
+        train.setdefault("patience", budgets.BUDGET_PATIENCE)
+        train.setdefault("warmup_fraction", budgets.BUDGET_WARMUP_FRACTION)
     settings = TrainSettings(**train)
     cfg = SweepConfig(train=settings, space=space, **run)
     _validate(cfg, where)

@@ -38,8 +38,8 @@ IMBALANCED_RATIO = 1.5  # largest class / smallest class in the validation split
 NOISE_QUANTILE = 0.95
 NOISE_DRAWS = 20000
 
-OUTCOMES = ("complete", "pruned_collapse", "pruned_median", "pruned_other", "failed_nan_loss",
-            "failed_no_heartbeat", "failed_interrupted", "failed_error")
+OUTCOMES = ("complete", "pruned_collapse", "pruned_median", "pruned_hyperband", "pruned_other",
+            "failed_nan_loss", "failed_no_heartbeat", "failed_interrupted", "failed_error")
 
 
 # -- one trial ------------------------------------------------------------------------------------
@@ -51,7 +51,7 @@ def outcome(row: dict[str, Any]) -> str | None:
     if state == "COMPLETE":
         return "complete"
     if state == "PRUNED":
-        return next((f"pruned_{k}" for k in ("collapse", "median") if reason.startswith(k)), "pruned_other")
+        return next((f"pruned_{k}" for k in ("collapse", "median", "hyperband") if reason.startswith(k)), "pruned_other")
     if reason.startswith("nan_loss"):
         return "failed_nan_loss"
     if reason.startswith("no heartbeat"):

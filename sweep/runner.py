@@ -7,6 +7,7 @@ URL are checked before any database or MLflow store is written.
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from optuna.trial import FrozenTrial
 
 from sweep import __version__
 from objectives.search_space import SearchSpace, baseline_params
+from sweep.budget import Deadline
 from sweep.config import SweepConfig, TrainSettings
 from sweep.data import Dataset, Split, is_padded, load_dataset, split_stratified, standardization
 from sweep.errors import DataError, StudyError
@@ -31,6 +33,7 @@ from sweep.study import (
     join_study,
     open_storage,
     reap_stale_trials,
+    budget_stop,
     run_trials,
     trial_rows,
 )
@@ -111,10 +114,21 @@ class OpenSweep:
     tracker: Any
     parent_run_id: str
     lead: bool = True  # the process the user started (not a `sweep worker`): it re-trains the top-k at the end
+    deadline: Deadline | None = None  # the time budget of the invocation (sweep.budget); None: no time box
+    started: float | None = None  # when the command started (time.time()), for the budget's clock
+
+    def search_done(self) -> bool:
+        """The study holds its N trials, or the time budget's search is over."""
+        if self.deadline is not None and self.deadline.search_over():
+            return True
+        return count_finished(self.study) >= self.prep.cfg.n_trials
 
 
 def open_sweep(prep: PreparedSweep, *, allow_changes: bool = False) -> OpenSweep:
     """Create or resume the study (once, before any worker starts) and its MLflow parent run.
+
+    A time budget's deadline left on the study by an earlier invocation is cleared
+    (:func:`start_clock` sets this one's).
 
     The storage is opened before TensorFlow or MLflow is imported, so a wrong or unreachable
     URL fails in about a second.
@@ -144,6 +158,7 @@ def open_sweep(prep: PreparedSweep, *, allow_changes: bool = False) -> OpenSweep
             "val_fraction": cfg.train.val_fraction,
             "seed": cfg.seed,
             "pruner": cfg.pruner,
+            **({"budget_seconds": cfg.budget} if cfg.budget is not None else {}),
         },
         tags={"n_trials_target": str(cfg.n_trials), "optuna.storage": mask_url(cfg.storage),
               "optuna.study": prep.name, "data_path": str(Path(data.source).resolve())},
@@ -151,8 +166,80 @@ def open_sweep(prep: PreparedSweep, *, allow_changes: bool = False) -> OpenSweep
     study.set_user_attr("mlflow_parent_run_id", parent)
     # Credential-free: a worker or `sweep predict` adds its own credentials from its environment.
     study.set_user_attr("tracking_uri", credential_free(tracker.tracking_uri))
+    study.set_user_attr("deadline", None)
     _close_dead_trials(study, tracker)
     return OpenSweep(prep=prep, study=study, resumed=resumed, tracker=tracker, parent_run_id=parent)
+
+
+def start_clock(opened: OpenSweep, *, started: float, workers: int = 1) -> Deadline | None:
+    """Start the time budget (``cfg.budget``) of a command that began at ``started``: store its
+    deadline on the study, where every worker that joins reads it. None without a budget (or,
+    with local workers, not yet: :func:`sweep.workers.run_workers` starts it once they are ready).
+
+    Start-up (imports, opening the stores, TensorFlow) is not charged to the budget, up to
+    ``STARTUP_SECONDS`` after ``started``: the command ends within its budget plus that minute.
+    """
+    from sweep.budget import STARTUP_SECONDS
+
+    cfg = opened.prep.cfg
+    opened.started = started
+    if cfg.budget is None:
+        return None
+    if workers > 1:
+        opened.study.set_user_attr("deadline", {"pending": True})  # workers wait for it after their start-up
+        return None
+    import objectives.model  # noqa: F401 - TensorFlow's import is start-up, not search
+
+    return set_deadline(opened, now=min(time.time(), started + STARTUP_SECONDS))
+
+
+def set_deadline(opened: OpenSweep, *, now: float) -> Deadline:
+    """Start the budget's clock at ``now`` and store the deadline on the study."""
+    cfg = opened.prep.cfg
+    assert cfg.budget is not None
+    opened.deadline = Deadline.start(cfg.budget, retrain_top=cfg.retrain_top, now=now)
+    opened.study.set_user_attr("deadline", opened.deadline.to_dict())
+    return opened.deadline
+
+
+READY_DIR = "SWEEP_READY_DIR"  # set by `sweep run --workers` for its own workers: where they say they are ready
+DEADLINE_WAIT_SECONDS = 180.0
+
+
+def await_deadline(opened: OpenSweep) -> None:
+    """For a worker started by ``sweep run --workers N --budget D``: load TensorFlow, tell the
+    coordinator it is ready (a file in ``$SWEEP_READY_DIR``), and wait until the coordinator has
+    started the budget's clock; then keep to that deadline."""
+    import os
+
+    attrs = opened.study.user_attrs
+    if not (attrs.get("deadline") or {}).get("pending"):
+        return
+    import objectives.model  # noqa: F401 - start-up, before the clock runs
+
+    ready = os.environ.get(READY_DIR)
+    if ready:
+        Path(ready, str(os.getpid())).touch()
+    until = time.monotonic() + DEADLINE_WAIT_SECONDS
+    while time.monotonic() < until:
+        from sweep import interrupt
+
+        interrupt.check()
+        stored = load_deadline(opened.study)
+        if stored is not None:
+            opened.deadline = stored
+            return
+        if not (opened.study.user_attrs.get("deadline") or {}).get("pending"):
+            return  # the coordinator went away without starting the clock
+        time.sleep(0.3)
+    raise StudyError(f"study {opened.prep.name!r} waits for a time budget that its `sweep run` never started; "
+                     "run the sweep again")
+
+
+def load_deadline(study: Any) -> Deadline | None:
+    """The study's stored time-budget deadline (None: no budget, or its clock has not started)."""
+    d = study.user_attrs.get("deadline")
+    return Deadline.from_dict(d) if d and "ends_at" in d else None
 
 
 def _close_dead_trials(study: Any, tracker: Any, *, reap: bool = True) -> None:
@@ -177,7 +264,10 @@ def work(
     prep, study, tracker = opened.prep, opened.study, opened.tracker
     cfg = prep.cfg
     lstm.configure_threads(cfg.threads)
-    objective = _objective(prep, tracker=tracker, adjust_decision=cfg.adjust_decision)
+    # Models of the trials the re-training may choose from are logged (a worker reads k from the study).
+    keep_top = max(1, int(study.user_attrs.get("run_settings", {}).get("retrain_top", cfg.retrain_top)))
+    objective = _objective(prep, tracker=tracker, adjust_decision=cfg.adjust_decision, deadline=opened.deadline,
+                           keep_top=keep_top)
 
     def after_trial(study_: Any, trial: FrozenTrial) -> None:
         if on_trial_end is not None:
@@ -192,10 +282,11 @@ def work(
     if on_start is not None:
         on_start(count_finished(study), cfg.n_trials)
     return run_trials(study, objective, n_trials=cfg.n_trials, on_trial_end=after_trial, on_wait=on_wait,
-                      on_reap=after_reap)
+                      on_reap=after_reap, should_stop=budget_stop(opened.deadline) if opened.deadline else None)
 
 
-def _objective(prep: PreparedSweep, *, tracker: Any = None, adjust_decision: bool = False) -> Any:
+def _objective(prep: PreparedSweep, *, tracker: Any = None, adjust_decision: bool = False,
+               deadline: Deadline | None = None, keep_top: int = 1) -> Any:
     """The objective with the sweep's data and training settings (imports TensorFlow)."""
     from objectives.objective import Objective
 
@@ -205,7 +296,8 @@ def _objective(prep: PreparedSweep, *, tracker: Any = None, adjust_decision: boo
         patience=cfg.train.patience, seed=cfg.seed, tracker=tracker,
         collapse_warmup=cfg.train.collapse_warmup, collapse_patience=cfg.train.collapse_patience,
         warmup_steps=cfg.train.warmup_steps, warmup_fraction=cfg.train.warmup_fraction,
-        adjust_decision=adjust_decision,
+        adjust_decision=adjust_decision, search_ends_at=deadline.search_ends_at if deadline is not None else None,
+        keep_top=keep_top,
     )
 
 
@@ -222,7 +314,9 @@ def finish(opened: OpenSweep, *, status: str) -> tuple[list[dict[str, Any]], dic
     best = best_summary(study)
     summary = collapse_summary(rows)
     study.set_user_attr("summary", summary)
-    done = count_finished(study) >= opened.prep.cfg.n_trials
+    done = opened.search_done()
+    if opened.deadline is not None and not opened.lead and status == "FINISHED":
+        done = False  # under a time budget the user's own process re-trains, selects and ends the parent run
     if status != "FINISHED" or done:
         retrained = (study.user_attrs.get("retrained") or {}).get("results")
         tracker.end_sweep(rows, best, status=status, summary=summary, importances=_importances(study),
@@ -299,7 +393,7 @@ def retrain_top(opened: OpenSweep, *, on_retrain: Callable[[dict[str, Any]], Non
     import optuna
 
     cfg, study = opened.prep.cfg, opened.study
-    if not opened.lead or cfg.retrain_top <= 0 or count_finished(study) < cfg.n_trials:
+    if not opened.lead or cfg.retrain_top <= 0 or not opened.search_done():
         return []
     from objectives.metrics import rank_key
 
@@ -311,6 +405,7 @@ def retrain_top(opened: OpenSweep, *, on_retrain: Callable[[dict[str, Any]], Non
     key = {"trials": [t.number for t in complete], "seeds": cfg.retrain_seeds}
     stored = study.user_attrs.get("retrained")
     if stored and stored.get("key") == key:
+        _select(opened, stored["results"])
         return stored["results"]
 
     from objectives import model as lstm
@@ -320,31 +415,63 @@ def retrain_top(opened: OpenSweep, *, on_retrain: Callable[[dict[str, Any]], Non
         on_retrain(None)  # starting
     lstm.configure_threads(cfg.threads)
     objective = _objective(opened.prep)
+    deadline = opened.deadline
 
     def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
         clean = [v for v in values if v is not None]
         return (float(np.mean(clean)), float(np.std(clean))) if clean else (None, None)
 
+    runs: dict[int, list[dict[str, Any]]] = {t.number: [] for t in complete}
+    skipped = 0
+    # Seed by seed across the configurations: when a time budget ends the re-training early, every
+    # configuration has as many runs as the others (or one fewer), so their means stay comparable.
+    for i in range(cfg.retrain_seeds):
+        for trial in complete:
+            if deadline is not None:
+                expected = float(trial.user_attrs.get("result", {}).get("train_seconds") or 0.0)
+                if deadline.retrain_left() < max(1.0, expected):
+                    skipped += 1
+                    continue
+            runs[trial.number].append(objective.train_once(
+                LstmParams(**trial.params), seed=cfg.seed + 10_000 * (i + 1) + trial.number,
+                stop_at=deadline.retrain_ends_at if deadline else None))
+    if skipped:
+        _logger.warning("time budget: %d of %d re-training runs did not fit and were skipped", skipped,
+                        len(complete) * cfg.retrain_seeds)
     results = []
     for rank, trial in enumerate(complete, start=1):
-        params = LstmParams(**trial.params)
-        runs = []
-        for i in range(cfg.retrain_seeds):
-            runs.append(objective.train_once(params, seed=cfg.seed + 10_000 * (i + 1) + trial.number))
-        val_mean, val_std = mean_std([r["val_balanced_accuracy"] for r in runs])
-        test_mean, test_std = mean_std([r["test_balanced_accuracy"] for r in runs])
+        val_mean, val_std = mean_std([r["val_balanced_accuracy"] for r in runs[trial.number]])
+        test_mean, test_std = mean_std([r["test_balanced_accuracy"] for r in runs[trial.number]])
         entry = {
             "rank": rank, "trial": trial.number, "params": dict(trial.params), "search_value": trial.value,
             "search_val_balanced_accuracy": trial.user_attrs.get("result", {}).get("val_balanced_accuracy"),
             "val_balanced_accuracy_mean": val_mean, "val_balanced_accuracy_std": val_std,
             "test_balanced_accuracy_mean": test_mean, "test_balanced_accuracy_std": test_std,
-            "collapsed_runs": sum(1 for r in runs if r["collapsed"]), "runs": runs,
+            "collapsed_runs": sum(1 for r in runs[trial.number] if r["collapsed"]), "runs": runs[trial.number],
         }
         results.append(entry)
         if on_retrain is not None:
             on_retrain(entry)
     study.set_user_attr("retrained", {"key": key, "results": results})
+    _select(opened, results)
     return results
+
+
+def _select(opened: OpenSweep, results: list[dict[str, Any]]) -> None:
+    """Choose the configuration that ships (sweep.selection's margin rule) and store it on the study
+    as ``champion``; :func:`sweep.study.best_summary` (the summary, `sweep best`, the registry
+    alias) then reports that trial."""
+    from sweep.selection import choose_champion, validation_step
+    from sweep.study import best_trial
+
+    winner = best_trial(opened.study)
+    if winner is None:
+        return
+    split = opened.prep.split
+    counts = [int((split.y_val == c).sum()) for c in range(opened.prep.data.n_classes)]
+    choice = choose_champion(results, search_winner=winner.number, step=validation_step(counts))
+    opened.study.set_user_attr("champion", choice.to_dict())
+    _logger.info("%s", choice.reason)
 
 
 def _result(opened: OpenSweep, *, ran: int, rows: list[dict[str, Any]], best: dict[str, Any] | None) -> SweepResult:
@@ -395,7 +522,10 @@ def join(
     tracker = _tracker(prep)
     tracker.join_sweep(parent)
     _close_dead_trials(study, tracker)
-    return OpenSweep(prep=prep, study=study, resumed=True, tracker=tracker, parent_run_id=parent, lead=False)
+    opened = OpenSweep(prep=prep, study=study, resumed=True, tracker=tracker, parent_run_id=parent, lead=False,
+                       deadline=load_deadline(study))
+    await_deadline(opened)
+    return opened
 
 
 def config_from_study(

@@ -336,9 +336,16 @@ def make_sampler(seed: int, n_existing: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed + n_existing)
 
 
-def make_pruner(name: str) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, *, epochs: int = 15) -> optuna.pruners.BasePruner:
+    """The study's pruner; ``hyperband`` runs successive halving over ``epochs`` (sweep.budget)."""
     if name == "none":
         return optuna.pruners.NopPruner()
+    if name == "hyperband":
+        from sweep.budget import halving_settings
+
+        h = halving_settings(epochs)
+        return optuna.pruners.HyperbandPruner(min_resource=h.min_resource, max_resource=h.max_resource,
+                                              reduction_factor=h.reduction_factor)
     return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3)
 
 
@@ -371,7 +378,7 @@ def create_or_resume(
         n_existing = len(existing.trials) if existing is not None else 0
         study = optuna.create_study(
             study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-            sampler=make_sampler(cfg.seed, n_existing), pruner=make_pruner(cfg.pruner),
+            sampler=make_sampler(cfg.seed, n_existing), pruner=make_pruner(cfg.pruner, epochs=cfg.train.epochs),
         )
         if existing is None:
             for key, value in identity.items():
@@ -382,7 +389,7 @@ def create_or_resume(
                 study.enqueue_trial(first_trial, user_attrs={"baseline": True})
         study.set_user_attr("n_trials", cfg.n_trials)
         study.set_user_attr("run_settings", {"pruner": cfg.pruner, "log_models": cfg.log_models,
-                                             "adjust_decision": cfg.adjust_decision})
+                                             "adjust_decision": cfg.adjust_decision, "retrain_top": cfg.retrain_top})
     return study, existing is not None
 
 
@@ -401,7 +408,8 @@ def join_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
     return optuna.load_study(
         study_name=name, storage=storage,
         sampler=make_sampler(seed, len(study.trials) + os.getpid()),
-        pruner=make_pruner(attrs.get("run_settings", {}).get("pruner", "median")),
+        pruner=make_pruner(attrs.get("run_settings", {}).get("pruner", "median"),
+                           epochs=int(attrs["settings"].get("train", {}).get("epochs", 15))),
     )
 
 
@@ -463,6 +471,7 @@ def run_trials(
     on_wait: Callable[[int], None] | None = None,
     on_reap: Callable[[list[int]], None] | None = None,
     poll_seconds: float = POLL_SECONDS,
+    should_stop: Callable[[optuna.Study], bool] | None = None,
 ) -> int:
     """Run trials until the study holds ``n_trials`` finished (complete or pruned) ones.
 
@@ -482,6 +491,7 @@ def run_trials(
         on_trial_end: after each trial this worker ran.
         on_wait: called with the number of trials running elsewhere when this worker starts waiting.
         on_reap: called with the numbers of trials reaped (failed for lack of heartbeat).
+        should_stop: asked before each trial (a time budget: :func:`budget_stop`); True ends the loop.
 
     Returns:
         The number of trials this call ran.
@@ -508,7 +518,7 @@ def run_trials(
         interrupt.check()
         trials = study.get_trials(deepcopy=False)
         finished = sum(1 for t in trials if t.state in FINISHED)
-        if finished >= n_trials:
+        if finished >= n_trials or (should_stop is not None and should_stop(study)):
             break
         queued = sum(1 for t in trials if t.state == TrialState.WAITING)
         live = sum(1 for t in trials if t.state in LIVE)
@@ -605,6 +615,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "top_class_share": a.get("top_class_share"),
             "best_epoch": a.get("best_epoch"),
             "epochs_run": a.get("epochs_run"),
+            "stopped": a.get("stopped"),  # "deadline": a time budget's search ended it (still COMPLETE)
             "duration_s": round(duration, 2) if duration is not None else None,
             "params": dict(t.params),
             "mlflow_run_id": a.get("mlflow_run_id"),
@@ -639,15 +650,35 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
                key=lambda t: (t.datetime_complete or t.datetime_start, t.number))
 
 
-def best_summary(study: optuna.Study) -> dict[str, Any] | None:
-    """The best complete trial with its scores, confusion matrices and model URI (None if none)."""
+def champion_trial(study: optuna.Study) -> tuple[FrozenTrial | None, dict[str, Any] | None]:
+    """The trial whose configuration ships, and the selection that chose it (None: the search's winner).
+
+    After the top-k re-training, ``sweep.selection`` may choose another configuration than the
+    search's winner (study attribute ``champion``); the choice holds while the search's winner is
+    the one it was made against.
+    """
     best = best_trial(study)
+    choice = study.user_attrs.get("champion")
+    if best is None or not choice or choice.get("search_winner") != best.number:
+        return best, None
+    if choice.get("trial") == best.number:
+        return best, choice
+    chosen = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                   if t.number == choice.get("trial")), None)
+    return (chosen, choice) if chosen is not None else (best, None)
+
+
+def best_summary(study: optuna.Study) -> dict[str, Any] | None:
+    """The trial that ships (:func:`champion_trial`: the search's best complete trial unless the
+    re-training chose another) with its scores, confusion matrices and model URI (None if none)."""
+    best, choice = champion_trial(study)
     if best is None:
         return None
     a = trial_attrs(best)
     return {
         "study": study.study_name,
         "number": best.number,
+        "selection": choice,
         "value": best.value,
         "params": dict(best.params),
         "val_balanced_accuracy": a.get("val_balanced_accuracy"),
@@ -673,3 +704,20 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
         "bayes_balanced_accuracy": study.user_attrs.get("bayes_balanced_accuracy"),
         "bayes_balanced_accuracy_test": study.user_attrs.get("bayes_balanced_accuracy_test"),
     }
+
+
+def budget_stop(deadline: Any) -> Callable[[optuna.Study], bool]:
+    """``should_stop`` for :func:`run_trials` under a time budget (a :class:`sweep.budget.Deadline`):
+    stop once the search time is over, or when a new trial could not reach its first
+    successive-halving rung in the time left, at the epoch times the study's trials measured."""
+    from sweep.budget import MIN_RESOURCE, can_start_trial
+
+    def stop(study: optuna.Study) -> bool:
+        per_epoch = []
+        for t in study.get_trials(deepcopy=False, states=FINISHED):
+            result = t.user_attrs.get("result") or {}
+            if result.get("epochs_run") and result.get("train_seconds") is not None:
+                per_epoch.append(float(result["train_seconds"]) / int(result["epochs_run"]))
+        return not can_start_trial(deadline, epoch_seconds=per_epoch, setup_seconds=0.0, first_rung=MIN_RESOURCE)
+
+    return stop

@@ -306,7 +306,15 @@ class MlflowTracker:
         versions = self.client.search_model_versions(f"name = '{name}'")
         mine = [v for v in versions if v.tags.get("sweep.trial_number") == number]
         if not mine:
-            return
+            # The re-training chose a configuration that was never a new best: register its model now.
+            uri = best.get("model_uri")
+            if not uri:
+                return
+            model_id = uri.split("/", 1)[1] if uri.startswith("models:/m-") else None
+            mine = [self.client.create_model_version(
+                name, uri, run_id=best.get("mlflow_run_id"), model_id=model_id,
+                tags={"sweep.trial_number": number, "sweep.val_score": repr(best.get("value")),
+                      "sweep.selected_by": "re-training (mean over seeds beyond their spread)"})]
         version = str(max(mine, key=lambda v: int(v.version)).version)  # an int from SQL stores, a str over REST
         try:
             current = str(self.client.get_model_version_by_alias(name, CHAMPION).version)
@@ -415,7 +423,8 @@ class _TrialRun:
 
     def _wants_model(self, outcome: TrialOutcome) -> bool:
         policy = self.tracker.log_models
-        return outcome.state == "COMPLETE" and (policy == "all" or (policy == "best" and outcome.is_new_best))
+        return outcome.state == "COMPLETE" and (
+            policy == "all" or (policy == "best" and (outcome.is_new_best or outcome.in_top)))
 
     def _log_results(self, outcome: TrialOutcome) -> None:
         val, test = outcome.val, outcome.test

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sweep.errors import StudyError
-from sweep.runner import OpenSweep, SweepResult, _result, finish, retrain_top
+from sweep.budget import STARTUP_SECONDS
+from sweep.runner import READY_DIR, OpenSweep, SweepResult, _result, finish, retrain_top, set_deadline
 from sweep.study import SURPLUS, best_summary, count_finished, trial_rows
 
 POLL_SECONDS = 2.0  # progress polling; each poll reads the study (~20 ms of database work)
@@ -66,6 +67,8 @@ def run_workers(
     if on_start is not None:
         on_start(count_finished(study), cfg.n_trials)
     logs = [tempfile.TemporaryFile(mode="w+") for _ in range(workers)]
+    ready = tempfile.TemporaryDirectory(prefix="sweep-ready-")
+    env[READY_DIR] = ready.name
     procs = [
         subprocess.Popen(worker_command(opened, threads=threads), env=env, stdout=subprocess.DEVNULL, stderr=log,
                          start_new_session=True)  # Ctrl-C reaches the coordinator, which forwards it once
@@ -73,13 +76,22 @@ def run_workers(
     ]
     status = "FAILED"
     try:
+        if cfg.budget is not None and opened.deadline is None:
+            _start_clock_when_ready(opened, procs, Path(ready.name))
+        deadline = opened.deadline
         while True:
             seen |= _report_new(study, seen, on_trial_end)
             if all(p.poll() is not None for p in procs):
                 break
+            if deadline is not None and deadline.retrain_left() <= 0:
+                # A worker still in an epoch when the re-training's time is gone too: stop it (its
+                # trial fails as interrupted) so the command ends within its budget.
+                _stop(procs, grace=max(1.0, deadline.left() / 2))
+                _fail_orphans(study)
+                break
             time.sleep(POLL_SECONDS)
         seen |= _report_new(study, seen, on_trial_end)
-        if count_finished(study) < cfg.n_trials:
+        if not opened.search_done():
             raise StudyError(f"all {workers} workers stopped before the study was complete: {_last_errors(procs, logs)}")
         retrain_top(opened, on_retrain=on_retrain)
         status = "FINISHED"
@@ -94,9 +106,20 @@ def run_workers(
                 p.wait()
         for log in logs:
             log.close()
+        ready.cleanup()
         rows, best = finish(opened, status=status)
     ran = sum(1 for r in rows if r["number"] in seen - before and not r["surplus"])
     return _result(opened, ran=ran, rows=rows, best=best)
+
+
+def _start_clock_when_ready(opened: OpenSweep, procs: list[subprocess.Popen], ready: Path) -> None:
+    """Start the time budget once every worker has loaded TensorFlow and joined (each leaves a file
+    in ``ready``), or when the start-up minute is over, whichever is first."""
+    started = opened.started if opened.started is not None else time.time()
+    while (len(list(ready.iterdir())) < len(procs) and time.time() < started + STARTUP_SECONDS
+           and any(p.poll() is None for p in procs)):
+        time.sleep(0.2)
+    set_deadline(opened, now=min(time.time(), started + STARTUP_SECONDS))
 
 
 def _report_new(study: Any, seen: set[int], on_trial_end: Callable | None) -> set[int]:
@@ -109,12 +132,12 @@ def _report_new(study: Any, seen: set[int], on_trial_end: Callable | None) -> se
     return {t.number for t in new}
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
-    """Forward one SIGINT to every worker and wait for them to fail their trials cleanly."""
+def _stop(procs: list[subprocess.Popen], *, grace: float = STOP_GRACE_SECONDS) -> None:
+    """Forward one SIGINT to every worker and wait (up to ``grace`` s) for them to fail their trials cleanly."""
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    deadline = time.monotonic() + grace
     for p in procs:
         while p.poll() is None and time.monotonic() < deadline:
             try:
@@ -125,6 +148,19 @@ def _stop(procs: list[subprocess.Popen]) -> None:
                 deadline = 0
         if p.poll() is None:
             p.kill()
+
+
+def _fail_orphans(study: Any) -> None:
+    """Fail the trials left RUNNING by workers that had to be killed at the end of a time budget
+    (their heartbeats would only be missed after the grace period, past the budget)."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "interrupted: the time budget ended mid-epoch")
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except Exception:  # noqa: BLE001 - it finished or failed meanwhile
+            pass
 
 
 def _last_errors(procs: list[subprocess.Popen], logs: list[Any]) -> str:

@@ -83,3 +83,9 @@ def test_no_trial_starts_that_cannot_reach_its_first_rung():
     assert can_start_trial(d, epoch_seconds=[1.0, 1.0, 9.0], setup_seconds=2, first_rung=5, now=70)  # 7 <= 15
     assert not can_start_trial(d, epoch_seconds=[1.0, 2.0, 2.0], setup_seconds=2, first_rung=5, now=75)  # 12 > 10
     assert not can_start_trial(d, epoch_seconds=[], setup_seconds=0, first_rung=5, now=86)  # past the search
+
+
+def test_process_started_is_before_now():
+    import time
+
+    assert time.time() - 3600 < budget.process_started() <= time.time()

@@ -124,7 +124,9 @@ def test_read_config_file_fills_missing_tables(tmp_path):
         ("[train]\nval_fraction = 0.01\n", ["val_fraction"]),
         ("[train]\nval_fraction = '0.2'\n", ["val_fraction"]),
         ("[run]\nlog_models = 'some'\n", ["log_models (--log-models) must be one of best, all, none, got 'some'"]),
-        ("[run]\npruner = 'hyperband'\n", ["pruner (--pruner) must be one of median, none"]),
+        ("[run]\npruner = 'asha'\n", ["pruner (--pruner) must be one of median, hyperband, none"]),
+        ("[run]\nbudget = '10x'\n", ["run.budget: '10x' is not a duration", "90s, 10m, 2h"]),
+        ("[run]\nbudget = 5\n", ["run.budget", "between 10 s and 7 days"]),
         ("[run]\nstorage = 5\n", ["run.storage must be a database URL string"]),
         ("[run]\nstudy = '  '\n", ["study (--study) must be a non-empty name"]),
     ],
@@ -263,3 +265,22 @@ def test_identity_holds_the_space_the_training_settings_and_the_seed():
         "epochs": 2, "val_fraction": 0.2, "patience": 5, "collapse_warmup": 2, "collapse_patience": 2,
         "warmup_steps": 100, "warmup_fraction": 0.5}
     assert ident["search_space"] == SearchSpace().to_dict()
+
+
+def test_a_budget_sets_its_own_defaults_and_flags_still_win(tmp_path):
+    cfg = resolve_config(flags={"budget": "10m"})
+    assert cfg.budget == 600
+    assert (cfg.train.epochs, cfg.train.patience, cfg.train.warmup_fraction, cfg.pruner) == (100, 10, 0.0, "hyperband")
+    assert cfg.n_trials == 10_000  # the time ends the search
+    cfg = resolve_config(config_file=_toml(tmp_path, "[run]\nbudget = '90s'\nn_trials = 7\n[train]\nepochs = 40\n"),
+                         flags={"pruner": "median"})
+    assert (cfg.budget, cfg.n_trials, cfg.train.epochs, cfg.pruner) == (90, 7, 40, "median")
+    assert resolve_config(config_file=_toml(tmp_path, "[run]\nbudget = 120\n")).budget == 120
+    # no budget: today's defaults, and the budget is not part of what makes trials comparable
+    assert resolve_config().budget is None and resolve_config().train.epochs == 15
+    assert "budget" not in str(resolve_config(flags={"budget": "1h"}).identity())
+
+
+def test_a_bad_budget_flag_names_the_flag():
+    with pytest.raises(ConfigError, match=r"^budget \(--budget\): 'soon' is not a duration"):
+        resolve_config(flags={"budget": "soon"})

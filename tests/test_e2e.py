@@ -402,6 +402,12 @@ def test_the_top_k_are_retrained_with_new_seeds_once(tmp_path, tiny_signal):
     assert parent.data.metrics["retrain_rank1_val_balanced_accuracy_mean"] == pytest.approx(
         retrained[0]["val_balanced_accuracy_mean"])
     assert "retrained_top_k.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    # the margin rule's choice is what the summary, `sweep best` and the registry alias all ship
+    choice = _study(tmp_path, "rt").user_attrs["champion"]
+    assert choice["search_winner"] == complete[0].number and choice["reason"] in " ".join(result.stdout.split())
+    best = json.loads(run_sweep_cli("best", "rt", "--json", *_stores(tmp_path)[:2], cwd=tmp_path).stdout)
+    assert best["number"] == choice["trial"] and best["selection"]["trial"] == choice["trial"]
+    assert client.get_model_version_by_alias("rt", "champion").tags["sweep.trial_number"] == str(choice["trial"])
     again = run_sweep_cli(*args, cwd=tmp_path, env=env)
     assert again.returncode == 0 and "re-training" not in again.stdout
     assert "top 2 re-trained" in again.stdout  # the stored numbers are shown again

@@ -54,7 +54,10 @@ def test_outcomes_by_reason():
     assert outcome(surplus) is None
     s = collapse_summary(rows + [surplus])
     assert s["trials_finished"] == 3 and s["trials_collapsed"] == 1
-    assert s["outcomes"] == {"complete": 1, "pruned_collapse": 1, "pruned_median": 1, "pruned_other": 0,
+    assert outcome(row(9, state="PRUNED", reason="hyperband: not in the best third at its rung at epoch 5")) == \
+        "pruned_hyperband"
+    assert s["outcomes"] == {"complete": 1, "pruned_collapse": 1, "pruned_median": 1, "pruned_hyperband": 0,
+                             "pruned_other": 0,
                              "failed_nan_loss": 1, "failed_no_heartbeat": 1, "failed_interrupted": 1, "failed_error": 1}
 
 

@@ -53,3 +53,34 @@ def test_no_evidence_keeps_the_winner():
 def test_the_winner_with_the_best_mean_stays():
     choice = choose_champion([entry(3, [0.9, 0.92]), entry(5, [0.7, 0.8])], search_winner=3)
     assert choice.trial == 3 and choice.lead < 0 and "best re-trained mean" in choice.reason
+
+
+# -- the choice reaches the summary, `sweep best` and the registry through best_summary ---------
+def _study_with(values):
+    import optuna
+
+    study = optuna.create_study(direction="maximize")
+    for number, value in enumerate(values):
+        trial = optuna.trial.create_trial(value=value, params={}, distributions={},
+                                          user_attrs={"result": {"val_loss": 0.5, "val_balanced_accuracy": value},
+                                                      "model_uri": f"models:/m-{number}"})
+        study.add_trial(trial)
+    return study
+
+
+def test_best_summary_reports_the_chosen_configuration_while_the_winner_it_was_made_against_stands():
+    import optuna
+
+    from sweep.study import best_summary, best_trial, champion_trial
+
+    study = _study_with([0.90, 0.85, 0.80])
+    assert best_summary(study)["number"] == 0 and best_summary(study)["selection"] is None
+    choice = choose_champion([entry(0, [0.70, 0.72]), entry(1, [0.86, 0.88])], search_winner=0)
+    study.set_user_attr("champion", choice.to_dict())
+    summary = best_summary(study)
+    assert summary["number"] == 1 and summary["model_uri"] == "models:/m-1" and summary["selection"]["switched"]
+    assert champion_trial(study)[0].number == 1 and best_trial(study).number == 0
+    # a new search winner voids the old choice until the re-training has looked at it
+    study.add_trial(optuna.trial.create_trial(value=0.95, params={}, distributions={},
+                                              user_attrs={"result": {"val_loss": 0.4}}))
+    assert best_summary(study)["number"] == 3 and best_summary(study)["selection"] is None
