@@ -1,9 +1,10 @@
 """The Optuna objective: suggest -> build -> train -> evaluate -> score, one trial at a time.
 
 This is the one place that decides what a trial's end means: COMPLETE returns the penalized
-validation score; the pruner's verdict becomes PRUNED; an error or Ctrl-C becomes FAIL. Whatever
-happens, the tracker hears how the trial ended before Optuna does, so no MLflow run is left
-RUNNING.
+validation score; the pruner's verdict becomes PRUNED; an error or Ctrl-C becomes FAIL. The result
+is stored on the Optuna trial first; the tracker hears how the trial ended only once Optuna has
+committed it (:meth:`Objective.end_logs`, an Optuna callback), so a tracking outage can never cost
+a trained trial its result.
 """
 
 from __future__ import annotations
@@ -57,10 +58,16 @@ class TrialOutcome:
 
 
 class TrialLog(Protocol):
-    def log_epoch(self, record: lstm.EpochRecord) -> None: ...
+    def log_epoch(self, record: lstm.EpochRecord) -> None:
+        """Record one epoch (best-effort: never raises into training)."""
+        ...
 
-    def end(self, outcome: TrialOutcome) -> dict[str, str]:
-        """Finish the trial's record; return attributes to store on the trial (e.g. run id)."""
+    def link(self) -> dict[str, str]:
+        """Attributes to store on the trial with its result (e.g. the tracking run's id)."""
+        ...
+
+    def end(self, outcome: TrialOutcome) -> None:
+        """Finish the trial's record, after Optuna stored the trial (best-effort: never raises)."""
         ...
 
 
@@ -75,8 +82,11 @@ class NullTracker:
         def log_epoch(self, record: lstm.EpochRecord) -> None:
             return None
 
-        def end(self, outcome: TrialOutcome) -> dict[str, str]:
+        def link(self) -> dict[str, str]:
             return {}
+
+        def end(self, outcome: TrialOutcome) -> None:
+            outcome.model = None
 
     def start_trial(self, number: int, params: LstmParams) -> TrialLog:
         return self._Log()
@@ -108,8 +118,23 @@ class Objective:
         self.tracker = tracker or NullTracker()
         self.mean, self.std = standardization(split.X_train)
         self.padded = is_padded(split.X_train)  # masking is searched only on padded data
+        self._ended: list[tuple[TrialLog, TrialOutcome]] = []  # stored in Optuna, not yet told to the tracker
+
+    def end_logs(self, *_: Any) -> None:
+        """Tell the tracker how the trials stored since the last call ended. An Optuna callback
+        (``study.optimize(..., callbacks=[objective.end_logs])``): it runs once Optuna committed the
+        trial's state; the next trial's start calls it too."""
+        while self._ended:
+            log, outcome = self._ended.pop(0)
+            try:
+                log.end(outcome)
+            except Exception as exc:  # noqa: BLE001 - the result is stored; a tracking error must not fail the sweep
+                _logger.warning("trial %d: could not log its end to the tracker: %s", outcome.number,
+                                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                outcome.model = None
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
+        self.end_logs()
         number = getattr(trial, "number", 0)
         params = suggest_params(trial, self.space, padded=self.padded, features=self.split.X_train.shape[2])
         log = self.tracker.start_trial(number, params)
@@ -161,7 +186,8 @@ class Objective:
                 ahead = _ranked_ahead(trial, outcome.val.score, outcome.val_loss)
                 outcome.is_new_best, outcome.in_top = ahead == 0, ahead < self.keep_top
             outcome.seconds = time.perf_counter() - t0
-            self._store(trial, outcome, log.end(outcome))
+            self._store(trial, outcome, log.link())
+            self._ended.append((log, outcome))  # logged after Optuna commits the trial (end_logs)
             _logger.info("trial %d: %s val_balanced_accuracy=%.4f (collapsed: %s)", number, outcome.state,
                          outcome.val.balanced_accuracy, "yes" if outcome.val.collapsed else "no")
             if outcome.state == "PRUNED":
@@ -179,17 +205,18 @@ class Objective:
                 outcome.reason = f"{type(exc).__name__}: {exc}"
             outcome.seconds = time.perf_counter() - t0
             try:
-                attrs = log.end(outcome)
                 trial.set_user_attr("fail_reason", outcome.reason[:500])
                 if outcome.history:
                     trial.set_user_attr("result", {"epochs_run": len(outcome.history), **gradient_summary(outcome.history)})
-                for key, value in attrs.items():
+                for key, value in log.link().items():
                     trial.set_user_attr(key, value)
-            except Exception:  # noqa: BLE001 - never mask the original error
-                _logger.exception("trial %d: could not record the failure", number)
+            except Exception as store_exc:  # noqa: BLE001 - never mask the original error
+                _logger.warning("trial %d: could not record the failure reason: %s", number,
+                                str(store_exc).splitlines()[0] if str(store_exc) else type(store_exc).__name__)
+            outcome.model = None
+            self._ended.append((log, outcome))
             raise
         finally:
-            outcome.model = None
             del training
 
     def train_once(self, params: LstmParams, seed: int, *, stop_at: float | None = None) -> dict[str, Any]:

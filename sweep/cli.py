@@ -503,6 +503,23 @@ def export(
 
 
 @app.command()
+def sync(
+    study: str = typer.Argument(..., help="Study name."),
+    storage: str = StorageOpt,
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", show_envvar=True,
+                                               help="MLflow tracking URI (default: the one the study was started with)."),
+) -> None:
+    """Log to MLflow every trial of a study it does not hold yet (after an MLflow outage)."""
+    from sweep.runner import sync_study
+
+    result = sync_study(study, storage, tracking_uri=tracking_uri)
+    logged = f"logged {len(result.logged)} trial(s) from the Optuna study ({', '.join(map(str, result.logged))})" \
+        if result.logged else "nothing to log"
+    closed = "; ended the study's run" if result.closed_parent else ""
+    out.print(f"{study}: {logged}{closed}; MLflow holds all {result.trials} finished or failed trials")
+
+
+@app.command()
 def ui(
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", show_envvar=True,
                                                help="MLflow store to browse (default sqlite:///mlflow.db)."),
@@ -747,3 +764,11 @@ def main() -> None:
     except (KeyboardInterrupt, click.exceptions.Abort):
         sys.stderr.write("interrupted: finished trials are saved; run the same command again to resume\n")
         sys.exit(130)
+    except Exception as exc:  # a full disk, a read-only store, memory, a server gone: one line, no traceback
+        from sweep.faults import describe_fault
+
+        message = describe_fault(exc)
+        if message is None:
+            raise
+        sys.stderr.write(f"error: {_one_line(message)}\n")
+        sys.exit(2)

@@ -7,6 +7,7 @@ URL are checked before any database or MLflow store is written.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -122,6 +123,7 @@ class OpenSweep:
         if self.deadline is not None and self.deadline.search_over():
             return True
         return count_finished(self.study) >= self.prep.cfg.n_trials
+    objective: Any = None  # set by work(): holds trial ends not yet told to the tracker
 
 
 def open_sweep(prep: PreparedSweep, *, allow_changes: bool = False) -> OpenSweep:
@@ -167,6 +169,7 @@ def open_sweep(prep: PreparedSweep, *, allow_changes: bool = False) -> OpenSweep
     # Credential-free: a worker or `sweep predict` adds its own credentials from its environment.
     study.set_user_attr("tracking_uri", credential_free(tracker.tracking_uri))
     study.set_user_attr("deadline", None)
+    _link_models(study, tracker)
     _close_dead_trials(study, tracker)
     return OpenSweep(prep=prep, study=study, resumed=resumed, tracker=tracker, parent_run_id=parent)
 
@@ -242,14 +245,40 @@ def load_deadline(study: Any) -> Deadline | None:
     return Deadline.from_dict(d) if d and "ends_at" in d else None
 
 
+def _link_models(study: Any, tracker: Any) -> None:
+    """Keep a logged model's links on the study (``model_uri.<number>``, ...): the model is logged
+    after Optuna stored the trial, and Optuna refuses attributes on a finished trial."""
+    def link(number: int, links: dict[str, str]) -> None:
+        for key, value in links.items():
+            study.set_user_attr(f"{key}.{number}", value)
+
+    tracker.on_model = link
+
+
 def _close_dead_trials(study: Any, tracker: Any, *, reap: bool = True) -> None:
-    """Fail trials whose worker stopped sending heartbeats, and end the MLflow runs of every trial
-    Optuna no longer runs (``reap=False``: the trials were just reaped)."""
+    """Fail trials whose worker stopped sending heartbeats, and give every trial Optuna no longer
+    runs an ended MLflow run (``reap=False``: the trials were just reaped). Best-effort for MLflow."""
     if reap:
         reaped = reap_stale_trials(study)
         if reaped:
             _logger.warning("trials %s had no heartbeat and were marked failed", reaped)
-    tracker.reconcile_runs({t.number: t.state.name for t in study.get_trials(deepcopy=False)})
+    sync_tracking(study, tracker, seconds=0)
+
+
+CATCH_UP_SECONDS = 60.0  # at a sweep's end, how long trials not yet in MLflow are retried
+
+
+def sync_tracking(study: Any, tracker: Any, *, seconds: float) -> list[int] | None:
+    """Log to MLflow what it lacks: this process's postponed trial ends (tried again for up to
+    ``seconds``), then every finished or failed trial of the study MLflow holds no ended run for
+    (from what Optuna stored). Returns the trial numbers logged from Optuna, None if MLflow could
+    not be reached (nothing raised: the results are safe in the study)."""
+    tracker.catch_up(seconds=seconds)
+    try:
+        return tracker.sync_trials(study.get_trials(deepcopy=False))
+    except Exception as exc:  # noqa: BLE001 - MLflow still away; `sweep sync` or the next run catches up
+        tracker._note_outage("MLflow sync postponed", exc)
+        return None
 
 
 def work(
@@ -268,8 +297,10 @@ def work(
     keep_top = max(1, int(study.user_attrs.get("run_settings", {}).get("retrain_top", cfg.retrain_top)))
     objective = _objective(prep, tracker=tracker, adjust_decision=cfg.adjust_decision, deadline=opened.deadline,
                            keep_top=keep_top)
+    opened.objective = objective
 
     def after_trial(study_: Any, trial: FrozenTrial) -> None:
+        objective.end_logs()  # Optuna has stored the trial: now MLflow hears of it
         if on_trial_end is not None:
             row = next(r for r in trial_rows(study_) if r["number"] == trial.number)
             on_trial_end(row, best_summary(study_))
@@ -308,21 +339,32 @@ def finish(opened: OpenSweep, *, status: str) -> tuple[list[dict[str, Any]], dic
     stops early leaves it RUNNING for the others); KILLED/FAILED always end it.
     """
     study, tracker = opened.study, opened.tracker
+    if opened.objective is not None:
+        opened.objective.end_logs()  # e.g. the trial Ctrl-C stopped: Optuna stored it as failed
     reap_stale_trials(study)
+    tracker.flush()
+    seconds = float(os.environ.get("SWEEP_MLFLOW_CATCHUP_SECONDS", CATCH_UP_SECONDS))
+    synced = sync_tracking(study, tracker, seconds=seconds if status == "FINISHED" else min(seconds, 5.0))
     rows = trial_rows(study)
-    tracker.reconcile_runs({r["number"]: r["state"] for r in rows})
     best = best_summary(study)
     summary = collapse_summary(rows)
     study.set_user_attr("summary", summary)
     done = opened.search_done()
     if opened.deadline is not None and not opened.lead and status == "FINISHED":
         done = False  # under a time budget the user's own process re-trains, selects and ends the parent run
-    if status != "FINISHED" or done:
+    if synced is None or tracker.backlog:
+        _logger.warning(
+            "the MLflow store %s could not be reached: some trials are not in MLflow yet (their results are in the "
+            "Optuna study); run `sweep sync %s` once it is back", tracker.tracking_uri, opened.prep.name)
+    elif status != "FINISHED" or done:
         retrained = (study.user_attrs.get("retrained") or {}).get("results")
-        tracker.end_sweep(rows, best, status=status, summary=summary, importances=_importances(study),
-                          retrained=retrained)
-    else:
-        tracker.flush()
+        try:
+            tracker.end_sweep(rows, best, status=status, summary=summary, importances=_importances(study),
+                              retrained=retrained)
+        except Exception as exc:  # noqa: BLE001 - the study is complete in Optuna; `sweep sync` ends the run later
+            _logger.warning("could not close the study's MLflow run (%s); run `sweep sync %s` to do it",
+                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                            opened.prep.name)
     return rows, best
 
 
@@ -368,15 +410,26 @@ def run_opened(
     """Work on an opened (or joined) study in this process, re-train its top-k, then :func:`finish` it."""
     status = "FAILED"
     ran = 0
+    failed = False
     try:
         ran = work(opened, **callbacks)
         retrain_top(opened, on_retrain=on_retrain)
         status = "FINISHED"
     except KeyboardInterrupt:
-        status = "KILLED"
+        status, failed = "KILLED", True
+        raise
+    except BaseException:
+        failed = True
         raise
     finally:
-        rows, best = finish(opened, status=status)
+        try:
+            rows, best = finish(opened, status=status)
+        except Exception as exc:
+            if not failed:
+                raise
+            # Cleanup never hides the error that stopped the sweep.
+            _logger.warning("could not close the sweep's records after the error: %s",
+                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
     return _result(opened, ran=ran, rows=rows, best=best)
 
 
@@ -521,6 +574,7 @@ def join(
         raise StudyError(f"study {name!r} has no MLflow run yet; start it with `sweep run DATA --study {name}` first")
     tracker = _tracker(prep)
     tracker.join_sweep(parent)
+    _link_models(study, tracker)
     _close_dead_trials(study, tracker)
     opened = OpenSweep(prep=prep, study=study, resumed=True, tracker=tracker, parent_run_id=parent, lead=False,
                        deadline=load_deadline(study))
@@ -550,3 +604,59 @@ def run_worker(
 ) -> SweepResult:
     """Work on a joined study until it holds its N trials; the last one out ends the parent run."""
     return run_opened(opened, on_trial_end=on_trial_end, on_wait=on_wait)
+
+
+# -- sync: MLflow catches up with the study ------------------------------------------------------
+@dataclass
+class SyncResult:
+    name: str
+    tracking_uri: str
+    logged: list[int]  # trials logged now, from what Optuna stored
+    trials: int  # finished or failed trials the study holds (all now in MLflow)
+    closed_parent: bool  # the study's run was ended now (the study holds its N trials)
+
+
+def sync_study(name: str, storage_url: str, *, tracking_uri: str | None = None) -> SyncResult:
+    """Give every finished or failed trial of a study an ended MLflow run (``sweep sync``), and end the
+    study's run if the study holds its N trials but the run was left open (MLflow was away).
+
+    Raises:
+        StudyError: unknown study, or one without an MLflow run.
+        SweepError: the MLflow store cannot be reached.
+    """
+    from sweep.errors import SweepError
+    from sweep.tracking import MlflowTracker
+
+    study = join_study(name, open_storage(storage_url, must_exist=True, heartbeat=False))
+    attrs = study.user_attrs
+    parent = attrs.get("mlflow_parent_run_id")
+    if not parent:
+        raise StudyError(f"study {name!r} has no MLflow run yet; start it with `sweep run DATA --study {name}` first")
+    tracker = MlflowTracker(
+        tracking_uri=tracking_uri or attrs.get("tracking_uri"), study_name=name,
+        log_models=attrs.get("run_settings", {}).get("log_models", "best"), labels=list(attrs.get("labels", [])),
+        timesteps=int(attrs.get("timesteps", 0)), features=int(attrs.get("features", 0)), mean=[], std=[],
+    )
+    tracker.attach(parent)
+    trials = study.get_trials(deepcopy=False)
+    try:
+        logged = tracker.sync_trials(trials)
+        closed = False
+        if count_finished(study) >= int(attrs.get("n_trials", 0)) and tracker.parent_status() == "RUNNING":
+            rows = trial_rows(study)
+            summary = collapse_summary(rows)
+            tracker.end_sweep(rows, best_summary(study), status="FINISHED", summary=summary,
+                              importances=_importances(study),
+                              retrained=(attrs.get("retrained") or {}).get("results"))
+            closed = True
+    except SweepError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - store/HTTP errors vary
+        text = str(exc).strip()
+        raise SweepError(f"cannot log to the MLflow store {tracker.tracking_uri}: "
+                         f"{text.splitlines()[0][:200] if text else type(exc).__name__}; is it up? "
+                         "check --tracking-uri / MLFLOW_TRACKING_URI") from None
+    counted = sum(1 for t in trials if t.state.name in ("COMPLETE", "PRUNED", "FAIL")
+                  and not str(t.user_attrs.get("fail_reason", "")).startswith("surplus"))
+    return SyncResult(name=name, tracking_uri=tracker.tracking_uri, logged=logged, trials=counted,
+                      closed_parent=closed)

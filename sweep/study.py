@@ -26,6 +26,7 @@ from sweep.config import SweepConfig
 from sweep.errors import StorageError, StudyError, TrackingError
 from sweep.preflight import check_writable_sqlite
 from sweep.redact import mask_url, redact
+from sweep.storage_retry import RetryingRDBStorage
 
 _logger = logging.getLogger(__name__)
 
@@ -189,11 +190,20 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True) 
         if path is not None and not must_exist:
             try:
                 check_writable_sqlite(path, what="storage", shown=masked, fix="point --storage at another file")
-                sqlite.use_wal(path)
             except TrackingError as exc:
                 raise StorageError(str(exc)) from None
+            from sweep.faults import check_writable
+
+            problem = check_writable(path, "storage")  # a full disk, before the first write
+            if problem is not None:
+                raise StorageError(problem)
+            try:
+                sqlite.use_wal(path)
             except sqlite3.Error as exc:
-                raise StorageError(f"storage {masked}: {exc}; check the file, or point --storage at another one") from None
+                from sweep.faults import describe_fault
+
+                raise StorageError(f"storage {masked}: {describe_fault(exc) or exc}; check the file, or point --storage "
+                                   "at another one") from None
     elif parsed.get_backend_name() == "postgresql":
         engine_kwargs = dbpool.engine_kwargs()  # pool sizes, no server-side prepared statements (pgbouncer)
     kwargs: dict[str, Any] = {}
@@ -207,13 +217,19 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True) 
     plain_url = parsed.render_as_string(hide_password=False)
     try:
         with creation_lock(plain_url):
-            storage = optuna.storages.RDBStorage(plain_url, engine_kwargs=engine_kwargs, **kwargs)
+            # Lost connections and locked files are retried for up to a minute (sweep/storage_retry.py).
+            storage = RetryingRDBStorage(plain_url, engine_kwargs=engine_kwargs, **kwargs)
         if os.environ.get("SWEEP_STORAGE_TIMING"):
             _time_storage(storage, Path(os.environ["SWEEP_STORAGE_TIMING"]))
         return storage
     except StorageError:
         raise
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors vary by database
+        from sweep.faults import describe_fault
+
+        fault = describe_fault(exc)
+        if fault is not None and not fault.startswith("a server"):  # a full disk, a read-only file: say so
+            raise StorageError(f"storage {masked}: {fault}") from None
         text = str(getattr(exc, "orig", None) or exc).strip()
         reason = redact(text.splitlines()[0] if text else type(exc).__name__, url, plain_url)
         raise StorageError(
@@ -583,6 +599,17 @@ def trial_attrs(trial: FrozenTrial) -> dict[str, Any]:
     return {**trial.user_attrs, **trial.user_attrs.get("result", {})}
 
 
+MODEL_LINKS = ("model_uri", "model_digest", "model_version", "mlflow_run_id")
+
+
+def model_record(study: optuna.Study, number: int, *, attrs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Where trial ``number``'s MLflow run and model are: its own attributes, else the study's
+    ``<key>.<number>`` attributes (a model is logged after Optuna stored the trial, which is final)."""
+    own = attrs if attrs is not None else {}
+    study_attrs = study.user_attrs if any(own.get(k) is None for k in MODEL_LINKS) else {}
+    return {k: own.get(k) if own.get(k) is not None else study_attrs.get(f"{k}.{number}") for k in MODEL_LINKS}
+
+
 def default_study_name(data_path: str | os.PathLike[str]) -> str:
     return Path(data_path).stem
 
@@ -591,9 +618,11 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One flat record per trial: what `status`, `export` and the history plot show."""
     rows = []
     trials = study.get_trials(deepcopy=False)
+    study_attrs = study.user_attrs
     retried_as = {t.system_attrs["retry_history"][-1]: t.number for t in trials if t.system_attrs.get("retry_history")}
     for t in trials:
         a = trial_attrs(t)
+        a.update({k: v for k in MODEL_LINKS if a.get(k) is None and (v := study_attrs.get(f"{k}.{t.number}")) is not None})
         reason = a.get("prune_reason") or a.get("fail_reason")
         if t.state == TrialState.FAIL and reason is None:
             # Failed by a heartbeat check: its worker died (kill -9, lost machine).
@@ -675,6 +704,7 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
     if best is None:
         return None
     a = trial_attrs(best)
+    a.update(model_record(study, best.number, attrs=a))
     return {
         "study": study.study_name,
         "number": best.number,

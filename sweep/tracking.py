@@ -12,12 +12,13 @@ import importlib.metadata
 import json
 import logging
 import os
+import threading
 import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
@@ -41,6 +42,9 @@ if TYPE_CHECKING:  # the objective imports TensorFlow; `sweep run --create-only`
 _logger = logging.getLogger(__name__)
 for _name in ("mlflow", "alembic", "urllib3"):
     logging.getLogger(_name).setLevel(logging.ERROR)
+# MLflow logs a lost database connection with its traceback before raising it; the sweep catches
+# the error, says so in one line and logs the trial later.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 warnings.filterwarnings("ignore", module="mlflow")
 
 TAG_STUDY = "sweep.study"
@@ -90,6 +94,23 @@ class MlflowTracker:
         # Trial plots render and upload here while the next trial trains (~0.5 s saved per trial).
         self._plotter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sweep-plots")
         self._pending: list[Future] = []
+        # Trial ends (and plots) that could not be logged yet: sent again by catch_up().
+        self._backlog: list[Any] = []
+        self._backlog_lock = threading.Lock()
+        self._outage_since: float | None = None
+        self._tried_at = 0.0
+        self.outages = 0  # MLflow outages this process rode out (for tests and benchmarks)
+        # Called with (trial number, {"model_uri": ...}) once a trial's model is logged: Optuna refuses
+        # attributes on a finished trial, so the runner keeps the links on the study.
+        self.on_model: Callable[[int, dict[str, str]], None] | None = None
+
+    def record_model(self, number: int, links: dict[str, str]) -> None:
+        if self.on_model is not None:
+            try:
+                self.on_model(number, links)
+            except Exception as exc:  # noqa: BLE001 - the model is in MLflow; only the study's link is missing
+                _logger.warning("trial %d: model %s logged, but not linked in the study: %s", number,
+                                links.get("model_uri"), _first_line(exc))
 
     def flush(self) -> None:
         """Wait for the trial plots still rendering on the background thread."""
@@ -99,8 +120,8 @@ class MlflowTracker:
         for job in self._pending:
             try:
                 job.result()
-            except Exception:  # noqa: BLE001 - a lost plot must not fail the sweep
-                _logger.warning("could not log a trial plot", exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - a lost plot must not fail the sweep
+                _logger.warning("could not log a trial plot: %s", _first_line(exc)[:200])
         self._pending.clear()
 
     # -- sweep level -------------------------------------------------------------------------
@@ -184,6 +205,21 @@ class MlflowTracker:
         """Mark the parent run SCHEDULED: the study exists and waits for `sweep worker` processes."""
         if self.parent_run_id is not None:
             self.client.update_run(self.parent_run_id, status="SCHEDULED")
+
+    def attach(self, parent_run_id: str) -> None:
+        """Use the study's parent run as it is (``sweep sync``): no status change."""
+        try:
+            run = self.client.get_run(parent_run_id)
+        except Exception as exc:  # noqa: BLE001 - store/HTTP errors vary
+            raise SweepError(
+                f"cannot find the study's MLflow run {parent_run_id} in {self.tracking_uri}: "
+                f"{_first_line(exc)[:200]}; pass the --tracking-uri the study was started with"
+            ) from None
+        self.experiment_id = run.info.experiment_id
+        self.parent_run_id = parent_run_id
+
+    def parent_status(self) -> str | None:
+        return self.client.get_run(self.parent_run_id).info.status if self.parent_run_id else None
 
     def join_sweep(self, parent_run_id: str) -> None:
         """Log this worker's trials under a parent run another process created (``sweep worker``)."""
@@ -327,47 +363,176 @@ class MlflowTracker:
         self.client.set_registered_model_alias(self.study_name, CHAMPION, str(version))
         self.client.set_registered_model_tag(self.study_name, "sweep.champion_trial", str(trial_number))
 
-    def reconcile_runs(self, trial_states: dict[int, str]) -> int:
-        """End child runs left RUNNING by a dead process whose trial Optuna no longer runs."""
-        if self.experiment_id is None:
-            return 0
-        fixed = 0
-        runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`{TAG_ROLE}` = 'trial'",
-        )
-        for run in runs:
-            number = int(run.data.tags.get(TAG_TRIAL, "-1"))
-            state = trial_states.get(number)
-            if state is None or state == "RUNNING":
-                continue
-            self.client.set_tag(run.info.run_id, TAG_STATE, state)
-            self.client.set_terminated(run.info.run_id, status=_END_STATUS.get(state, "FAILED"))
-            fixed += 1
-        return fixed
-
     # -- trial level ---------------------------------------------------------------------------
     def start_trial(self, number: int, params: LstmParams) -> _TrialRun:
-        run = mlflow.start_run(
-            experiment_id=self.experiment_id, run_name=f"trial-{number:03d}",
-            tags={TAG_STUDY: self.study_name, TAG_ROLE: "trial", TAG_TRIAL: str(number), TAG_STATE: "RUNNING",
-                  # the parent is another process's run: name it instead of nesting under an active run
-                  **({"mlflow.parentRunId": self.parent_run_id} if self.parent_run_id else {})},
-        )
-        mlflow.log_params(params.to_dict())
-        return _TrialRun(self, run.info.run_id, number)
+        """The trial's MLflow run; if the store cannot be reached the run is made later (catch-up)."""
+        log = _TrialRun(self, None, number, params)
+        try:
+            log.ensure_run()
+        except Exception as exc:  # noqa: BLE001 - an MLflow outage never fails a trial
+            self._note_outage(f"trial {number}: no MLflow run yet", exc)
+        return log
+
+    def end_trial(self, log: _TrialRun, outcome: TrialOutcome) -> None:
+        """Log how a trial ended (after Optuna stored it): a few quick tries, else it waits in the
+        backlog for :meth:`catch_up`. Never raises."""
+        with self._backlog_lock:
+            self._backlog.append(_Pending(log, outcome))
+        self.catch_up(seconds=TRIAL_END_RETRY_SECONDS)
+
+    @property
+    def backlog(self) -> int:
+        """How many trials (or trial plots) are waiting to be logged."""
+        return len(self._backlog)
+
+    def catch_up(self, *, seconds: float) -> int:
+        """Log what the backlog holds, trying again with backoff for up to ``seconds``; returns what
+        is left. Never raises."""
+        deadline = time.monotonic() + seconds
+        delay = 0.5
+        while True:
+            self._tried_at = time.monotonic()
+            with self._backlog_lock:
+                pending = list(self._backlog)
+            for job in pending:
+                try:
+                    job.run()
+                except Exception as exc:  # noqa: BLE001 - the store is still away; try again later
+                    self._note_outage(f"trial {job.number}: MLflow logging postponed", exc)
+                    break
+                with self._backlog_lock:
+                    self._backlog.remove(job)
+                job.release()
+            left = self.backlog
+            if not left:
+                if self._outage_since is not None:
+                    _logger.warning("MLflow store is back: every trial is logged (%.0f s after it went away)",
+                                    time.monotonic() - self._outage_since)
+                    self._outage_since = None
+                return 0
+            if time.monotonic() + delay > deadline:
+                return left
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _note_outage(self, what: str, exc: BaseException) -> None:
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            self.outages += 1
+            _logger.warning("%s: %s (the result is safe in the Optuna study; logging is retried)", what,
+                            _first_line(exc)[:200])
+        else:
+            _logger.info("%s: %s", what, _first_line(exc)[:200])
+
+    def missing_trials(self, trials: list[Any]) -> list[Any]:
+        """The finished or failed Optuna trials (``FrozenTrial``) that MLflow does not hold as ended runs."""
+        if self.experiment_id is None:
+            return [t for t in trials if _should_log(t)]
+        runs = self._trial_runs()
+        return [t for t in trials if _should_log(t) and not _logged(runs.get(t.number), t.state.name)]
+
+    def _trial_runs(self) -> dict[int, Any]:
+        out: dict[int, Any] = {}
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{TAG_ROLE}` = 'trial'",
+                                           max_results=1000, page_token=token)
+            for run in page:
+                number = int(run.data.tags.get(TAG_TRIAL, "-1"))
+                if number not in out or run.info.start_time < out[number].info.start_time:
+                    out[number] = run  # the first run of a trial number is its run
+            token = page.token
+            if not token:
+                return out
+
+    def sync_trials(self, trials: list[Any]) -> list[int]:
+        """Give every finished or failed trial of the study (``FrozenTrial``) an ended MLflow run, from
+        what Optuna stored (params, results, per-epoch scores); returns the trial numbers logged now.
+        The trials this process still holds in its backlog are logged in full first."""
+        self.catch_up(seconds=0)
+        done = []
+        for trial in self.missing_trials(trials):
+            log = _TrialRun(self, None, trial.number, None)
+            log.from_optuna(trial)
+            done.append(trial.number)
+        return done
+
+
+TRIAL_END_RETRY_SECONDS = 2.0  # a trial's end is tried again for this long before it waits in the backlog
+CATCH_UP_EVERY_SECONDS = 5.0  # while trials wait in the backlog, the next trial's epochs retry them this often
+
+
+def _should_log(trial: Any) -> bool:
+    state = trial.state.name
+    return state in ("COMPLETE", "PRUNED", "FAIL") and not str(trial.user_attrs.get("fail_reason", "")).startswith("surplus")
+
+
+def _logged(run: Any, state: str) -> bool:
+    return run is not None and run.info.status != "RUNNING" and run.data.tags.get(TAG_STATE) == state
+
+
+class _Pending:
+    """A trial end waiting to be logged (the outcome keeps the model while it waits, if it is to be logged)."""
+
+    def __init__(self, log: _TrialRun, outcome: TrialOutcome) -> None:
+        self.log, self.outcome, self.number = log, outcome, log.number
+        if outcome.model is not None and not log.wants_model(outcome):
+            outcome.model = None
+
+    def run(self) -> None:
+        self.log.end_steps(self.outcome)
+
+    def release(self) -> None:
+        self.outcome.model = None
 
 
 class _TrialRun:
+    """One trial's MLflow run. Every call is best-effort: what fails is kept and sent on the next try
+    (per-epoch metrics) or by the tracker's catch-up (the trial's end); nothing raises into training.
+
+    The end is logged in steps (run, params, curves, results, plots, model, end); a retry resumes
+    at the step that failed, so nothing is logged twice."""
+
     # Per-epoch metrics are sent in batches, at most every FLUSH_SECONDS (and at the trial's end):
     # one MLflow write per epoch cost ~12 ms, ~2% of a short trial. The UI's live curves lag by
     # at most this much.
     FLUSH_SECONDS = 2.0
 
-    def __init__(self, tracker: MlflowTracker, run_id: str, number: int) -> None:
-        self.tracker, self.run_id, self.number = tracker, run_id, number
+    def __init__(self, tracker: MlflowTracker, run_id: str | None, number: int, params: LstmParams | None) -> None:
+        self.tracker, self.run_id, self.number, self.params = tracker, run_id, number, params
         self.ended = False
         self._buffer: list[Metric] = []
         self._flushed_at = time.monotonic()
+        self._done: set[str] = set()
+        self.attrs: dict[str, str] = {}
+
+    def link(self) -> dict[str, str]:
+        """Attributes to store on the Optuna trial with its result (its MLflow run, once there is one)."""
+        return {"mlflow_run_id": self.run_id} if self.run_id else {}
+
+    def ensure_run(self) -> str:
+        """Create the run (or find the one another process made for this trial) and log its params."""
+        client = self.tracker.client
+        if self.run_id is None:
+            existing = client.search_runs(
+                [self.tracker.experiment_id], max_results=1, order_by=["attributes.start_time ASC"],
+                filter_string=f"tags.`{TAG_ROLE}` = 'trial' and tags.`{TAG_TRIAL}` = '{self.number}'",
+            ) if self.tracker.experiment_id is not None else []
+            if existing:
+                self.run_id = existing[0].info.run_id
+            else:
+                run = client.create_run(
+                    self.tracker.experiment_id, run_name=f"trial-{self.number:03d}",
+                    tags={TAG_STUDY: self.tracker.study_name, TAG_ROLE: "trial", TAG_TRIAL: str(self.number),
+                          TAG_STATE: "RUNNING",
+                          # the parent is another process's run: name it instead of nesting under an active run
+                          **({"mlflow.parentRunId": self.tracker.parent_run_id} if self.tracker.parent_run_id else {})},
+                )
+                self.run_id = run.info.run_id
+        if "params" not in self._done and self.params is not None:
+            client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in self.params.to_dict().items()])
+        self._done.add("params")
+        return self.run_id
 
     def log_epoch(self, record: Any) -> None:
         now = int(time.time() * 1000)
@@ -388,46 +553,104 @@ class _TrialRun:
             values["grad_norm_last_layer"] = record.grad_norm_last
         self._buffer.extend(Metric(key, float(value), now, record.epoch) for key, value in values.items())
         if time.monotonic() - self._flushed_at >= self.FLUSH_SECONDS or len(self._buffer) >= 700:  # MLflow: <= 1000 per batch
-            self._flush()
+            try:
+                self._flush()
+            except Exception as exc:  # noqa: BLE001 - kept in the buffer, sent with the next batch or at the end
+                self._flushed_at = time.monotonic()
+                self.tracker._note_outage(f"trial {self.number}: epoch metrics postponed", exc)
+                return
+        # Earlier trials still waiting for MLflow: one try between epochs, at most every few seconds.
+        tracker = self.tracker
+        if tracker.backlog and time.monotonic() - tracker._tried_at >= CATCH_UP_EVERY_SECONDS:
+            tracker.catch_up(seconds=0)
 
     def _flush(self) -> None:
-        if self._buffer:
-            self.tracker.client.log_batch(self.run_id, metrics=self._buffer)
-            self._buffer = []
+        if self.run_id is None:
+            self.ensure_run()
+        while self._buffer:
+            batch = self._buffer[:900]
+            self.tracker.client.log_batch(self.run_id, metrics=batch)
+            del self._buffer[:len(batch)]
         self._flushed_at = time.monotonic()
 
-    def end(self, outcome: TrialOutcome) -> dict[str, str]:
-        attrs = {"mlflow_run_id": self.run_id}
-        if self.ended:
-            # A second call (logging failed the first time): just make sure the run is closed.
-            self.tracker.client.set_terminated(self.run_id, status="FAILED")
-            return attrs
-        self.ended = True
-        status = _END_STATUS[outcome.state]
-        try:
-            self._flush()
-            mlflow.set_tags({TAG_STATE: outcome.state, **({"sweep.reason": redact(outcome.reason, self.tracker.tracking_uri)[:250]} if outcome.reason else {}),
-                             # The runs table shows names, not metrics, until columns are picked: the
-                             # name carries the val balanced accuracy (and why a trial stopped).
-                             "mlflow.runName": _run_title(self.number, outcome)})
-            if outcome.val is not None:
-                self._log_results(outcome)
-                if self._wants_model(outcome):
-                    attrs["model_uri"] = self._log_model(outcome)
-                    mlflow.set_tag("sweep.model_uri", attrs["model_uri"])
-        finally:
-            if outcome.reason == "interrupted":
-                status = "KILLED"
-            mlflow.end_run(status=status)
-        return attrs
+    def end(self, outcome: TrialOutcome) -> None:
+        """Log the trial's end (called once Optuna has stored it); queued for catch-up if MLflow is away."""
+        self.tracker.end_trial(self, outcome)
 
-    def _wants_model(self, outcome: TrialOutcome) -> bool:
+    def end_steps(self, outcome: TrialOutcome) -> None:
+        """Log the trial's end, resuming after the steps a failed try already did (raises on failure)."""
+        client = self.tracker.client
+        self.ensure_run()
+        run_id = self.run_id
+        self._flush()
+        status = "KILLED" if outcome.reason == "interrupted" else _END_STATUS[outcome.state]
+        if "results" not in self._done and outcome.val is not None:
+            self._log_results(outcome)
+        self._done.add("results")
+        if "plots" not in self._done and outcome.val is not None:
+            self._log_plots(outcome)
+        self._done.add("plots")
+        if "model" not in self._done and outcome.val is not None and outcome.model is not None \
+                and self.wants_model(outcome):
+            self.attrs.update(self._log_model(outcome))
+        self._done.add("model")
+        tags = {TAG_STATE: outcome.state,
+                **({"sweep.reason": redact(outcome.reason, self.tracker.tracking_uri)[:250]} if outcome.reason else {}),
+                # The runs table shows names, not metrics, until columns are picked: the
+                # name carries the val balanced accuracy (and why a trial stopped).
+                "mlflow.runName": _run_title(self.number, outcome)}
+        if "model_uri" in self.attrs:
+            tags["sweep.model_uri"] = self.attrs["model_uri"]
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        client.set_terminated(run_id, status=status)
+        self.ended = True
+        if self.attrs.get("model_uri"):
+            self.tracker.record_model(self.number, self.attrs)
+
+    def from_optuna(self, trial: Any) -> None:
+        """Log a finished trial from what the Optuna study holds (no model: it was not kept)."""
+        client = self.tracker.client
+        self.ensure_run()
+        run_id = self.run_id
+        state = trial.state.name
+        attrs = {**trial.user_attrs, **trial.user_attrs.get("result", {})}
+        reason = attrs.get("prune_reason") or attrs.get("fail_reason")
+        if state == "FAIL" and reason is None:
+            reason = "no heartbeat: its worker died"
+        now = int(time.time() * 1000)
+        metrics = [Metric("val_score", float(v), now, int(step)) for step, v in sorted(trial.intermediate_values.items())]
+        results = {f"result/{k}": attrs[k] for k in (
+            "val_score", "val_balanced_accuracy", "val_accuracy", "val_macro_f1", "test_balanced_accuracy",
+            "test_accuracy", "test_macro_f1", "best_epoch") if isinstance(attrs.get(k), (int, float))}
+        if "penalty" in attrs and isinstance(attrs["penalty"], (int, float)):
+            results["result/val_penalty"] = attrs["penalty"]
+        if isinstance(attrs.get("collapsed"), bool):
+            results["result/collapsed"] = float(attrs["collapsed"])
+        metrics += [Metric(k, float(v), now, 0) for k, v in results.items()]
+        existing = client.get_run(run_id)
+        params = [Param(k, str(v)) for k, v in trial.params.items() if k not in existing.data.params]
+        title = [f"trial-{trial.number:03d}"]
+        if attrs.get("val_balanced_accuracy") is not None:
+            title.append(f"{attrs['val_balanced_accuracy']:.3f}")
+        if state != "COMPLETE":
+            title.append(str(reason or state.lower()).split(":")[0][:20])
+        tags = {TAG_STATE: state, "mlflow.runName": " · ".join(title), "sweep.logged_from": "optuna"}
+        if reason:
+            tags["sweep.reason"] = redact(str(reason), self.tracker.tracking_uri)[:250]
+        for i in range(0, len(metrics), 900):
+            client.log_batch(run_id, metrics=metrics[i:i + 900])
+        client.log_batch(run_id, params=params, tags=[RunTag(k, v) for k, v in tags.items()])
+        client.set_terminated(run_id, status=_END_STATUS.get(state, "FAILED"))
+        self.ended = True
+
+    def wants_model(self, outcome: TrialOutcome) -> bool:
         policy = self.tracker.log_models
         return outcome.state == "COMPLETE" and (
             policy == "all" or (policy == "best" and (outcome.is_new_best or outcome.in_top)))
 
     def _log_results(self, outcome: TrialOutcome) -> None:
         val, test = outcome.val, outcome.test
+        client, run_id = self.tracker.client, self.run_id
         # The trial's end results (one value each) under "result/": the MLflow UI charts each
         # prefix in its own section, so the per-epoch curves are not buried among single bars.
         metrics = {
@@ -446,15 +669,20 @@ class _TrialRun:
                             "result/test_macro_f1": test.macro_f1})
         if outcome.adjusted:
             metrics.update({f"result/{k}": v for k, v in outcome.adjusted.items() if k.endswith("_adjusted")})
-            mlflow.log_dict({"decision_offsets": outcome.adjusted["decision_offsets"], "labels": self.tracker.labels,
-                             "rule": "predict argmax over classes of log(probability) + offset"}, "decision_rule.json")
-        mlflow.log_metrics(metrics)
-        mlflow.log_dict({"validation": val.to_dict(), "test": test.to_dict() if test else None,
-                         "labels": self.tracker.labels}, "evaluation.json")
+            client.log_dict(run_id, {"decision_offsets": outcome.adjusted["decision_offsets"], "labels": self.tracker.labels,
+                                     "rule": "predict argmax over classes of log(probability) + offset"},
+                            "decision_rule.json")
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        client.log_dict(run_id, {"validation": val.to_dict(), "test": test.to_dict() if test else None,
+                                 "labels": self.tracker.labels}, "evaluation.json")
+
+    def _log_plots(self, outcome: TrialOutcome) -> None:
+        val, test = outcome.val, outcome.test
         panels = [("validation", val.confusion)] + ([("test (not used for selection)", test.confusion)] if test else [])
         title = f"trial {self.number} ({outcome.state.lower()}): {_describe(outcome.params)}"
         history, best_epoch = list(outcome.history), outcome.best_epoch
-        tracker, run_id = self.tracker, self.run_id
+        tracker, run_id, number = self.tracker, self.run_id, self.number
         # Every run's per-epoch metrics are charted by the MLflow UI itself; the learning-curve
         # figure (with the kept epoch marked) is drawn for each new best trial only, which saves
         # ~0.2 s of CPU per trial that would compete with the next trial's training.
@@ -466,11 +694,20 @@ class _TrialRun:
                 tracker.client.log_figure(run_id, plots.learning_curve_figure(history, title=title, best_epoch=best_epoch),
                                           "plots/learning_curve.png")
 
-        tracker._pending.append(tracker._plotter.submit(render))
+        def render_or_queue() -> None:
+            try:
+                render()
+            except Exception as exc:  # noqa: BLE001 - drawn again by the catch-up
+                tracker._note_outage(f"trial {number}: plots postponed", exc)
+                with tracker._backlog_lock:
+                    tracker._backlog.append(_PlotJob(number, render))
 
-    def _log_model(self, outcome: TrialOutcome) -> str:
+        tracker._pending.append(tracker._plotter.submit(render_or_queue))
+
+    def _log_model(self, outcome: TrialOutcome) -> dict[str, str]:
         """Log the trained model as a pyfunc (raw sequences in, the user's labels out); a new best
-        is registered under the study's name and takes the ``champion`` alias."""
+        is registered under the study's name and takes the ``champion`` alias. Returns the links to
+        keep in the study (``model_uri``)."""
         import tempfile
 
         import numpy as np
@@ -481,7 +718,9 @@ class _TrialRun:
         t, f = self.tracker.timesteps, self.tracker.features
         example_out = pd.DataFrame({"label": [labels[0]], **{f"proba_{label}": [0.5] for label in labels}})
         signature = infer_signature(np.zeros((1, t, f), np.float32), example_out)
-        with tempfile.TemporaryDirectory(prefix="sweep-model-") as tmp:
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        with tempfile.TemporaryDirectory(prefix="sweep-model-") as tmp, mlflow.start_run(run_id=self.run_id):
             keras_path, labels_path = Path(tmp) / "model.keras", Path(tmp) / "labels.json"
             outcome.model.save(keras_path)
             labels_path.write_text(json.dumps({"labels": labels}))
@@ -492,16 +731,26 @@ class _TrialRun:
                 metadata={"labels": json.dumps(labels), "preprocessing": "standardize layer inside the model",
                           "study": self.tracker.study_name, "trial_number": self.number},
             )
-        mlflow.log_dict(self.tracker.preprocessing, "model_preprocessing.json")
-        # A collapsed model is never the champion: when every trial so far collapsed there is none.
-        if outcome.is_new_best and not outcome.val.collapsed:
-            try:
-                self.tracker.crown(info.model_uri, model_id=info.model_id, trial_number=self.number,
-                                   score=outcome.val.score, val_loss=outcome.val_loss)
-            except Exception as exc:  # noqa: BLE001 - a store without a registry must not fail the trial
-                _logger.warning("trial %d: model logged (%s) but not registered: %s", self.number, info.model_uri,
-                                _first_line(exc))
-        return info.model_uri
+            mlflow.log_dict(self.tracker.preprocessing, "model_preprocessing.json")
+            # A collapsed model is never the champion: when every trial so far collapsed there is none.
+            if outcome.is_new_best and not outcome.val.collapsed:
+                try:
+                    self.tracker.crown(info.model_uri, model_id=info.model_id, trial_number=self.number,
+                                       score=outcome.val.score, val_loss=outcome.val_loss)
+                except Exception as exc:  # noqa: BLE001 - a store without a registry must not fail the trial
+                    _logger.warning("trial %d: model logged (%s) but not registered: %s", self.number, info.model_uri,
+                                    _first_line(exc))
+        return {"model_uri": info.model_uri}
+
+
+class _PlotJob:
+    """A trial's plots that could not be uploaded; drawn again by the catch-up."""
+
+    def __init__(self, number: int, render: Any) -> None:
+        self.number, self.run = number, render
+
+    def release(self) -> None:
+        return None
 
 
 def _first_line(exc: BaseException) -> str:

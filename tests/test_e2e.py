@@ -28,6 +28,15 @@ def _trials(tmp_path: Path, study: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path}/sweep.db").get_trials()
 
 
+def _model_uri(tmp_path: Path, study: str, number: int) -> str | None:
+    """A trial's logged model: the model is logged after Optuna stored the trial, so its link is a
+    study attribute (``sweep.study.model_record``)."""
+    from sweep.study import model_record
+
+    loaded = optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path}/sweep.db")
+    return model_record(loaded, number)["model_uri"]
+
+
 def _finished(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
     return [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
 
@@ -91,9 +100,9 @@ def test_interrupt_then_resume_finishes_exactly_n_trials(tmp_path, tiny_signal):
                 "result/test_macro_f1", "result/collapsed", "result/best_epoch"} <= set(run.data.metrics)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
         # The learning-curve figure is drawn for each new best trial: those whose model was logged.
-        new_best = "model_uri" in t.user_attrs
+        new_best = _model_uri(tmp_path, "resume", t.number) is not None
         assert artifacts == {"plots/confusion_matrix.png"} | ({"plots/learning_curve.png"} if new_best else set())
-    assert any("model_uri" in t.user_attrs for t in trials)
+    assert any(_model_uri(tmp_path, "resume", t.number) for t in trials)
     for t in trials:
         if t.state == optuna.trial.TrialState.FAIL:
             assert by_number[t.number].info.status in ("KILLED", "FAILED")
@@ -178,7 +187,7 @@ def test_csv_with_string_labels_and_test_file_export_and_log_all_models(tmp_path
     assert summary["labels"] == ["down", "up"]
     assert summary["test_balanced_accuracy"] is not None
     complete = [t for t in _trials(tmp_path, "csv") if t.state.name == "COMPLETE"]
-    assert all(t.user_attrs.get("model_uri") for t in complete), "--log-models all logs every complete trial"
+    assert all(_model_uri(tmp_path, "csv", t.number) for t in complete), "--log-models all logs every complete trial"
 
     for name in ("trials.csv", "trials.json"):
         exported = run_sweep_cli("export", "csv", "--out", str(tmp_path / name), "--storage",
@@ -256,7 +265,7 @@ def test_log_models_none_logs_no_model(tmp_path, tiny_signal):
                            *TINY, *_stores(tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (trial,) = _trials(tmp_path, "nomodel")
-    assert "model_uri" not in trial.user_attrs
+    assert _model_uri(tmp_path, "nomodel", trial.number) is None
     assert trial.user_attrs["mlflow_run_id"]
 
 
