@@ -1,14 +1,16 @@
-"""The quality benchmark's own parts: its baseline searches must run, and its summary must add up.
+"""The quality benchmark's own parts: its baseline searches and references must run, budget mode
+must stop every search at its deadline, and its summary and checks must add up.
 
 A benchmark that fails only when it is run for an hour is found an hour late: a renamed helper
 once made every Optuna and KerasTuner baseline job fail at once. These tests run the baseline jobs
-on a tiny set, with a 2-epoch cap, in a few seconds.
+on a tiny set, with a 2-epoch cap (or a few seconds of budget), in a few seconds each.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -85,3 +87,118 @@ def test_summary_means_and_counts(quality):
     assert row["test_balanced_accuracy_mean"] == pytest.approx(0.6)
     assert row["test_balanced_accuracy_std"] == pytest.approx(0.1)
     assert row["shipped_collapsed"] == 1
+
+
+def test_nn1_euclid_is_unscaled_nearest_neighbour_on_flattened_series(quality, tiny_set):
+    from sklearn.metrics import balanced_accuracy_score
+
+    row = quality.job_nn1_euclid(tiny_set, seed=0, trials=0)
+    d = np.load(tiny_set)
+    train, test = d["X_train"].reshape(40, -1), d["X_test"].reshape(20, -1)
+    nearest = ((test[:, None, :] - train[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+    expected = balanced_accuracy_score(d["y_test"], d["y_train"][nearest])
+    assert row["test_balanced_accuracy"] == pytest.approx(expected)
+    assert row["scaling"] == "none" and row["val_balanced_accuracy"] is None and row["epochs"] == 0
+    assert 0.0 <= row["train_part_test_balanced_accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_minirocket_reference_runs(quality, tiny_set):
+    pytest.importorskip("aeon", reason="MiniRocket is in the benchmark extra: pip install -e '.[bench]'")
+    row = quality.job_minirocket(tiny_set, seed=0, trials=0)  # 8 steps: padded to MiniRocket's 9
+    assert 0.5 < row["test_balanced_accuracy"] <= 1.0  # the tiny set is learnable
+    assert row["fit_seconds"] > 0 and 0.0 <= row["train_part_test_balanced_accuracy"] <= 1.0
+
+
+def test_sweep_command_trial_and_budget_modes(quality, tiny_set):
+    trial = quality.sweep_command(tiny_set, 1, 6, None, "sqlite:///s.db", "sqlite:///m.db", "--patience 10")
+    budget = quality.sweep_command(tiny_set, 1, 6, quality.Budget(300.0, 2), "sqlite:///s.db",
+                                   "sqlite:///m.db")
+    assert trial[1:3] == ["run", str(tiny_set)] and trial[-2:] == ["--patience", "10"]
+    assert "--n-trials" in trial and "--retrain-top" in trial and "--budget" not in trial
+    assert budget[budget.index("--budget") + 1] == "300s" and budget[budget.index("--workers") + 1] == "2"
+    # budget mode keeps lstm-sweep's own budget defaults: no trial count, epoch cap or re-training override
+    assert not {"--n-trials", "--epochs", "--retrain-top"} & set(budget)
+
+
+@pytest.mark.slow
+def test_kerastuner_budget_stops_at_the_deadline(quality, tiny_set, monkeypatch):
+    pytest.importorskip("keras_tuner", reason="KerasTuner is the benchmark extra: pip install -e '.[bench]'")
+    monkeypatch.setattr(quality, "EPOCHS", 10_000)  # without the deadline one trial alone would run for minutes
+    row = quality.job_kerastuner(tiny_set, seed=0, trials=0, budget=quality.Budget(6.0, 1))
+    assert 6.0 <= row["search_seconds"] < 6.0 + 60  # the running trial stops at its next epoch end
+    assert row["trials"] >= 1 and 0 < row["epochs"] < 10_000
+    assert 0.0 <= row["test_balanced_accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_optuna_budget_runs_worker_processes_on_one_study(quality, tiny_set, monkeypatch):
+    monkeypatch.setattr(quality, "EPOCHS", 10_000)  # reaches the worker processes through the job spec
+    row = quality.job_optuna_acc(tiny_set, seed=0, trials=0, budget=quality.Budget(15.0, 2))
+    # the clock starts once both workers are ready (TensorFlow imported: at most 60 s after launch), then 15 s
+    assert 15.0 <= row["search_seconds"] < 60 + 15 + 60
+    workers = {r["worker"] for r in row["trial_rows"]}
+    numbers = [r["number"] for r in row["trial_rows"]]
+    assert workers == {0, 1} and len(numbers) == len(set(numbers)) == row["trials"]
+    assert 0 < row["epochs"] < 10_000 * row["trials"]
+    best = max(row["trial_rows"], key=lambda r: (r["objective"], -r["number"]))
+    assert row["test_balanced_accuracy"] == best["test_balanced_accuracy"]
+
+
+def _has_budget() -> bool:
+    done = subprocess.run([str(Path(sys.executable).parent / "sweep"), "run", "--help"], capture_output=True, text=True,
+                          check=False)
+    return "--budget" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["trials", "budget"])
+def test_lstm_sweep_job_scores_the_shipped_champion(quality, tiny_set, monkeypatch, mode):
+    if mode == "budget" and not _has_budget():
+        pytest.skip("sweep run has no --budget in this checkout")
+    monkeypatch.setattr(quality, "EPOCHS", 2)
+    budget = quality.Budget(20.0, 2) if mode == "budget" else None
+    row = quality.job_lstm_sweep(tiny_set, seed=0, trials=2, budget=budget)
+    assert row["trials"] >= 1 and ("--budget" in row["sweep_command"]) == (mode == "budget")
+    assert 0.0 <= row["test_balanced_accuracy"] <= 1.0
+    if not row.get("no_model") and mode == "trials":  # no re-training: the champion is the best trial
+        assert row["test_balanced_accuracy"] == pytest.approx(row["best_trial_test_balanced_accuracy"])
+
+
+def test_reference_job_runs_without_a_budget_in_budget_mode(quality, tiny_set):
+    row = quality._launch(str(tiny_set), 0, "nn1_euclid", 0, "", 300.0, 2)
+    assert "error" not in row, row.get("error")
+    assert row["budget_seconds"] is None and row["workers"] is None and row["fit_seconds"] >= 0
+    assert len(row["load_average_start"]) == 3
+
+
+def test_reuse_keeps_references_from_any_mode_and_searches_from_the_same_mode(quality):
+    specs = [("S", 0, "nn1_euclid"), ("S", 0, "lstm_sweep"), ("S", 0, "optuna_acc")]
+    old = [{"set": "S", "seed": 0, "method": "nn1_euclid", "budget_seconds": None},
+           {"set": "S", "seed": 0, "method": "lstm_sweep"},  # a trial-mode row from before budget mode
+           {"set": "S", "seed": 0, "method": "optuna_acc", "budget_seconds": 300.0},
+           {"set": "S", "seed": 1, "method": "optuna_acc", "budget_seconds": 300.0}]  # not asked for
+    kept = quality.reusable_rows(old, specs, 300.0, rerun=[])
+    assert [(r["method"], r["reused"]) for r in kept] == [("nn1_euclid", True), ("optuna_acc", True)]
+    assert [r["method"] for r in quality.reusable_rows(old, specs, None, rerun=["nn1_euclid"])] == ["lstm_sweep"]
+
+
+def _row(name, method, ba, seed=0):
+    return {"set": name, "seed": seed, "method": method, "wall_seconds": 5.0, "val_balanced_accuracy": None,
+            "test_balanced_accuracy": ba, "test_accuracy": ba, "test_collapsed": False, "trials": None, "epochs": 0,
+            "collapsed_trials": None, "fit_seconds": 2.0, "train_part_test_balanced_accuracy": ba}
+
+
+def test_limit_checks_and_report(quality):
+    rows = [_row("A", "nn1_euclid", 0.80), _row("A", "minirocket", 0.90), _row("A", "lstm_sweep", 0.88),
+            _row("B", "nn1_euclid", 0.70), _row("B", "minirocket", 0.75), _row("B", "lstm_sweep", 0.69),
+            _row("B", "optuna_acc", 0.71)]
+    checks = quality.limit_checks(quality.summarize(rows, ["A", "B"]), ["A", "B"])
+    sweep = checks["lstm_sweep"]
+    assert sweep["at_or_above_nn1"] == ["A"] and sweep["within_margin_of_minirocket"] == ["A"]
+    assert sweep["mean"] == pytest.approx(0.785) and sweep["minirocket_mean"] == pytest.approx(0.825)
+    assert checks["optuna_acc"]["sets"] == ["B"] and checks["optuna_acc"]["at_or_above_nn1"] == ["B"]
+    report = quality.markdown({"references": {"A": {}, "B": {}}, "jobs": rows})
+    assert "| A | 0.800 | 0.900 (2 s) | - | 0.880 ≥1-NN, within 0.03 of MR |" in report
+    assert "| B | 0.700 | 0.750 (2 s) | 0.710 ≥1-NN, >0.03 below MR | 0.690 <1-NN, >0.03 below MR |" in report
+    assert "| lstm_sweep | 1 of 2 | 1 of 2 | 0.785 | 0.750 | 0.825 |" in report
