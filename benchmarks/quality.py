@@ -206,13 +206,22 @@ def job_recipe(path: Path, seed: int, trials: int, budget: Budget | None = None)
     return {**_score(model, split, data.n_classes), "trials": 1, "epochs": EPOCHS, "collapsed_trials": None}
 
 
-def _space_params(get: Any, padded: bool) -> Any:
-    """LstmParams from any sampler, over lstm-sweep's default space (``get(name, kind, spec)``)."""
-    from objectives.search_space import LstmParams, SearchSpace
+def _space_params(get: Any, padded: bool, features: int) -> Any:
+    """LstmParams from any sampler, over lstm-sweep's default space (``get(name, kind, spec)``), asking
+    what lstm-sweep asks (``asked_params``: the architecture first, Conv1D filters only for the
+    stacked LSTM, pooling not for LSTM-FCN on univariate data, masking only where it can matter)."""
+    from objectives.search_space import LstmParams, SearchSpace, asked_params
 
     s = SearchSpace()
-    conv = get("conv_filters", "choice", list(s.conv_filters))
+    chosen: dict[str, Any] = {"architecture": get("architecture", "choice", list(s.architecture))}
+    chosen["conv_filters"] = get("conv_filters", "choice", list(s.conv_filters)) if chosen["architecture"] == "stacked" else 0
+    asked = asked_params(chosen, s, padded=padded, features=features)
+    if "masking" in asked:
+        chosen["masking"] = get("masking", "choice", list(s.masking))
+    if "pooling" in asked:
+        chosen["pooling"] = get("pooling", "choice", list(s.pooling))
     return LstmParams(
+        **chosen,
         units=get("units", "int_log", (s.units.low, s.units.high)),
         layers=get("layers", "int", (s.layers.low, s.layers.high)),
         dropout=get("dropout", "float", (s.dropout.low, s.dropout.high)),
@@ -221,9 +230,6 @@ def _space_params(get: Any, padded: bool) -> Any:
         batch_size=get("batch_size", "choice", list(s.batch_size)),
         clipnorm=get("clipnorm", "choice", list(s.clipnorm)),
         bidirectional=get("bidirectional", "choice", list(s.bidirectional)),
-        conv_filters=conv,
-        pooling=get("pooling", "choice", list(s.pooling)),
-        masking=get("masking", "choice", [False, True]) if padded and conv == 0 else False,
     )
 
 
@@ -279,7 +285,7 @@ def _optuna_objective(path: Path, seed: int, deadline: float | None, worker: int
                 return trial.suggest_int(name, *spec, log=kind == "int_log")
             return trial.suggest_float(name, *spec, log=kind == "float_log")
 
-        params = _space_params(get, padded)
+        params = _space_params(get, padded, data.features)
         model, keep = _train(params, split, data, seed + trial.number, deadline)
         scores = _score(model, split, data.n_classes)
         trial.set_user_attr("row", {"number": trial.number, "worker": worker, "objective": keep.best,
@@ -382,7 +388,7 @@ def job_kerastuner(path: Path, seed: int, trials: int, budget: Budget | None = N
                 return hp.Int(name, *spec, sampling="log" if kind == "int_log" else "linear")
             return hp.Float(name, *spec, sampling="log" if kind == "float_log" else "linear")
 
-        return _space_params(get, padded)
+        return _space_params(get, padded, data.features)
 
     class Model(kt.HyperModel):
         def build(self, hp: Any) -> Any:
@@ -811,8 +817,9 @@ def architecture_table(jobs: list[dict[str, Any]]) -> str:
     (complete trials; val/test balanced accuracy minus the mean of the same search, so sets pool)."""
     import numpy as np
 
-    choices = {"bidirectional": [False, True], "conv_filters": [0, 64], "pooling": ["last", "mean", "attention"],
-               "masking": [False, True]}
+    choices = {"architecture": ["stacked", "lstm_fcn"], "bidirectional": [False, True], "conv_filters": [0, 64],
+               "pooling": ["last", "mean", "attention"], "masking": [False, True]}
+    defaults = {"architecture": "stacked", "bidirectional": False, "masking": False, "conv_filters": 0, "pooling": "last"}
     deltas: dict[tuple[str, Any], list[tuple[float, float]]] = {}
     chosen: dict[tuple[str, Any], int] = {}
     n_best = n_padded = 0
@@ -827,8 +834,7 @@ def architecture_table(jobs: list[dict[str, Any]]) -> str:
             for key in choices:
                 if key == "masking" and job["set"] != "JapaneseVowels":
                     continue
-                value = t["params"].get(key, False if key in ("bidirectional", "masking") else
-                                        (0 if key == "conv_filters" else "last"))
+                value = t["params"].get(key, defaults[key])
                 deltas.setdefault((key, value), []).append((t["val_balanced_accuracy"] - val_mean,
                                                             t["test_balanced_accuracy"] - test_mean))
         if job.get("best_params"):
@@ -836,7 +842,8 @@ def architecture_table(jobs: list[dict[str, Any]]) -> str:
             for key in choices:
                 if key == "masking" and job["set"] != "JapaneseVowels":
                     continue
-                chosen[(key, job["best_params"].get(key))] = chosen.get((key, job["best_params"].get(key)), 0) + 1
+                value = job["best_params"].get(key, defaults[key])
+                chosen[(key, value)] = chosen.get((key, value), 0) + 1
             n_padded += job["set"] == "JapaneseVowels"
     lines = ["| choice | trials | val BA vs search mean | test BA vs search mean | picked by the search |",
              "| --- | --- | --- | --- | --- |"]
