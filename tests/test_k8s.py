@@ -394,3 +394,15 @@ def test_readme_creates_the_secrets_and_runs_the_stack() -> None:
     make = shlex.split(re.search(r"sweep (make-data[^&;]*)", script).group(1))
     assert_real_options(make, "make-data")
     assert script.endswith(f"/data/{SETTINGS['SWEEP_DATA']}")
+
+
+def test_network_policy_admits_exactly_the_stack_s_pods() -> None:
+    policy = BY_NAME[("NetworkPolicy", "lstm-sweep-internal")]
+    isolated = policy["spec"]["podSelector"]["matchLabels"].items()
+    (rule,) = policy["spec"]["ingress"]
+    (peer,) = rule["from"]
+    admitted = peer["podSelector"]["matchLabels"].items()
+    assert set(peer) == {"podSelector"}, "pods of this namespace only"
+    for workload in WORKLOADS:
+        labels = workload["spec"]["template"]["metadata"]["labels"].items()
+        assert isolated <= labels and admitted <= labels, f"{workload['metadata']['name']}: outside the policy"
