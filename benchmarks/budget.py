@@ -3,7 +3,8 @@ B + 1 minute, and how do the trials share the time (trials run, epochs per trial
 
     python benchmarks/budget.py --sets ECG200 Strawberry --budget 3m --workers 2 [--seed 0] [--keep DIR]
 
-Writes benchmarks/results/budget.json (one row per set). Each run gets its own SQLite and MLflow
+Writes benchmarks/results/budget.json (one row per set; SWEEP_DATASETS=DIR if the
+shared datasets are not in ../shared/datasets). Each run gets its own SQLite and MLflow
 stores in a scratch folder (kept under --keep DIR, e.g. for benchmarks/selection.py).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -21,7 +23,7 @@ from pathlib import Path
 import _common  # noqa: F401 - environment before TensorFlow; repository on sys.path
 from _common import print_table, scratch, write_result
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+DATASETS = Path(os.environ.get("SWEEP_DATASETS", _common.REPO.parent / "shared" / "datasets"))
 
 
 def run_one(name: str, *, budget: str, workers: int, seed: int, keep: Path | None, extra: list[str]) -> dict:

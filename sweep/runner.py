@@ -476,10 +476,11 @@ def retrain_top(opened: OpenSweep, *, on_retrain: Callable[[dict[str, Any]], Non
 
     runs: dict[int, list[dict[str, Any]]] = {t.number: [] for t in complete}
     skipped = 0
-    # Seed by seed across the configurations: when a time budget ends the re-training early, every
-    # configuration has as many runs as the others (or one fewer), so their means stay comparable.
-    for i in range(cfg.retrain_seeds):
-        for trial in complete:
+    # Without a time budget the order does not matter. With one, configuration by configuration from
+    # the search's winner down: the margin rule compares the winner with challengers that have two or
+    # more runs each, so when time runs short the top ones are complete and the last ones are skipped.
+    for trial in complete:
+        for i in range(cfg.retrain_seeds):
             if deadline is not None:
                 expected = float(trial.user_attrs.get("result", {}).get("train_seconds") or 0.0)
                 if deadline.retrain_left() < max(1.0, expected):
