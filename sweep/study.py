@@ -162,6 +162,25 @@ def creation_lock(url: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _schema_is_complete(parsed: Any) -> bool:
+    """Whether Optuna's tables on a server database are fully set up (its last step, the alembic
+    stamp, is done), so opening the storage writes nothing and needs no creation lock."""
+    if parsed.get_backend_name() not in ("postgresql", "mysql"):
+        return False
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    connect_args = dbpool.connect_args() if parsed.get_backend_name() == "postgresql" else {}
+    engine = create_engine(parsed, poolclass=NullPool, connect_args=connect_args)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT 1 FROM alembic_version LIMIT 1")).first() is not None
+    except Exception:  # noqa: BLE001 - no table yet (or no server: open_storage reports that)
+        return False
+    finally:
+        engine.dispose()
+
+
 def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage for ``url``, with heartbeats so a dead worker's trial is reaped.
 
@@ -216,7 +235,9 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True) 
         )
     plain_url = parsed.render_as_string(hide_password=False)
     try:
-        with creation_lock(plain_url):
+        # The lock serializes first-time creation only: 60 workers starting at once on a made
+        # database would otherwise queue for it one storage set-up (~0.1-5 s) at a time.
+        with contextlib.nullcontext() if _schema_is_complete(parsed) else creation_lock(plain_url):
             # Lost connections and locked files are retried for up to a minute (sweep/storage_retry.py).
             storage = RetryingRDBStorage(plain_url, engine_kwargs=engine_kwargs, **kwargs)
         if os.environ.get("SWEEP_STORAGE_TIMING"):
@@ -550,7 +571,16 @@ def run_trials(
             continue
         waiting = False
         mine.clear()
-        study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
+        try:
+            study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
+        except (ValueError, AssertionError) as exc:
+            if not _reaped_under_us(exc):
+                raise
+            # This worker's heartbeats were late by more than the grace period (a stalled machine),
+            # so another worker failed its trial and queued it again: that retry counts, not this.
+            _logger.warning("a trial of this worker was failed by a heartbeat check while it ran (heartbeats "
+                            "late by more than the grace period); its retry runs in another worker")
+            continue
         last = mine.get("frozen")  # this worker's trial as Optuna closed it (None: it failed before the objective)
         if last is not None and last.user_attrs.get("fail_reason") == SURPLUS:
             continue
@@ -577,6 +607,17 @@ def run_trials(
         else:
             failures = diverged_in_a_row = 0
     return ran
+
+
+def _reaped_under_us(exc: BaseException) -> bool:
+    """Whether Optuna could not end the trial because another worker had failed it (Optuna 5.0
+    raises "Cannot tell a FAIL trial", then an AssertionError from its own logging of it)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ValueError) and str(seen).startswith("Cannot tell a FAIL trial"):
+            return True
+        seen = seen.__context__
+    return False
 
 
 def _sleep(seconds: float) -> None:

@@ -103,3 +103,44 @@ def test_the_storage_works_through_pgbouncer_in_transaction_mode(pg_url, pgbounc
             storage.engine.dispose()
     assert len(complete) == 30
     assert pools[url.rsplit("/", 1)[1]]["pool_mode"] == "transaction"
+
+
+@pytest.mark.postgres
+def test_opening_a_made_storage_does_not_wait_for_the_creation_lock(pg_url):
+    """60 workers starting at once used to queue for the lock one storage set-up at a time."""
+    import threading
+
+    from sweep.study import creation_lock, open_storage
+
+    open_storage(pg_url, heartbeat=False).engine.dispose()  # makes the tables
+    opened = threading.Event()
+
+    def open_it():
+        open_storage(pg_url, heartbeat=False).engine.dispose()
+        opened.set()
+
+    with creation_lock(pg_url):  # held by a process creating another study meanwhile
+        worker = threading.Thread(target=open_it, daemon=True)
+        worker.start()
+        assert opened.wait(timeout=60)
+    worker.join()
+
+
+@pytest.mark.postgres
+def test_a_fresh_database_is_opened_under_the_creation_lock(pg_url):
+    import threading
+
+    from sweep.study import creation_lock, open_storage
+
+    opened = threading.Event()
+
+    def open_it():
+        open_storage(pg_url, heartbeat=False).engine.dispose()
+        opened.set()
+
+    with creation_lock(pg_url):
+        worker = threading.Thread(target=open_it, daemon=True)
+        worker.start()
+        assert not opened.wait(timeout=3)
+    assert opened.wait(timeout=60)
+    worker.join()
