@@ -34,9 +34,8 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import _common
 
@@ -53,30 +52,13 @@ clipnorm = [0.0]
 """
 
 
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    base = os.environ.get("SWEEP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    conninfo = make_url(base).set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"sweep_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(base).set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def run_one(folder: Path, data: Path, *, backend: str, workers: int, threads: int | None, trials: int,
             epochs: int) -> dict[str, Any]:
     import optuna
 
     with contextlib.ExitStack() as stack:
         if backend == "postgresql":
-            storage = stack.enter_context(postgres_database())
+            storage = stack.enter_context(_common.postgres_database())
         else:
             storage = f"sqlite:///{folder}/sweep.db"
         timing = folder / "storage-timing.jsonl"
