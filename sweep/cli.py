@@ -131,6 +131,10 @@ def run(
         raise SweepError("--budget times this command's own work, and --create-only runs none; "
                          "drop one of them (workers then run to the study's --n-trials)")
     prep = prepare(cfg, data, test_path=test)
+    if cfg.workers > 1:
+        from sweep.gpus import detect_gpus
+
+        detect_gpus()  # a malformed SWEEP_GPUS fails here, before the study is opened
     if not quiet:
         _announce(prep)
     opened = open_sweep(prep, allow_changes=allow_changes)

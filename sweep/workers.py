@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from sweep import gpus
 from sweep.errors import StudyError
 from sweep.budget import STARTUP_SECONDS
 from sweep.runner import READY_DIR, OpenSweep, SweepResult, _result, finish, retrain_top, set_deadline
@@ -41,6 +42,14 @@ def worker_command(opened: OpenSweep, *, threads: int) -> list[str]:
     # The study name goes after "--": a name like "-x" must not be read as an option.
     return [sys.executable, "-m", "sweep", "worker", "--data", str(Path(prep.data.source).resolve()),
             "--threads", str(threads), "--quiet", "--", prep.name]
+
+
+def worker_launches(opened: OpenSweep, *, workers: int, threads: int,
+                    env: dict[str, str]) -> list[tuple[list[str], dict[str, str]]]:
+    """The command and environment of each local worker: on a machine with GPUs, its own device
+    (``CUDA_VISIBLE_DEVICES``, round-robin; ``SWEEP_GPUS`` overrides, see sweep/gpus.py)."""
+    command = worker_command(opened, threads=threads)
+    return [(command, worker_env) for worker_env in gpus.worker_envs(env, workers, gpus.detect_gpus())]
 
 
 def run_workers(
@@ -70,9 +79,9 @@ def run_workers(
     ready = tempfile.TemporaryDirectory(prefix="sweep-ready-")
     env[READY_DIR] = ready.name
     procs = [
-        subprocess.Popen(worker_command(opened, threads=threads), env=env, stdout=subprocess.DEVNULL, stderr=log,
+        subprocess.Popen(command, env=worker_env, stdout=subprocess.DEVNULL, stderr=log,
                          start_new_session=True)  # Ctrl-C reaches the coordinator, which forwards it once
-        for log in logs
+        for log, (command, worker_env) in zip(logs, worker_launches(opened, workers=workers, threads=threads, env=env))
     ]
     status = "FAILED"
     try:
