@@ -22,7 +22,7 @@ p99 latency of a call, PostgreSQL connections held for the database (``pg_stat_a
 every 0.5 s), pgbouncer's client connections, and the CPU time PostgreSQL's backends spent per
 1000 calls (from /proc; how far one server carries a study).
 
-    python benchmarks/many_workers.py              # 60 workers, 300 trials, 10 kills, 3 modes; ~10 min idle
+    python benchmarks/many_workers.py              # 60 workers, 300 trials, 10 kills, 3 modes (BENCHMARKS.md: the run quoted)
     python benchmarks/many_workers.py --quick      # 8 workers, 40 trials, 2 kills (iterating)
     python benchmarks/many_workers.py --modes transaction --workers 100
 
