@@ -37,6 +37,10 @@ _logger = logging.getLogger(__name__)
 PREDICT_BATCH = 1024
 # LSTM-FCN's convolutional branch (Karim et al. 2017): (filters, kernel size) of its three blocks.
 FCN_BLOCKS = ((128, 8), (256, 5), (128, 3))
+# Batch norm's moving statistics (what a trained model predicts with) follow the batches 10x faster
+# than Keras's default 0.99: on small sets (ECG200: 5 steps an epoch) the default left validation
+# balanced accuracy at 0.50 for the first 11-14 epochs; with 0.9 it was 0.67 after epoch 1.
+FCN_NORM_MOMENTUM = 0.9
 
 
 class NonFiniteLoss(RuntimeError):
@@ -151,7 +155,7 @@ def _lstm_fcn(params: LstmParams, x: Any, *, features: int) -> Any:
     for i, (filters, kernel) in enumerate(FCN_BLOCKS):
         conv = keras.layers.Conv1D(filters, kernel, padding="same", kernel_initializer="he_uniform",
                                    name=f"fcn_conv_{i + 1}")(conv)
-        conv = keras.layers.BatchNormalization(name=f"fcn_norm_{i + 1}")(conv)
+        conv = keras.layers.BatchNormalization(momentum=FCN_NORM_MOMENTUM, name=f"fcn_norm_{i + 1}")(conv)
         conv = keras.layers.Activation("relu", name=f"fcn_relu_{i + 1}")(conv)
         if features > 1 and i < 2:
             conv = _squeeze_excite(conv, filters, name=f"fcn_se_{i + 1}")
@@ -175,6 +179,11 @@ def _squeeze_excite(x: Any, filters: int, *, name: str, ratio: int = 16) -> Any:
 def _adam(params: LstmParams, probe: GradientProbe | None = None) -> keras.optimizers.Optimizer:
     kwargs = {"learning_rate": params.learning_rate, "clipnorm": params.clipnorm or None}
     return _ProbedAdam(probe, **kwargs) if probe is not None else keras.optimizers.Adam(**kwargs)
+
+
+def cosine_learning_rate(initial: float, epoch: int, epochs: int) -> float:
+    """Cosine decay from ``initial`` (epoch 0) towards 0 at the epoch cap ``epochs``."""
+    return float(initial * 0.5 * (1.0 + np.cos(np.pi * min(epoch, epochs) / max(epochs, 1))))
 
 
 def predict_proba(model: keras.Model, X: np.ndarray) -> np.ndarray:
@@ -321,7 +330,13 @@ def fit(training: Training, params: LstmParams, *, X_train: np.ndarray, y_train:
     if params.class_weight == "oversample":
         idx = oversample_indices(y, seed=seed)
         X, y = X[idx], y[idx]
-    lr_schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3, min_lr=1e-5, verbose=0)
+    lr_schedule: keras.callbacks.Callback
+    if params.lr_schedule == "cosine":
+        lr_schedule = keras.callbacks.LearningRateScheduler(
+            lambda epoch: cosine_learning_rate(params.learning_rate, epoch, epochs))
+    else:
+        lr_schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3, min_lr=1e-5,
+                                                        verbose=0)
     try:
         training.model.fit(
             X, y, epochs=epochs, batch_size=params.batch_size, verbose=0, shuffle=True,

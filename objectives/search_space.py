@@ -17,13 +17,14 @@ from sweep.errors import ConfigError
 CLASS_WEIGHT_STRATEGIES = ("none", "balanced", "sqrt", "oversample")
 POOLINGS = ("last", "mean", "attention")
 ARCHITECTURES = ("stacked", "lstm_fcn")
+LR_SCHEDULES = ("plateau", "cosine")
 CONV_FILTERS_LIMITS = (0, 512)
 
 # Choices added after the first release, with the value every older study trained with: a study
 # whose stored space lacks them resumes with them fixed at that value (SearchSpace.from_dict).
 LEGACY_CHOICES: dict[str, tuple[Any, ...]] = {
     "bidirectional": (False,), "conv_filters": (0,), "pooling": ("last",), "masking": (False,),
-    "architecture": ("stacked",),
+    "architecture": ("stacked",), "lr_schedule": ("plateau",),
 }
 
 
@@ -47,6 +48,9 @@ class LstmParams:
     # "stacked": the LSTM layers read the series (with the options above); "lstm_fcn": LSTM-FCN, a
     # convolutional branch beside an LSTM branch that reads the dimension-shuffled series.
     architecture: str = "stacked"
+    # "plateau": halve the learning rate after 3 epochs without a lower validation loss (the recipe's
+    # ReduceLROnPlateau); "cosine": cosine decay from learning_rate to 0 over the epoch cap.
+    lr_schedule: str = "plateau"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -98,6 +102,7 @@ class SearchSpace:
     # Searched only where the data is padded (see suggest_params); [false] turns it off.
     masking: tuple[bool, ...] = (False, True)
     architecture: tuple[str, ...] = ARCHITECTURES
+    lr_schedule: tuple[str, ...] = LR_SCHEDULES
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -210,6 +215,11 @@ def _choices(name: str, key: str, value: Any) -> tuple[Any, ...]:
         if bad:
             raise ConfigError(f"{name}: unknown architecture {bad[0]!r}; choose from {', '.join(ARCHITECTURES)}")
         return tuple(value)
+    if key == "lr_schedule":
+        bad = [v for v in value if v not in LR_SCHEDULES]
+        if bad:
+            raise ConfigError(f"{name}: unknown schedule {bad[0]!r}; choose from {', '.join(LR_SCHEDULES)}")
+        return tuple(value)
     if key == "conv_filters":
         low, high = CONV_FILTERS_LIMITS
         if any(isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high for v in value):
@@ -226,15 +236,24 @@ def _choices(name: str, key: str, value: Any) -> tuple[Any, ...]:
     return tuple(float(v) for v in value)
 
 
-def baseline_params(space: SearchSpace, *, padded: bool = False, features: int = 1) -> dict[str, Any]:
+# Trial 1 of a new study: LSTM-FCN as published (Karim et al. 2017: 8 LSTM cells, dropout 0.8, Adam
+# 1e-3), with batch 16 and "balanced" class weights; moved into the space like the stacked recipe
+# (the default space gives 16 cells and dropout 0.5).
+LSTM_FCN_RECIPE = LstmParams(architecture="lstm_fcn", units=8, layers=1, dropout=0.8, batch_size=16,
+                             lr_schedule="cosine")
+
+
+def baseline_params(space: SearchSpace, *, padded: bool = False, features: int = 1,
+                    recipe: LstmParams | None = None) -> dict[str, Any]:
     """The first trial of every new study: the classic stacked LSTM (the :class:`LstmParams`
-    defaults: 2 x LSTM(64), dropout 0.2, Adam 1e-3, "balanced" class weights, batch 32), moved into
-    ``space`` where the space excludes a default (nearest bound of a range, first listed choice).
+    defaults: 2 x LSTM(64), dropout 0.2, Adam 1e-3, "balanced" class weights, batch 32), or another
+    ``recipe``, moved into ``space`` where the space excludes a value (nearest bound of a range,
+    first listed choice).
 
     Returned as the trial parameters :func:`suggest_params` asks for, ready for
     ``study.enqueue_trial``: the search never ends worse than the recipe users copy, on validation.
     """
-    default = LstmParams()
+    default = recipe if recipe is not None else LstmParams()
     params: dict[str, Any] = {}
     for f in dataclasses.fields(space):
         allowed, value = getattr(space, f.name), getattr(default, f.name)
@@ -243,6 +262,17 @@ def baseline_params(space: SearchSpace, *, padded: bool = False, features: int =
         else:
             params[f.name] = value if value in allowed else allowed[0]
     return {k: v for k, v in params.items() if k in asked_params(params, space, padded=padded, features=features)}
+
+
+def recipe_trials(space: SearchSpace, *, padded: bool = False, features: int = 1) -> list[dict[str, Any]]:
+    """The trials a new study starts with, in order: the classic stacked LSTM
+    (:func:`baseline_params`), then :data:`LSTM_FCN_RECIPE` where the space has ``lstm_fcn``."""
+    trials = [baseline_params(space, padded=padded, features=features)]
+    if "lstm_fcn" in space.architecture:
+        fcn = baseline_params(space, padded=padded, features=features, recipe=LSTM_FCN_RECIPE)
+        if fcn not in trials:
+            trials.append(fcn)
+    return trials
 
 
 def asked_params(chosen: Mapping[str, Any], space: SearchSpace, *, padded: bool, features: int) -> set[str]:
@@ -284,6 +314,7 @@ def suggest_params(trial: Any, space: SearchSpace, *, padded: bool = False, feat
         class_weight=trial.suggest_categorical("class_weight", list(space.class_weight)),
         batch_size=trial.suggest_categorical("batch_size", list(space.batch_size)),
         clipnorm=trial.suggest_categorical("clipnorm", list(space.clipnorm)),
+        lr_schedule=trial.suggest_categorical("lr_schedule", list(space.lr_schedule)),
         bidirectional=trial.suggest_categorical("bidirectional", list(space.bidirectional)),
         pooling=(trial.suggest_categorical("pooling", list(space.pooling)) if "pooling" in asked
                  else default.pooling),

@@ -78,6 +78,8 @@ def _short_params(params: dict[str, Any]) -> str:
         parts.append(f"pool={params['pooling']}")
     if params.get("masking"):
         parts.append("mask")
+    if params.get("lr_schedule", "plateau") != "plateau":
+        parts.append(params["lr_schedule"])
     return " ".join(parts)
 
 
@@ -98,7 +100,7 @@ def run(
     collapse_warmup: Optional[int] = typer.Option(None, "--collapse-warmup", help="Epochs before collapse stopping starts counting (default 2)."),
     warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="No trial is stopped (collapse, flat score, median pruner) before this many optimizer steps (default 100)."),
     warmup_fraction: Optional[float] = typer.Option(None, "--warmup-fraction", help="No trial is stopped for a flat or below-median score before this share of --epochs (default 0.5: slow starters get half the budget; collapse stopping keeps its shorter warm-up)."),
-    baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline", help="A new study's first trial is the classic stacked LSTM recipe (2 x LSTM(64), dropout 0.2, Adam 1e-3, balanced class weights, batch 32; default on)."),
+    baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline", help="A new study's first two trials are the classic stacked LSTM recipe (2 x LSTM(64), dropout 0.2, Adam 1e-3, balanced class weights, batch 32) and LSTM-FCN's (8 cells, dropout 0.8, batch 16, cosine schedule), moved into the space (default on)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the split, the sampler and training (default 0)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", show_envvar=True,
                                                help="MLflow tracking URI (default sqlite:///mlflow.db, artifacts in ./mlruns)."),
@@ -459,7 +461,7 @@ def best(study: str = typer.Argument(..., help="Study name."), storage: str = St
     if (summary.get("selection") or {}).get("reason"):
         out.print(f"  [dim]{_e(summary['selection']['reason'])}[/]")
     for key in ("units", "layers", "dropout", "learning_rate", "class_weight", "batch_size", "clipnorm",
-                "architecture", "bidirectional", "conv_filters", "pooling", "masking"):
+                "architecture", "bidirectional", "conv_filters", "pooling", "masking", "lr_schedule"):
         if key in summary["params"]:
             out.print(_e(f"  {key:<14} {summary['params'][key]}"))
     out.print(f"  val  balanced accuracy {_fmt(summary['val_balanced_accuracy'])}   accuracy {_fmt(summary['val_accuracy'])}"

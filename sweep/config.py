@@ -67,8 +67,8 @@ class SweepConfig:
     # report mean +- std, so one lucky seed does not pick the winner (0 = skip).
     retrain_top: int = 3
     retrain_seeds: int = 3
-    # Start a new study with the classic stacked-LSTM recipe as trial 0
-    # (objectives.search_space.baseline_params), then search.
+    # Start a new study with the classic stacked-LSTM recipe and the LSTM-FCN recipe as trials 0-1
+    # (objectives.search_space.recipe_trials), then search.
     baseline: bool = True
     # Wall-clock seconds for this invocation (search, re-training, registration); None: no time box.
     # Not part of the study's identity: each invocation brings its own (sweep.budget).

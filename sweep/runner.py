@@ -17,7 +17,7 @@ from typing import Any, Callable
 from optuna.trial import FrozenTrial
 
 from sweep import __version__
-from objectives.search_space import SearchSpace, baseline_params
+from objectives.search_space import SearchSpace, recipe_trials
 from sweep.budget import Deadline
 from sweep.config import SweepConfig, TrainSettings
 from sweep.data import Dataset, Split, is_padded, load_dataset, split_stratified, standardization
@@ -138,11 +138,11 @@ def open_sweep(prep: PreparedSweep, *, allow_changes: bool = False) -> OpenSweep
     cfg, data = prep.cfg, prep.data
     check_tracking_store(resolve_tracking_uri(cfg.tracking_uri))  # before anything is written, Optuna included
     storage = open_storage(cfg.storage)
-    first = (baseline_params(cfg.space, padded=is_padded(prep.split.X_train), features=prep.split.X_train.shape[2])
-             if cfg.baseline else None)
+    first = (recipe_trials(cfg.space, padded=is_padded(prep.split.X_train), features=prep.split.X_train.shape[2])
+             if cfg.baseline else [])
     study, resumed = create_or_resume(
         cfg, name=prep.name, storage=storage, identity=study_identity(prep), allow_changes=allow_changes,
-        first_trial=first,
+        first_trials=first,
     )
     tracker = _tracker(prep)
     parent = tracker.start_sweep(

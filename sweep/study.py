@@ -16,7 +16,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -388,11 +388,11 @@ def make_pruner(name: str, *, epochs: int = 15) -> optuna.pruners.BasePruner:
 
 def create_or_resume(
     cfg: SweepConfig, *, name: str, storage: optuna.storages.BaseStorage, identity: dict[str, Any],
-    allow_changes: bool = False, first_trial: dict[str, Any] | None = None,
+    allow_changes: bool = False, first_trials: Sequence[dict[str, Any]] = (),
 ) -> tuple[optuna.Study, bool]:
     """Create the study, or resume it if its stored identity (data + space + settings) matches.
 
-    A new study gets ``first_trial`` (parameters) queued as trial 0, tagged ``baseline``.
+    A new study gets ``first_trials`` (parameters) queued as trials 0, 1, ..., tagged ``baseline``.
 
     Creation is serialized across processes (:func:`creation_lock`), so several ``sweep run``
     processes started at once on a fresh database make one study, not a crash.
@@ -422,8 +422,8 @@ def create_or_resume(
                 study.set_user_attr(key, value)
             # What optuna-dashboard and plots call the objective (else "Objective 0").
             study.set_metric_names(["val score (balanced accuracy - collapse penalty)"])
-            if first_trial is not None:
-                study.enqueue_trial(first_trial, user_attrs={"baseline": True})
+            for params in first_trials:
+                study.enqueue_trial(params, user_attrs={"baseline": True})
         study.set_user_attr("n_trials", cfg.n_trials)
         study.set_user_attr("run_settings", {"pruner": cfg.pruner, "log_models": cfg.log_models,
                                              "adjust_decision": cfg.adjust_decision, "retrain_top": cfg.retrain_top})

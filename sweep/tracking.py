@@ -774,7 +774,8 @@ def _describe(params: LstmParams) -> str:
     p = asdict(params)
     prefix = "LSTM-FCN (FCN 128/256/128 beside, on the dimension-shuffled series) " if p["architecture"] == "lstm_fcn" else ""
     return (f"{prefix}{p['layers']}x LSTM({p['units']}), dropout {p['dropout']:.2f}, lr {p['learning_rate']:.1e}, "
-            f"class weight {p['class_weight']}, batch {p['batch_size']}, clipnorm {p['clipnorm']:g}")
+            f"class weight {p['class_weight']}, batch {p['batch_size']}, clipnorm {p['clipnorm']:g}, "
+            f"{p['lr_schedule']} schedule")
 
 
 def log_diagnosis(tracking_uri: str, run_id: str, *, markdown: str, record: dict[str, Any]) -> None:

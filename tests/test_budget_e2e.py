@@ -43,7 +43,9 @@ def test_a_budgeted_sweep_ends_in_time_with_a_clean_study_and_a_champion(tmp_pat
     assert ended - clock["ends_at"] < OVERRUN, f"ended {ended - clock['ends_at']:.1f} s after its deadline"
 
     trials = study.get_trials()
-    states = {t.state for t in trials}
+    # A recipe queued as trial 0 or 1 of the new study that the deadline left unstarted stays queued
+    # for the next run of the same study; nothing else may be left waiting or running.
+    states = {t.state for t in trials if not (t.state == optuna.trial.TrialState.WAITING and t.user_attrs.get("baseline"))}
     assert optuna.trial.TrialState.RUNNING not in states and optuna.trial.TrialState.WAITING not in states
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert complete, [(t.state, t.user_attrs.get("fail_reason")) for t in trials]

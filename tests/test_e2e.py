@@ -293,11 +293,11 @@ def test_a_study_forced_to_collapse_stops_its_trials_early_as_pruned_collapse(tm
     data = write_dataset(make_dataset("seed-noise", n_train=80, n_test=40, seed=3), tmp_path / "noise.npz")
     config = tmp_path / "collapse.toml"
     config.write_text('[train]\nwarmup_steps = 0\n[search_space]\nunits = 2\nlayers = 1\ndropout = 0.0\nlearning_rate = 1e-2\n'
-                      'class_weight = ["none"]\nbatch_size = [16]\nclipnorm = [0.0]\n')
+                      'class_weight = ["none"]\nbatch_size = [16]\nclipnorm = [0.0]\narchitecture = ["stacked"]\n')
     result = run_sweep_cli("run", str(data), "--study", "col", "--config", str(config), "--n-trials", "2",
                            "--epochs", "8", "--patience", "8", "--pruner", "none", *_stores(tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "collapse" in result.stdout and "sweep diagnose --study col" in result.stdout
+    assert "collapse" in result.stdout and "sweep diagnose --study=col" in result.stdout
     trials = _trials(tmp_path, "col")
     assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
     for t in trials:

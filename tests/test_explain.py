@@ -219,3 +219,6 @@ def test_trial_lines_and_run_descriptions_name_lstm_fcn_and_leave_the_stacked_ls
     stacked = LstmParams(units=8, layers=1)
     assert "lstm-fcn" not in _short_params(stacked.to_dict()) and _describe(stacked).startswith("1x LSTM(8)")
     assert "lstm-fcn" not in _short_params({"units": 8})  # a trial of a study made before the choice
+    cosine = LstmParams(lr_schedule="cosine")
+    assert _short_params(cosine.to_dict()).endswith(" cosine") and _describe(cosine).endswith("cosine schedule")
+    assert "cosine" not in _short_params(stacked.to_dict()) and _describe(stacked).endswith("plateau schedule")

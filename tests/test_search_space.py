@@ -15,8 +15,10 @@ from objectives.search_space import (
     POOLINGS,
     LstmParams,
     SearchSpace,
+    LSTM_FCN_RECIPE,
     baseline_params,
     conv_pool_size,
+    recipe_trials,
     suggest_params,
 )
 from sweep.errors import ConfigError
@@ -24,7 +26,7 @@ from sweep.errors import ConfigError
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 FIXED = dict(units=48, layers=3, dropout=0.35, learning_rate=2.5e-3, class_weight="sqrt", batch_size=64, clipnorm=5.0,
-             bidirectional=True, conv_filters=64, pooling="attention", architecture="stacked")
+             bidirectional=True, conv_filters=64, pooling="attention", architecture="stacked", lr_schedule="cosine")
 
 
 def test_fixed_trial_gives_params_equal_to_the_fixed_values():
@@ -124,6 +126,25 @@ def test_a_baseline_in_an_lstm_fcn_only_space_queues_exactly_the_parameters_aske
     assert trial.params == fixed
 
 
+@pytest.mark.parametrize("padded, features", [(False, 1), (True, 12)])
+def test_a_new_study_starts_with_the_stacked_recipe_then_lstm_fcn_each_asked_exactly(padded, features):
+    first = recipe_trials(SearchSpace(), padded=padded, features=features)
+    assert len(first) == 2 and first[0] == baseline_params(SearchSpace(), padded=padded, features=features)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for fixed in first:
+        study.enqueue_trial(fixed)
+    stacked, fcn = (suggest_params(study.ask(), SearchSpace(), padded=padded, features=features) for _ in first)
+    assert stacked == LstmParams(masking=False) and stacked.lr_schedule == "plateau"
+    # LSTM-FCN as published (8 cells, dropout 0.8), moved into the default space: 16 cells, dropout 0.5.
+    assert LSTM_FCN_RECIPE.units == 8 and LSTM_FCN_RECIPE.dropout == 0.8 and LSTM_FCN_RECIPE.lr_schedule == "cosine"
+    assert fcn == dataclasses.replace(LSTM_FCN_RECIPE, units=16, dropout=0.5)
+    assert [t.params for t in study.trials] == first  # nothing sampled, nothing queued but not asked
+    # A space that allows the published values keeps them; one without lstm_fcn has no second trial.
+    wide = SearchSpace.from_mapping({"units": {"low": 8, "high": 64}, "dropout": {"low": 0.0, "high": 0.8}})
+    assert LstmParams(**recipe_trials(wide, features=features)[1]) == LSTM_FCN_RECIPE
+    assert len(recipe_trials(SearchSpace.from_mapping({"architecture": ["stacked"]}))) == 1
+
+
 def test_the_baseline_trial_moves_into_a_narrowed_space():
     space = SearchSpace.from_mapping({"units": {"low": 8, "high": 32}, "learning_rate": {"low": 2e-3, "high": 1e-2},
                                       "class_weight": ["sqrt", "none"], "pooling": ["mean"], "masking": [True]})
@@ -145,14 +166,14 @@ def test_params_of_a_study_made_before_the_architecture_choices_rebuild_the_plai
     assert p.architecture == "stacked"
 
 
-@pytest.mark.parametrize("added", [("bidirectional", "conv_filters", "pooling", "masking", "architecture"),
-                                   ("architecture",)])
+@pytest.mark.parametrize("added", [("bidirectional", "conv_filters", "pooling", "masking", "architecture", "lr_schedule"),
+                                   ("architecture", "lr_schedule")])
 def test_a_stored_space_without_the_new_choices_resumes_with_them_fixed_at_their_old_value(added):
     stored = SearchSpace().to_dict()
     for key in added:
         del stored[key]
     space = SearchSpace.from_dict(stored)
-    assert space.architecture == ("stacked",)
+    assert space.architecture == ("stacked",) and space.lr_schedule == ("plateau",)
     if "pooling" in added:
         assert (space.bidirectional, space.conv_filters, space.pooling, space.masking) == (
             (False,), (0,), ("last",), (False,))
@@ -161,7 +182,7 @@ def test_a_stored_space_without_the_new_choices_resumes_with_them_fixed_at_their
     for _ in range(20):
         trial = study.ask()
         p = suggest_params(trial, space, padded=True, features=3)
-        assert p.architecture == "stacked"
+        assert p.architecture == "stacked" and p.lr_schedule == "plateau"
         if "pooling" in added:
             assert (p.bidirectional, p.conv_filters, p.pooling, p.masking) == (False, 0, "last", False)
         study.tell(trial, 0.0)
@@ -229,7 +250,7 @@ def test_default_space_suggestions_stay_in_the_default_ranges_and_use_log_scale(
         assert 1e-4 <= p.learning_rate <= 1e-2
         assert p.class_weight in CLASS_WEIGHT_STRATEGIES and p.batch_size in (16, 32, 64) and p.clipnorm in (0.0, 1.0, 5.0)
         assert p.bidirectional in (False, True) and p.conv_filters in (0, 64) and p.pooling in POOLINGS
-        assert p.architecture in ("stacked", "lstm_fcn")
+        assert p.architecture in ("stacked", "lstm_fcn") and p.lr_schedule in ("plateau", "cosine")
         lrs.append(p.learning_rate)
     # log-uniform: about half the draws below the geometric midpoint 1e-3 (uniform would give ~9%)
     below = sum(lr < 1e-3 for lr in lrs) / len(lrs)
@@ -311,6 +332,7 @@ def test_ranges_at_the_hard_limits_are_allowed():
         ({"conv_filters": [True]}, ["filter counts must be integers"]),
         ({"architecture": ["stacked", "fcn"]}, ["unknown architecture 'fcn'", "stacked, lstm_fcn"]),
         ({"architecture": "lstm_fcn"}, ["search_space.architecture: expected a non-empty list"]),
+        ({"lr_schedule": ["cosine", "step"]}, ["unknown schedule 'step'", "plateau, cosine"]),
     ],
 )
 def test_invalid_entries_raise_a_config_error_naming_the_key(table, phrases):
@@ -346,6 +368,7 @@ def test_fingerprint_is_stable_and_changes_when_the_space_changes():
         {"pooling": ["last"]},
         {"masking": [False]},
         {"architecture": ["stacked"]},
+        {"lr_schedule": ["cosine"]},
     ]
     prints = {SearchSpace.from_mapping(t).fingerprint() for t in changed}
     assert base not in prints and len(prints) == len(changed)
