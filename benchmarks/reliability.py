@@ -181,7 +181,10 @@ def count(optuna_db: str, tracking: str, name: str, n: int) -> dict[str, Any]:
     import optuna
     from mlflow.tracking import MlflowClient
 
-    trials = optuna.load_study(study_name=name, storage=optuna_db).get_trials()
+    try:
+        trials = optuna.load_study(study_name=name, storage=optuna_db).get_trials()
+    except KeyError:  # the sweep stopped before it made the study
+        trials = []
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     client = MlflowClient(tracking)
     exp = client.get_experiment_by_name(name)
@@ -243,6 +246,10 @@ def main() -> None:
                                                   optuna_proxy=optuna_proxy, tracking_proxy=tracking_proxy,
                                                   tracking_cut=tracking_cut, storage_cut=storage_cut)
             results.append(result)
+            print(f"{label}: exit {result['exit_code']}, {result['finished']}/{n} finished, "
+                  f"faults {result['faults']}", flush=True)
+            if result["exit_code"] != 0:
+                print(result["stderr_tail"], flush=True)
 
     rows = []
     for r in results:
