@@ -16,7 +16,7 @@ RUNNING in Optuna or MLflow, trials missing from MLflow, and the time to recover
 outage: from the link's restore to the sweep's line saying the store is back (MLflow: every
 postponed trial logged; Optuna: the waiting storage call went through).
 
-    .venv/bin/python benchmarks/reliability.py            # 6 trials x 3 epochs per scenario (~6 min)
+    .venv/bin/python benchmarks/reliability.py            # 5 trials x 3 epochs per scenario (~15 min)
     .venv/bin/python benchmarks/reliability.py --quick    # 4 trials x 2 epochs, shorter outages (smoke test)
 
 PostgreSQL comes from SWEEP_TEST_POSTGRES_URL (default: the local server, database test); each
@@ -95,7 +95,8 @@ def mlflow_server(backend: str, folder: Path) -> Iterator[str]:
     deadline = time.time() + 120
     while True:
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            # Its first API answer (not /health): the REST API is up, tables and all.
+            with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30) as resp:
                 if resp.status == 200:
                     break
         except OSError:
@@ -213,7 +214,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="4 trials x 2 epochs, 6 s / 8 s outages (smoke test)")
     parser.add_argument("--only", choices=["tracking-store", "mlflow-server"], default=None)
     args = parser.parse_args()
-    n, epochs = (4, 2) if args.quick else (6, 3)
+    n, epochs = (4, 2) if args.quick else (5, 3)
     tracking_cut, storage_cut = (6.0, 8.0) if args.quick else (15.0, 20.0)
     from sqlalchemy.engine import make_url
 
@@ -251,6 +252,16 @@ def main() -> None:
             if result["exit_code"] != 0:
                 print(result["stderr_tail"], flush=True)
 
+    if args.only:  # keep the other scenario's last result
+        import json
+
+        from _common import RESULTS
+
+        previous = RESULTS / "reliability.json"
+        if previous.exists():
+            kept = [r for r in json.loads(previous.read_text()).get("results", [])
+                    if not r["scenario"].startswith(args.only.replace("-", " "))]
+            results = sorted(kept + results, key=lambda r: not r["scenario"].startswith("tracking"))
     rows = []
     for r in results:
         faults = "; ".join(f"{f['link']} {f['seconds']:.0f} s" if f.get("injected") else f"{f['link']}: not injected"

@@ -20,7 +20,7 @@ from sweep.errors import TrackingError
 from sweep.redact import credential_free, mask_url, redact
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-PROBE_TIMEOUT_S = 5.0
+PROBE_TIMEOUT_S = 15.0  # a refused connection fails at once; a healthy server on a busy machine may take seconds
 _FIX = "check --tracking-uri / MLFLOW_TRACKING_URI"
 
 

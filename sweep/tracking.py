@@ -99,6 +99,8 @@ class MlflowTracker:
         self._backlog_lock = threading.Lock()
         self._outage_since: float | None = None
         self._tried_at = 0.0
+        self._pass_lock = threading.Lock()
+        self._catcher: threading.Thread | None = None
         self.outages = 0  # MLflow outages this process rode out (for tests and benchmarks)
         # Called with (trial number, {"model_uri": ...}) once a trial's model is logged: Optuna refuses
         # attributes on a finished trial, so the runner keeps the links on the study.
@@ -378,7 +380,8 @@ class MlflowTracker:
         backlog for :meth:`catch_up`. Never raises."""
         with self._backlog_lock:
             self._backlog.append(_Pending(log, outcome))
-        self.catch_up(seconds=TRIAL_END_RETRY_SECONDS)
+        if self.catch_up(seconds=TRIAL_END_RETRY_SECONDS):
+            self._start_background_catch_up()
 
     @property
     def backlog(self) -> int:
@@ -392,17 +395,8 @@ class MlflowTracker:
         delay = 0.5
         while True:
             self._tried_at = time.monotonic()
-            with self._backlog_lock:
-                pending = list(self._backlog)
-            for job in pending:
-                try:
-                    job.run()
-                except Exception as exc:  # noqa: BLE001 - the store is still away; try again later
-                    self._note_outage(f"trial {job.number}: MLflow logging postponed", exc)
-                    break
-                with self._backlog_lock:
-                    self._backlog.remove(job)
-                job.release()
+            with self._pass_lock:  # one pass at a time (this thread or the background one)
+                self._one_pass(background=False)
             left = self.backlog
             if not left:
                 if self._outage_since is not None:
@@ -414,6 +408,43 @@ class MlflowTracker:
                 return left
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    def _one_pass(self, *, background: bool) -> None:
+        with self._backlog_lock:
+            pending = list(self._backlog)
+        for job in pending:
+            if background and getattr(job, "holds_model", False):
+                continue  # a model is saved by the training thread (TensorFlow), at its next epoch or trial end
+            try:
+                job.run()
+            except Exception as exc:  # noqa: BLE001 - the store is still away; try again later
+                self._note_outage(f"trial {job.number}: MLflow logging postponed", exc)
+                return
+            with self._backlog_lock:
+                self._backlog.remove(job)
+            job.release()
+        if background and not self.backlog and self._outage_since is not None:
+            _logger.warning("MLflow store is back: every trial is logged (%.0f s after it went away)",
+                            time.monotonic() - self._outage_since)
+            self._outage_since = None
+
+    def _start_background_catch_up(self) -> None:
+        """While the backlog holds trials, a daemon thread retries it every few seconds, so MLflow
+        catches up soon after it is back even when epochs are long."""
+        if self._catcher is not None and self._catcher.is_alive():
+            return
+
+        def loop() -> None:
+            while self.backlog:
+                time.sleep(BACKGROUND_RETRY_SECONDS)
+                if self._pass_lock.acquire(blocking=False):
+                    try:
+                        self._one_pass(background=True)
+                    finally:
+                        self._pass_lock.release()
+
+        self._catcher = threading.Thread(target=loop, daemon=True, name="sweep-mlflow-catch-up")
+        self._catcher.start()
 
     def _note_outage(self, what: str, exc: BaseException) -> None:
         if self._outage_since is None:
@@ -459,6 +490,7 @@ class MlflowTracker:
 
 
 TRIAL_END_RETRY_SECONDS = 2.0  # a trial's end is tried again for this long before it waits in the backlog
+BACKGROUND_RETRY_SECONDS = 3.0  # the background catch-up's pace while MLflow is away
 CATCH_UP_EVERY_SECONDS = 5.0  # while trials wait in the backlog, the next trial's epochs retry them this often
 
 
@@ -478,6 +510,10 @@ class _Pending:
         self.log, self.outcome, self.number = log, outcome, log.number
         if outcome.model is not None and not log.wants_model(outcome):
             outcome.model = None
+
+    @property
+    def holds_model(self) -> bool:
+        return self.outcome.model is not None
 
     def run(self) -> None:
         self.log.end_steps(self.outcome)
@@ -701,6 +737,7 @@ class _TrialRun:
                 tracker._note_outage(f"trial {number}: plots postponed", exc)
                 with tracker._backlog_lock:
                     tracker._backlog.append(_PlotJob(number, render))
+                tracker._start_background_catch_up()
 
         tracker._pending.append(tracker._plotter.submit(render_or_queue))
 
