@@ -372,7 +372,9 @@ def test_storage_server_down_at_start_is_one_line_fast(tmp_path, tiny_signal, pg
                                "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path)
         elapsed = time.monotonic() - t0
     line = _one_line_error(result)
-    assert "cannot open storage" in line and elapsed < 15, (line, elapsed)
+    # Not the 60 s a lost connection is retried for: a server down at start is not waited for.
+    # (test_scale.py times this path closely; this machine's imports alone took 26 s at load 20.)
+    assert "cannot open storage" in line and elapsed < 55, (line, elapsed)
     assert not (tmp_path / "mlflow.db").exists()
 
 
