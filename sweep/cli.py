@@ -339,7 +339,7 @@ def _print_summary(result: Any, prep: Any) -> None:
               f"({sum(r['state'] == 'COMPLETE' for r in rows)} complete, {sum(r['state'] == 'PRUNED' for r in rows)} pruned, "
               f"{sum(r['state'] == 'FAIL' for r in rows)} failed; {collapsed} predicted (nearly) one class)")
     if collapsed:
-        out.print(_e(f"why they collapsed, and what to change: sweep diagnose --study={shlex.quote(result.name)}"))
+        out.print(_e(f"why they collapsed, and what to change: sweep diagnose {_study_option(result.name)}"))
     best = result.best
     if best is None:
         out.print("[red]no trial completed[/]")
@@ -377,7 +377,7 @@ def _print_summary(result: Any, prep: Any) -> None:
             out.print(f"[{'yellow' if choice.get('switched') else 'dim'}]{_e(choice['reason'])}[/]")
     if best.get("collapsed"):
         out.print(f"[red]every complete trial predicted one class: no model is registered as the champion "
-                  f"(sweep predict has none to use)[/]; see sweep diagnose --study={_e(shlex.quote(result.name))}")
+                  f"(sweep predict has none to use)[/]; see sweep diagnose {_e(_study_option(result.name))}")
     elif best.get("model_uri"):
         out.print(_e(f"model:  {best['model_uri']}"))
     name, store = _arg(result.name), mask_url(result.tracking_uri)
@@ -665,10 +665,14 @@ def predict(
     storage: str = StorageOpt,
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", show_envvar=True,
                                                help="MLflow store (default: the one the study logged to)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Another logged model URI (models:/...) instead of the champion."),
     unlabeled: bool = typer.Option(False, "--unlabeled", help=".csv/.tsv rows hold values only (no label column)."),
 ) -> None:
-    """Classify sequences with a study's best model; labels come out in the training data's own values."""
+    """Classify sequences with a study's champion model; labels come out in the training data's own values.
+
+    Only the champion the sweep registered is loaded (loading a model runs its code): the alias must
+    point at the version the study recorded, and the model's files must hash to the recorded digest."""
+    import tempfile
+
     from sweep.data import load_sequences
 
     if out_file.suffix.lower() != ".csv":
@@ -677,17 +681,19 @@ def predict(
         raise SweepError(f"--out {out_file}: folder {out_file.parent} does not exist; create it first")
     s = _open_study(study, storage)
     seqs = load_sequences(data, unlabeled=unlabeled)
-    uri = tracking_uri or s.user_attrs.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///").partition("?")[0]).exists():
-        raise SweepError(f"no MLflow store at {mask_url(uri)}; pass the --tracking-uri the study logged to")
-    from sweep.tracking import champion_uri, load_model, model_input_shape
+    uri = _study_tracking_uri(s, tracking_uri)
+    from sweep.integrity import champion_record
 
-    model_uri = model or champion_uri(study)
-    timesteps, features = model_input_shape(model_uri, uri)
-    if seqs.X.shape[1:] != (timesteps, features):
-        raise SweepError(f"{data}: sequences of {seqs.X.shape[1]} steps x {seqs.X.shape[2]} features, but the model "
-                         f"takes {timesteps} x {features} (as in the study's training data); resample or reshape them")
-    frame = load_model(model_uri, uri).predict(seqs.X)
+    record = champion_record(s)
+    from sweep.tracking import fetch_champion, load_model, model_input_shape
+
+    with tempfile.TemporaryDirectory(prefix="sweep-champion-") as tmp:
+        local = str(fetch_champion(record, uri, Path(tmp)))
+        timesteps, features = model_input_shape(local, uri)
+        if seqs.X.shape[1:] != (timesteps, features):
+            raise SweepError(f"{data}: sequences of {seqs.X.shape[1]} steps x {seqs.X.shape[2]} features, but the model "
+                             f"takes {timesteps} x {features} (as in the study's training data); resample or reshape them")
+        frame = load_model(local, uri).predict(seqs.X)
     frame.insert(0, "sequence", range(len(frame)))
     if seqs.labels is not None:
         frame.insert(2, "true_label", seqs.labels)
@@ -702,7 +708,47 @@ def predict(
         predicted = [str(v) for v in frame["label"]]
         out.print(f"against the file's labels: balanced accuracy {balanced_accuracy_score(truth, predicted):.4f}, "
                   f"accuracy {sum(a == b for a, b in zip(truth, predicted)) / len(truth):.4f}")
-    out.print(_e(f"model: {model_uri}"))
+    out.print(_e(f"model: models:/{study}/{record.version} (champion, trial {record.trial}; files verified, "
+                 f"{record.digest[:19]}...)"))
+
+
+def _study_tracking_uri(study: Any, tracking_uri: str | None) -> str:
+    """The flag / MLFLOW_TRACKING_URI, else the store the study logged to (stored credential-free:
+    credentials come from this environment); an SQLite store must exist."""
+    uri = tracking_uri or study.user_attrs.get("tracking_uri") or "sqlite:///mlflow.db"
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///").partition("?")[0]).exists():
+        raise SweepError(f"no MLflow store at {mask_url(uri)}; pass the --tracking-uri the study logged to")
+    return uri
+
+
+@app.command()
+def serve(
+    study: str = typer.Argument(..., help="Study name: its champion model is served."),
+    storage: str = StorageOpt,
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", show_envvar=True,
+                                               help="MLflow store (default: the one the study logged to)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (default: this machine only)."),
+    port: int = typer.Option(5001, "--port"),
+) -> None:
+    """Serve a study's champion over HTTP (MLflow's scoring server, POST /invocations), after checking
+    it is the model the sweep registered; the verified copy is what runs."""
+    import tempfile
+
+    from sweep.integrity import champion_record
+
+    if not 1 <= port <= 65535:
+        raise SweepError(f"--port must be in [1, 65535], got {port}")
+    s = _open_study(study, storage)
+    uri = _study_tracking_uri(s, tracking_uri)
+    record = champion_record(s)
+    from sweep.tracking import fetch_champion
+
+    local = fetch_champion(record, uri, Path(tempfile.mkdtemp(prefix="sweep-serve-")))
+    err.print(_e(f"serving study {study}'s champion (version {record.version}, trial {record.trial}; files verified) "
+                 f"on http://{host}:{port}/invocations from {local}; Ctrl-C to stop"))
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(local), "--env-manager", "local",
+           "--host", host, "--port", str(port)]
+    os.execv(sys.executable, cmd)
 
 
 @app.command("make-data")
@@ -739,6 +785,11 @@ def _e(value: Any) -> str:
 def _arg(value: str) -> str:
     """``value`` as one shell word that no command reads as an option (a study named "-x")."""
     return shlex.quote(value) if not value.startswith("-") else f"-- {shlex.quote(value)}"
+
+
+def _study_option(name: str) -> str:
+    """``--study NAME`` as the shell and the CLI read it back (``--study=-x`` for a name like an option)."""
+    return f"--study {shlex.quote(name)}" if not name.startswith("-") else f"--study={shlex.quote(name)}"
 
 
 def _one_line(message: str) -> str:

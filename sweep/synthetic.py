@@ -23,6 +23,7 @@ import numpy as np
 from sweep.errors import DataError
 
 KINDS = ("seed-signal", "seed-noise")
+MAX_SEQUENCES = 1_000_000  # 400 MB of float32 per split; more is a typo, not a demo set
 TIMESTEPS = 20
 FEATURES = 5
 MINORITY_SHARE = 0.2
@@ -35,8 +36,9 @@ def make_dataset(
     """Arrays for an ``.npz`` file: X_train, y_train, X_test, y_test and a JSON ``meta`` string."""
     if kind not in KINDS:
         raise DataError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
-    if n_train < 20 or n_test < 0:
-        raise DataError(f"--n must be at least 20 and --n-test at least 0 (got {n_train}, {n_test})")
+    if not 20 <= n_train <= MAX_SEQUENCES or not 0 <= n_test <= MAX_SEQUENCES:
+        raise DataError(f"--n must be in [20, {MAX_SEQUENCES}] and --n-test in [0, {MAX_SEQUENCES}] "
+                        f"(got {n_train}, {n_test})")
     if not 0.5 < agreement <= 1.0:
         raise DataError(f"--agreement must be in (0.5, 1], got {agreement}")
     rng = np.random.default_rng(seed)

@@ -314,9 +314,10 @@ class MlflowTracker:
             client.set_terminated(run_id, status=status)
 
     def crown(self, model_uri: str, *, model_id: str | None, trial_number: int, score: float,
-              val_loss: float | None = None) -> None:
+              val_loss: float | None = None) -> str:
         """Register a new best model under the study's name and move the ``champion`` alias to it,
-        unless another worker's champion ranks higher already (score, then validation loss)."""
+        unless another worker's champion ranks higher already (score, then validation loss).
+        Returns the registered version."""
         name = self.study_name
         try:
             self.client.create_registered_model(name, tags={TAG_STUDY: name}, description=(
@@ -335,6 +336,17 @@ class MlflowTracker:
             held = (float("-inf"), float("-inf"))
         if rank_key(score, val_loss) > held:
             self._point_champion(version.version, trial_number)
+        return str(version.version)
+
+    def model_digest(self, version: str) -> str:
+        """:func:`sweep.integrity.tree_digest` of a registered version's files, as the store serves them
+        (what `sweep predict` will download and check against the study's record)."""
+        import tempfile
+
+        from sweep.integrity import tree_digest
+
+        with tempfile.TemporaryDirectory(prefix="sweep-digest-") as tmp:
+            return tree_digest(_download_version(self.client, self.tracking_uri, self.study_name, version, Path(tmp)))
 
     def sync_champion(self, best: dict[str, Any]) -> None:
         """At the sweep's end, point ``champion`` at the best trial's model: two workers that finish
@@ -743,8 +755,10 @@ class _TrialRun:
 
     def _log_model(self, outcome: TrialOutcome) -> dict[str, str]:
         """Log the trained model as a pyfunc (raw sequences in, the user's labels out); a new best
-        is registered under the study's name and takes the ``champion`` alias. Returns the links to
-        keep in the study (``model_uri``)."""
+        is registered under the study's name and takes the ``champion`` alias.
+
+        Returns the trial attributes to store in the Optuna study: ``model_uri``, and for a
+        registered model ``model_version`` and ``model_digest`` (checked before it is ever loaded)."""
         import tempfile
 
         import numpy as np
@@ -769,15 +783,17 @@ class _TrialRun:
                           "study": self.tracker.study_name, "trial_number": self.number},
             )
             mlflow.log_dict(self.tracker.preprocessing, "model_preprocessing.json")
+            attrs = {"model_uri": info.model_uri}
             # A collapsed model is never the champion: when every trial so far collapsed there is none.
             if outcome.is_new_best and not outcome.val.collapsed:
                 try:
-                    self.tracker.crown(info.model_uri, model_id=info.model_id, trial_number=self.number,
-                                       score=outcome.val.score, val_loss=outcome.val_loss)
+                    version = self.tracker.crown(info.model_uri, model_id=info.model_id, trial_number=self.number,
+                                                 score=outcome.val.score, val_loss=outcome.val_loss)
+                    attrs.update(model_version=version, model_digest=self.tracker.model_digest(version))
                 except Exception as exc:  # noqa: BLE001 - a store without a registry must not fail the trial
                     _logger.warning("trial %d: model logged (%s) but not registered: %s", self.number, info.model_uri,
                                     _first_line(exc))
-        return {"model_uri": info.model_uri}
+        return attrs
 
 
 class _PlotJob:
@@ -817,7 +833,7 @@ def _describe(params: LstmParams) -> str:
 
 def log_diagnosis(tracking_uri: str, run_id: str, *, markdown: str, record: dict[str, Any]) -> None:
     """Attach `sweep diagnose --study`'s report to the study's parent run (replacing an older one)."""
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
     client.log_text(run_id, markdown, "diagnosis.md")
     client.log_dict(run_id, record, "diagnosis.json")
     client.set_tag(run_id, "sweep.diagnosis", record.get("headline", "")[:250])
@@ -827,6 +843,43 @@ def load_model(model_uri: str, tracking_uri: str | None) -> Any:
     """Load a logged model as MLflow pyfunc (``predict`` gives ``label`` and ``proba_*`` columns)."""
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
     return mlflow.pyfunc.load_model(model_uri)
+
+
+def _download_version(client: MlflowClient, tracking_uri: str, name: str, version: str, dst: Path) -> str:
+    """A registered version's files, downloaded into ``dst`` through ``client``'s own registry (a
+    ``models:/`` URI would go to the process's default registry, which may be another store)."""
+    source = client.get_model_version_download_uri(name, str(version))
+    return mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=tracking_uri)
+
+
+def fetch_champion(record: Any, tracking_uri: str | None, dst: Path) -> Path:
+    """Download the study's champion into ``dst`` after checking it is the model the sweep registered
+    (:class:`sweep.integrity.ChampionRecord`): the alias points at the recorded version, and the files
+    hash to the recorded digest. Returns the local copy; load or serve that, not the registry's.
+
+    Raises:
+        ModelIntegrityError: the alias moved or the files changed.
+        SweepError: the store or the model cannot be reached.
+    """
+    from sweep.integrity import verify
+
+    uri = resolve_tracking_uri(tracking_uri)
+    client = MlflowClient(uri)
+    try:
+        alias = str(client.get_model_version_by_alias(record.study, CHAMPION).version)
+    except Exception as exc:  # noqa: BLE001 - registry/store errors vary
+        raise SweepError(f"no champion model for study {record.study!r} in the MLflow store {mask_url(uri)} "
+                         f"({_first_line(exc)[:160]}); pass the --tracking-uri the study logged to") from None
+    if alias == record.version:
+        try:
+            local = _download_version(client, uri, record.study, record.version, dst)
+        except Exception as exc:  # noqa: BLE001 - registry/store errors vary
+            raise SweepError(f"cannot download the champion of study {record.study!r} from {mask_url(uri)} "
+                             f"({_first_line(exc)[:160]})") from None
+    else:
+        local = str(dst)  # verify() refuses the moved alias before anything is downloaded
+    verify(record, alias_version=alias, files=local)
+    return Path(local)
 
 
 def champion_uri(study_name: str) -> str:

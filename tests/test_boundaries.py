@@ -22,6 +22,7 @@ LIGHT_MODULES = (
     "sweep.diagnose",
     "sweep.redact",
     "sweep.preflight",
+    "sweep.integrity",
     "objectives.metrics",
     "objectives.search_space",
     "objectives.imbalance",

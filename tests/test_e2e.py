@@ -221,12 +221,12 @@ def test_csv_with_string_labels_and_test_file_export_and_log_all_models(tmp_path
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "sequences of 7 steps x 1 features, but the model takes 12 x 1" in bad.stderr
 
-    # MLflow serves the same champion: raw sequences in, string labels out.
-    _serve_and_check(tmp_path, "models:/csv@champion", np.loadtxt(test, delimiter=",", usecols=range(1, 13))[:4, :, None],
+    # `sweep serve` checks the champion, then MLflow serves that copy: raw sequences in, string labels out.
+    _serve_and_check(tmp_path, ["sweep", "serve", "csv", "--storage", f"sqlite:///{tmp_path}/sweep.db"], np.loadtxt(test, delimiter=",", usecols=range(1, 13))[:4, :, None],
                      expected=list(frame["label"][:4]))
 
 
-def _serve_and_check(tmp_path: Path, model_uri: str, X, *, expected: list) -> None:
+def _serve_and_check(tmp_path: Path, command: list[str], X, *, expected: list) -> None:
     import os
     import sys
     import urllib.request
@@ -237,8 +237,8 @@ def _serve_and_check(tmp_path: Path, model_uri: str, X, *, expected: list) -> No
     env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db",
                     PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-                             "-h", "127.0.0.1", "-p", str(port)], cwd=tmp_path, env=env, stdout=log,
+    proc = subprocess.Popen([str(Path(sys.executable).parent / command[0]), *command[1:], "--host", "127.0.0.1",
+                             "--port", str(port)], cwd=tmp_path, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 120

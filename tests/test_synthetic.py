@@ -124,8 +124,9 @@ def test_no_test_split_when_n_test_is_zero():
     "kwargs, phrase",
     [
         (dict(kind="seed-magic"), "unknown kind 'seed-magic'"),
-        (dict(kind="seed-signal", n_train=19), "--n must be at least 20"),
-        (dict(kind="seed-signal", n_test=-1), "--n-test at least 0"),
+        (dict(kind="seed-signal", n_train=19), "--n must be in [20, 1000000]"),
+        (dict(kind="seed-signal", n_train=10**12), "got 1000000000000"),
+        (dict(kind="seed-signal", n_test=-1), "--n-test in [0, 1000000]"),
         (dict(kind="seed-signal", agreement=0.5), "--agreement must be in (0.5, 1]"),
         (dict(kind="seed-signal", agreement=1.01), "--agreement"),
     ],
