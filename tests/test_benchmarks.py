@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -126,7 +125,8 @@ def test_kerastuner_budget_stops_at_the_deadline(quality, tiny_set, monkeypatch)
     pytest.importorskip("keras_tuner", reason="KerasTuner is the benchmark extra: pip install -e '.[bench]'")
     monkeypatch.setattr(quality, "EPOCHS", 10_000)  # without the deadline one trial alone would run for minutes
     row = quality.job_kerastuner(tiny_set, seed=0, trials=0, budget=quality.Budget(6.0, 1))
-    assert 6.0 <= row["search_seconds"] < 6.0 + 60  # the running trial stops at its next epoch end
+    # the running trial stops at its next epoch end (seconds on an idle machine, minutes on a loaded one)
+    assert 6.0 <= row["search_seconds"] < 600
     assert row["trials"] >= 1 and 0 < row["epochs"] < 10_000
     assert 0.0 <= row["test_balanced_accuracy"] <= 1.0
 
@@ -136,7 +136,7 @@ def test_optuna_budget_runs_worker_processes_on_one_study(quality, tiny_set, mon
     monkeypatch.setattr(quality, "EPOCHS", 10_000)  # reaches the worker processes through the job spec
     row = quality.job_optuna_acc(tiny_set, seed=0, trials=0, budget=quality.Budget(15.0, 2))
     # the clock starts once both workers are ready (TensorFlow imported: at most 60 s after launch), then 15 s
-    assert 15.0 <= row["search_seconds"] < 60 + 15 + 60
+    assert 15.0 <= row["search_seconds"] < 600  # 10,000-epoch trials would take hours
     workers = {r["worker"] for r in row["trial_rows"]}
     numbers = [r["number"] for r in row["trial_rows"]]
     assert workers == {0, 1} and len(numbers) == len(set(numbers)) == row["trials"]
@@ -145,17 +145,9 @@ def test_optuna_budget_runs_worker_processes_on_one_study(quality, tiny_set, mon
     assert row["test_balanced_accuracy"] == best["test_balanced_accuracy"]
 
 
-def _has_budget() -> bool:
-    done = subprocess.run([str(Path(sys.executable).parent / "sweep"), "run", "--help"], capture_output=True, text=True,
-                          check=False)
-    return "--budget" in done.stdout
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["trials", "budget"])
 def test_lstm_sweep_job_scores_the_shipped_champion(quality, tiny_set, monkeypatch, mode):
-    if mode == "budget" and not _has_budget():
-        pytest.skip("sweep run has no --budget in this checkout")
     monkeypatch.setattr(quality, "EPOCHS", 2)
     budget = quality.Budget(20.0, 2) if mode == "budget" else None
     row = quality.job_lstm_sweep(tiny_set, seed=0, trials=2, budget=budget)
