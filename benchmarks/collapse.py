@@ -92,7 +92,8 @@ def run_arm(folder: Path, data: Path, arm: str, space: str, *, trials: int, epoc
     """One `sweep run`; returns its summary and, per trial, the per-epoch penalties and outcome."""
     import optuna
 
-    from sweep.study import open_storage, trial_rows
+    from sweep.records import best_of, finished, trial_records
+    from sweep.storage import open_storage
 
     name = f"{space}-{arm}"
     storage, tracking = f"sqlite:///{folder}/{name}.db", f"sqlite:///{folder}/mlflow-{name}.db"
@@ -108,45 +109,45 @@ def run_arm(folder: Path, data: Path, arm: str, space: str, *, trials: int, epoc
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"{name} on {data.name} failed: {done.stderr.strip()[-500:]}")
-    rows = [r for r in trial_rows(optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat=False)))
-            if not r["surplus"]]
-    finished = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")]
-    complete = [r for r in rows if r["state"] == "COMPLETE"]
-    best = max(complete, key=lambda r: r["value"]) if complete else None
+    study = optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat=False))
+    records = [r for r in trial_records(study) if not r.surplus]
+    done = finished(records)
+    top = best_of(study)
+    best = top.record if top is not None else None
     summary = {
-        "trials": len(finished),
-        "epochs": sum(r["epochs_run"] or 0 for r in rows),
-        "trial_seconds": round(sum(r["duration_s"] or 0 for r in rows), 1),
+        "trials": len(done),
+        "epochs": sum(r.epochs_run or 0 for r in records),
+        "trial_seconds": round(sum(r.duration_s or 0 for r in records), 1),
         "wall_seconds": round(wall, 1),
-        "collapsed": sum(1 for r in finished if r["collapse"]),
-        "pruned_collapse": sum(1 for r in rows if r["state"] == "PRUNED" and str(r["reason"]).startswith("collapse")),
-        "pruned_median": sum(1 for r in rows if r["state"] == "PRUNED" and str(r["reason"]).startswith("median")),
-        "failed": sum(1 for r in rows if r["state"] == "FAIL"),
-        "best_value": best["value"] if best else None,
-        "best_val_balanced_accuracy": best["val_balanced_accuracy"] if best else None,
-        "best_test_balanced_accuracy": best["test_balanced_accuracy"] if best else None,
-        "best_collapsed": bool(best["collapse"]) if best else None,
+        "collapsed": sum(1 for r in done if r.near_collapse),
+        "pruned_collapse": sum(1 for r in records if r.state == "PRUNED" and str(r.reason).startswith("collapse")),
+        "pruned_median": sum(1 for r in records if r.state == "PRUNED" and str(r.reason).startswith("median")),
+        "failed": sum(1 for r in records if r.state == "FAIL"),
+        "best_value": best.value if best else None,
+        "best_val_balanced_accuracy": best.val_balanced_accuracy if best else None,
+        "best_test_balanced_accuracy": best.test_balanced_accuracy if best else None,
+        "best_collapsed": best.near_collapse if best else None,
     }
-    return summary, _curves(tracking, name, rows)
+    return summary, _curves(tracking, name, records)
 
 
-def _curves(tracking_uri: str, experiment: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _curves(tracking_uri: str, experiment: str, records: list[Any]) -> list[dict[str, Any]]:
     """Per trial: the collapse penalty of each epoch (val_balanced_accuracy - val_score) and its end."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
-    by_number = {r["number"]: r for r in rows}
+    by_number = {r.number: r for r in records}
     out = []
     for run in client.search_runs([exp.experiment_id], filter_string="tags.`sweep.role` = 'trial'", max_results=1000):
         row = by_number.get(int(run.data.tags["sweep.trial_number"]))
-        if row is None or row["state"] not in ("COMPLETE", "PRUNED"):
+        if row is None or row.state not in ("COMPLETE", "PRUNED"):
             continue
         ba = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_balanced_accuracy")}
         score = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_score")}
-        out.append({"number": row["number"], "penalties": [round(ba[e] - score[e], 4) for e in sorted(ba)],
+        out.append({"number": row.number, "penalties": [round(ba[e] - score[e], 4) for e in sorted(ba)],
                     "val_balanced_accuracy": [round(ba[e], 4) for e in sorted(ba)],
-                    "learned": not row["collapse"], "value": row["value"], "state": row["state"]})
+                    "learned": not row.near_collapse, "value": row.value, "state": row.state})
     return out
 
 

@@ -120,7 +120,9 @@ def worker_main(url: str, n_trials: int, folder: str, seconds: float, epochs: in
     """One worker: join the study and run lstm-sweep's trial loop until it holds ``n_trials``."""
     os.environ.update(env)
     from objectives.search_space import SearchSpace
-    from sweep.study import join_study, open_storage, run_trials
+    from sweep.loop import run_trials
+    from sweep.storage import open_storage
+    from sweep.study import join_study
 
     samples: list[tuple[str, float]] = []
     out = Path(folder) / f"calls-{os.getpid()}.txt"
@@ -146,7 +148,8 @@ def create_study(url: str, n_trials: int) -> None:
     """The study, created the way `sweep run --create-only` does (identity, N, queued baseline)."""
     from objectives.search_space import baseline_params
     from sweep.config import SweepConfig
-    from sweep.study import create_or_resume, open_storage
+    from sweep.storage import open_storage
+    from sweep.study import create_or_resume
 
     cfg = SweepConfig(study=STUDY, storage=url, n_trials=n_trials)
     storage = open_storage(url, heartbeat=False)
@@ -240,7 +243,7 @@ def verify(trials: list[Any], n_trials: int, killed: dict[int, int]) -> dict[str
     """
     from optuna.trial import TrialState
 
-    from sweep.study import SURPLUS
+    from sweep.records import SURPLUS
 
     states = collections.Counter(t.state for t in trials)
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -315,7 +318,8 @@ def run_config(*, base_url: str, mode: str, workers: int, n_trials: int, kills: 
 
     rng = random.Random(seed)
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["optuna", "sqlalchemy", "psycopg", "sweep.study", "objectives.search_space"])
+    ctx.set_forkserver_preload(["optuna", "sqlalchemy", "psycopg", "sweep.study", "sweep.loop", "sweep.storage",
+                                "objectives.search_space"])
     if pool_env is None:
         pool_env = SESSION_POOL if mode == "session" else {}
     asked = workers

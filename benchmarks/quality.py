@@ -472,7 +472,10 @@ def job_lstm_sweep(path: Path, seed: int, trials: int, budget: Budget | None = N
     import optuna
 
     from objectives.metrics import evaluate_predictions
-    from sweep.study import best_trial, open_storage, trial_rows
+    from objectives.records import TrialResult
+    from sweep.ranking import best_trial
+    from sweep.records import record_of, trial_records
+    from sweep.storage import open_storage
 
     data, split = _data(path, seed)
     with tempfile.TemporaryDirectory(prefix="quality-") as folder:
@@ -488,21 +491,23 @@ def job_lstm_sweep(path: Path, seed: int, trials: int, budget: Budget | None = N
         shown = subprocess.run([str(Path(sys.executable).parent / "sweep"), "best", "q", "--storage", storage, "--json"],
                                cwd=folder, capture_output=True, text=True, check=False)
         selection = json.loads(shown.stdout).get("selection") if shown.returncode == 0 else None
-        rows = [r for r in trial_rows(study) if not r["surplus"]]
+        records = [r for r in trial_records(study) if not r.surplus]
         best = best_trial(study)
+        best_result = record_of(best).result if best is not None else None
         predicted = _champion_predictions(path, storage, tracking, folder,
-                                          expected=best is not None and not best.user_attrs["result"]["collapsed"])
-    counts = {"trials": len(rows), "epochs": sum(r["epochs_run"] or 0 for r in rows),
-              "collapsed_trials": sum(1 for r in rows if r["collapse"]),
-              "pruned": sum(1 for r in rows if r["state"] == "PRUNED"), "sweep_wall_seconds": sweep_wall,
+                                          expected=best_result is not None and not best_result.collapsed)
+    counts = {"trials": len(records), "epochs": sum(r.epochs_run or 0 for r in records),
+              "collapsed_trials": sum(1 for r in records if r.near_collapse),
+              "pruned": sum(1 for r in records if r.state == "PRUNED"), "sweep_wall_seconds": sweep_wall,
               # budget mode: when the clock started after launch (start-up), and the champion's selection
               "startup_seconds": round(clock["started_at"] - launched, 1) if clock and "started_at" in clock else None,
               "selection": selection,
               "sweep_command": " ".join(["sweep", *cmd[1:]]),
               # every trial, to see what the architecture choices did (BENCHMARKS.md)
-              "trial_rows": [{key: r.get(key) for key in ("number", "state", "value", "val_balanced_accuracy",
-                                                          "test_balanced_accuracy", "collapse", "epochs_run",
-                                                          "duration_s", "params")} for r in rows]}
+              "trial_rows": [{key: row.get(key) for key in ("number", "state", "value", "val_balanced_accuracy",
+                                                            "test_balanced_accuracy", "near_collapse", "epochs_run",
+                                                            "duration_s", "params")}
+                             for row in (r.to_dict() for r in records)]}
     if predicted is None:
         # No champion registered (no trial completed, or every one collapsed): nothing is shipped. Scored as the
         # constant predictor a user is left with (balanced accuracy 1/k), never left out of the mean.
@@ -512,13 +517,13 @@ def job_lstm_sweep(path: Path, seed: int, trials: int, budget: Budget | None = N
                 "test_accuracy": float(np.mean(split.y_test == majority)), "test_collapsed": True,
                 "no_model": True, **counts, "best_params": None}
     shipped = evaluate_predictions(split.y_test, predicted, data.n_classes)
-    result = best.user_attrs["result"] if best is not None else {}
+    result = best_result or TrialResult()
     return {
         # validation: the search's best trial (the champion unless the re-training chose another)
-        "val_balanced_accuracy": result.get("val_balanced_accuracy"), "val_accuracy": result.get("val_accuracy"),
-        "val_collapsed": result.get("collapsed"),
+        "val_balanced_accuracy": result.val_balanced_accuracy, "val_accuracy": result.val_accuracy,
+        "val_collapsed": result.collapsed,
         "test_balanced_accuracy": shipped.balanced_accuracy, "test_accuracy": shipped.accuracy,
-        "test_collapsed": shipped.collapsed, "best_trial_test_balanced_accuracy": result.get("test_balanced_accuracy"),
+        "test_collapsed": shipped.collapsed, "best_trial_test_balanced_accuracy": result.test_balanced_accuracy,
         **counts, "best_params": dict(best.params) if best is not None else None,
     }
 

@@ -64,7 +64,8 @@ def run_one(folder: Path, data: Path, *, backend: str, workers: int, threads: in
         timing = folder / "storage-timing.jsonl"
         config = folder / "space.toml"
         config.write_text(SPACE)
-        cmd = [str(Path(sys.executable).parent / "sweep"), "run", str(data), "--study", "scale", "--retrain-top", "0", "--config", str(config),
+        cmd = [str(Path(sys.executable).parent / "sweep"), "run", str(data), "--study", "scale", "--retrain-top", "0",
+               "--config", str(config),
                "--n-trials", str(trials), "--epochs", str(epochs), "--patience", str(epochs), "--pruner", "none",
                "--workers", str(workers), "--tracking-uri", f"sqlite:///{folder}/mlflow.db", "--quiet"]
         if threads is not None:

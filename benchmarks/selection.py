@@ -41,7 +41,7 @@ def train_runs(args: argparse.Namespace) -> dict:
     from objectives.search_space import LstmParams
     from sweep.config import TrainSettings
     from sweep.data import load_dataset, split_stratified, standardization
-    from sweep.study import best_trial
+    from sweep.ranking import best_trial
     from objectives.objective import Objective
     from objectives.search_space import SearchSpace
 
@@ -51,11 +51,9 @@ def train_runs(args: argparse.Namespace) -> dict:
     train = TrainSettings(**settings["train"])
     data = load_dataset(args.data)
     split = split_stratified(data, val_fraction=train.val_fraction, seed=int(settings["seed"]))
-    from objectives.metrics import rank_key
+    from sweep.ranking import top_trials
 
-    complete = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
-                      key=lambda t: rank_key(t.value, t.user_attrs.get("result", {}).get("val_loss")), reverse=True)
-    top = complete[: args.top]
+    top = top_trials(study, args.top)
     objective = Objective(split, n_classes=data.n_classes, space=SearchSpace.from_dict(settings["search_space"]),
                           epochs=min(train.epochs, args.max_epochs), patience=train.patience, seed=0,
                           collapse_warmup=train.collapse_warmup, collapse_patience=train.collapse_patience,

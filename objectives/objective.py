@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
+import numpy as np
 import optuna
 
 from objectives import model as lstm
@@ -21,12 +22,12 @@ from objectives.detectors import collapsed_epochs, gradient_summary
 from objectives.decision import fit_decision_rule
 from objectives.imbalance import steps_per_epoch
 from objectives.metrics import (
-    MIN_WARMUP_STEPS, WARMUP_FRACTION, CollapseWatch, Evaluation, cross_entropy, evaluate_predictions, rank_key,
+    MIN_WARMUP_STEPS, WARMUP_FRACTION, CollapseWatch, Evaluation, cross_entropy, evaluate_predictions,
     warmup_epochs,
 )
+from objectives.preprocessing import is_padded, standardization
+from objectives.records import RESULT_ATTR, RetrainRun, TrialResult
 from objectives.search_space import LstmParams, SearchSpace, suggest_params
-from sweep import interrupt
-from sweep.data import Split, is_padded, standardization
 
 _logger = logging.getLogger(__name__)
 
@@ -55,6 +56,27 @@ class TrialOutcome:
     # Among the study's `keep_top` best complete trials when it ended: its model is logged (with
     # log_models=best), so the re-training's choice of champion always has a model to ship.
     in_top: bool = False
+
+
+class Split(Protocol):
+    """The arrays a trial trains and scores on (``sweep.data.Split`` is one)."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray | None
+    y_test: np.ndarray | None
+
+
+# "How many complete trials of the study rank at or above this one?", asked once a trial completed,
+# with its trial, score and validation loss (0: a new best). The study layer answers it
+# (sweep.ranking.ranked_ahead); without one a trial is a new best (a lone trial, e.g. FixedTrial).
+RankJudge = Callable[[optuna.trial.BaseTrial, float, "float | None"], int]
+
+
+def _no_stop() -> None:
+    return None
 
 
 class TrialLog(Protocol):
@@ -100,7 +122,12 @@ class Objective:
         tracker: Tracker | None = None, collapse_warmup: int = 2, collapse_patience: int = 2,
         adjust_decision: bool = False, warmup_steps: int = MIN_WARMUP_STEPS,
         warmup_fraction: float = WARMUP_FRACTION, search_ends_at: float | None = None, keep_top: int = 1,
+        ranked_ahead: RankJudge | None = None, check_interrupt: Callable[[], None] = _no_stop,
     ) -> None:
+        """``check_interrupt`` is called at every epoch and raises to stop the trial (the sweep passes
+        ``sweep.interrupt.check``); ``ranked_ahead`` see :data:`RankJudge`."""
+        self.ranked_ahead = ranked_ahead
+        self.check_interrupt = check_interrupt
         self.keep_top = keep_top
         # Wall-clock time (time.time()) at which a running trial stops at its next epoch boundary
         # and keeps its best epoch: the time budget's search deadline (sweep.budget); None: never.
@@ -149,7 +176,7 @@ class Objective:
         watch = CollapseWatch(warmup=warmup, patience=self.collapse_patience, chance=1 / self.n_classes)
 
         def on_epoch(record: lstm.EpochRecord) -> None:
-            interrupt.check()
+            self.check_interrupt()
             log.log_epoch(record)
             trial.report(record.val_score, record.epoch)
             # Collapse first: it names the cause, where the median pruner only says "worse".
@@ -183,7 +210,7 @@ class Objective:
                 outcome.state, outcome.reason = "PRUNED", str(exc) or "pruned"
             self._evaluate(training, outcome)
             if outcome.state == "COMPLETE":
-                ahead = _ranked_ahead(trial, outcome.val.score, outcome.val_loss)
+                ahead = self.ranked_ahead(trial, outcome.val.score, outcome.val_loss) if self.ranked_ahead else 0
                 outcome.is_new_best, outcome.in_top = ahead == 0, ahead < self.keep_top
             outcome.seconds = time.perf_counter() - t0
             self._store(trial, outcome, log.link())
@@ -207,7 +234,8 @@ class Objective:
             try:
                 trial.set_user_attr("fail_reason", outcome.reason[:500])
                 if outcome.history:
-                    trial.set_user_attr("result", {"epochs_run": len(outcome.history), **gradient_summary(outcome.history)})
+                    failed = TrialResult(epochs_run=len(outcome.history), **gradient_summary(outcome.history))
+                    trial.set_user_attr(RESULT_ATTR, failed.to_attr())
                 for key, value in log.link().items():
                     trial.set_user_attr(key, value)
             except Exception as store_exc:  # noqa: BLE001 - never mask the original error
@@ -219,7 +247,7 @@ class Objective:
         finally:
             del training
 
-    def train_once(self, params: LstmParams, seed: int, *, stop_at: float | None = None) -> dict[str, Any]:
+    def train_once(self, params: LstmParams, seed: int, *, stop_at: float | None = None) -> RetrainRun:
         """Train ``params`` once more with another seed, exactly as a trial trains (patience, best
         epoch kept, collapse stopping), outside Optuna; returns its validation and test scores.
         ``stop_at`` (wall-clock): stop at the first epoch boundary past it, keeping the best epoch."""
@@ -227,7 +255,7 @@ class Objective:
         watch = CollapseWatch(warmup=warmup, patience=self.collapse_patience, chance=1 / self.n_classes)
 
         def on_epoch(record: lstm.EpochRecord) -> None:
-            interrupt.check()
+            self.check_interrupt()
             if watch.update(record.epoch, record.val_penalty, record.val_balanced_accuracy):
                 raise _Collapsed()
             if stop_at is not None and time.time() >= stop_at:
@@ -249,12 +277,11 @@ class Objective:
         outcome = TrialOutcome(number=-1, params=params, state="COMPLETE")
         self._evaluate(training, outcome)
         val, test = outcome.val, outcome.test
-        return {
-            "seed": seed, "epochs": len(training.history), "stopped_for_collapse": stopped,
-            "stopped_for_deadline": deadline,
-            "val_score": val.score, "val_balanced_accuracy": val.balanced_accuracy, "collapsed": val.penalty > 0,
-            "test_balanced_accuracy": test.balanced_accuracy if test is not None else None,
-        }
+        return RetrainRun(
+            seed=seed, epochs=len(training.history), stopped_for_collapse=stopped, stopped_for_deadline=deadline,
+            val_score=val.score, val_balanced_accuracy=val.balanced_accuracy, near_collapse=val.penalty > 0,
+            test_balanced_accuracy=test.balanced_accuracy if test is not None else None,
+        )
 
     def _warmup(self, params: LstmParams) -> int:
         """Epochs before a trial may be stopped for collapse: the configured warm-up epochs, and
@@ -291,42 +318,30 @@ class Objective:
                 outcome.adjusted["test_balanced_accuracy_adjusted"] = evaluate_predictions(
                     self.split.y_test, rule.predict(test_probs), self.n_classes).balanced_accuracy
 
-    def _store(self, trial: optuna.trial.BaseTrial, outcome: TrialOutcome, attrs: dict[str, str]) -> None:
-        val = outcome.val
-        values: dict[str, Any] = {
-            "val_score": val.score,
-            "val_loss": outcome.val_loss,
-            "val_balanced_accuracy": val.balanced_accuracy,
-            "val_accuracy": val.accuracy,
-            "val_macro_f1": val.macro_f1,
-            "penalty": val.penalty,
-            "collapsed": val.collapsed,
-            "top_class_share": val.top_class_share,
-            "val_histogram": val.histogram,
-            "val_confusion": val.confusion,
-            "best_epoch": outcome.best_epoch,
-            "epochs_run": len(outcome.history),
-            "train_seconds": round(outcome.seconds, 3),
-            "collapse_epochs": collapsed_epochs(outcome.history, warmup=self.collapse_warmup),
+    def _result(self, outcome: TrialOutcome) -> TrialResult:
+        """The typed record of a trial that was evaluated (complete or pruned)."""
+        val, test, adjusted = outcome.val, outcome.test, outcome.adjusted or {}
+        assert val is not None
+        return TrialResult(
+            val_score=val.score, val_loss=outcome.val_loss, val_balanced_accuracy=val.balanced_accuracy,
+            val_accuracy=val.accuracy, val_macro_f1=val.macro_f1, penalty=val.penalty, collapsed=val.collapsed,
+            top_class_share=val.top_class_share, val_histogram=val.histogram, val_confusion=val.confusion,
+            best_epoch=outcome.best_epoch, epochs_run=len(outcome.history), train_seconds=round(outcome.seconds, 3),
+            collapse_epochs=collapsed_epochs(outcome.history, warmup=self.collapse_warmup),
             **gradient_summary(outcome.history),
-        }
-        if outcome.test is not None:
-            values.update(
-                test_balanced_accuracy=outcome.test.balanced_accuracy,
-                test_accuracy=outcome.test.accuracy,
-                test_macro_f1=outcome.test.macro_f1,
-                test_collapsed=outcome.test.collapsed,
-                test_confusion=outcome.test.confusion,
-            )
-        if outcome.adjusted:
-            values.update(outcome.adjusted)
-        if outcome.reason:
-            values["prune_reason"] = outcome.reason
-        if outcome.stopped:
-            values["stopped"] = outcome.stopped
+            test_balanced_accuracy=test.balanced_accuracy if test else None,
+            test_accuracy=test.accuracy if test else None, test_macro_f1=test.macro_f1 if test else None,
+            test_collapsed=test.collapsed if test else None, test_confusion=test.confusion if test else None,
+            decision_offsets=adjusted.get("decision_offsets"),
+            val_balanced_accuracy_adjusted=adjusted.get("val_balanced_accuracy_adjusted"),
+            test_balanced_accuracy_adjusted=adjusted.get("test_balanced_accuracy_adjusted"),
+            prune_reason=outcome.reason or None, stopped=outcome.stopped,
+        )
+
+    def _store(self, trial: optuna.trial.BaseTrial, outcome: TrialOutcome, attrs: dict[str, str]) -> None:
         # One write for the whole record (each user attribute is its own database transaction);
         # the links to MLflow stay top-level attributes, where other tools look for them.
-        trial.set_user_attr("result", values)
+        trial.set_user_attr(RESULT_ATTR, self._result(outcome).to_attr())
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
 
@@ -335,16 +350,6 @@ class _Collapsed(Exception):
     """Stops a re-training run that collapsed (:meth:`Objective.train_once`)."""
 
 
+
 class _DeadlineReached(Exception):
     """Stops a trial or re-training run at an epoch boundary once its time is up (best epoch kept)."""
-
-
-def _ranked_ahead(trial: optuna.trial.BaseTrial, score: float, val_loss: float | None) -> int:
-    """How many complete trials so far rank at or above this one (:func:`~objectives.metrics.rank_key`;
-    0: a new best; a tie goes to the trial that finished first)."""
-    study = getattr(trial, "study", None)
-    if study is None:
-        return 0
-    mine = rank_key(score, val_loss)
-    return sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-               if rank_key(t.value, t.user_attrs.get("result", {}).get("val_loss")) >= mine)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from sweep.errors import ConfigError
+from objectives.errors import ConfigError
 
 CLASS_WEIGHT_STRATEGIES = ("none", "balanced", "sqrt", "oversample")
 POOLINGS = ("last", "mean", "attention")
@@ -108,7 +109,7 @@ class SearchSpace:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else list(value)
+            out[f.name] = dataclasses.asdict(value) if isinstance(value, (IntRange, FloatRange)) else list(value)
         return out
 
     def fingerprint(self) -> str:
@@ -129,7 +130,7 @@ class SearchSpace:
                 values[f.name] = LEGACY_CHOICES[f.name]
                 continue
             current, value = getattr(default, f.name), stored[f.name]
-            values[f.name] = type(current)(**value) if dataclasses.is_dataclass(current) else tuple(value)
+            values[f.name] = type(current)(**value) if isinstance(current, (IntRange, FloatRange)) else tuple(value)
         return cls(**values)
 
     @classmethod
@@ -288,35 +289,165 @@ def asked_params(chosen: Mapping[str, Any], space: SearchSpace, *, padded: bool,
     return names
 
 
-def suggest_params(trial: Any, space: SearchSpace, *, padded: bool = False, features: int = 1) -> LstmParams:
-    """Ask an Optuna trial (or ``FixedTrial``) for one configuration from ``space``.
+# -- the description: what every reader of a trial's parameters needs to know ------------------------
+# Adding a hyperparameter: a field in LstmParams (its default is what older studies trained with),
+# its range or choices in SearchSpace, its config check in _choices (choices only), one Knob here,
+# and its use in objectives/model.py. The sampler, the trial lines, the run titles, the `best` and
+# `status` views, the diagnosis groups, the plots and the benchmarks read this description.
+
+def _plain(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One hyperparameter as the readers of trials show it."""
+
+    name: str  # the LstmParams field and the Optuna parameter name
+    label: str  # short name in a trial line: ``lr=1.0e-03``
+    text: Callable[[Any], str] = _plain  # a value as shown
+    # Architecture switches are shown only where they differ from the plain stacked LSTM
+    # (LstmParams' default): ``conv=64``, ``bi``, ``pool=mean``, ``mask``.
+    switch: bool = False
+
+
+KNOBS: tuple[Knob, ...] = (
+    Knob("units", "units"),
+    Knob("layers", "layers"),
+    Knob("dropout", "drop", lambda v: f"{v:.2f}"),
+    Knob("learning_rate", "lr", lambda v: f"{v:.1e}"),
+    Knob("class_weight", "cw"),
+    Knob("batch_size", "bs"),
+    Knob("clipnorm", "clip"),
+    Knob("lr_schedule", "lrs", switch=True),  # shown where it is not the recipe's "plateau"
+    Knob("architecture", "", lambda v: str(v).replace("_", "-"), switch=True),  # shown as "lstm-fcn"
+    Knob("conv_filters", "conv", switch=True),
+    Knob("bidirectional", "bi", switch=True),
+    Knob("pooling", "pool", switch=True),
+    Knob("masking", "mask", switch=True),
+)
+# The order Optuna is asked in (it decides which random draw goes to which parameter: keep it, or
+# seeded studies propose other trials). Some are asked only where they can matter (asked_params).
+SUGGEST_ORDER = ("architecture", "conv_filters", "masking", "units", "layers", "dropout", "learning_rate",
+                 "class_weight", "batch_size", "clipnorm", "lr_schedule", "bidirectional", "pooling")
+
+
+def short_params(params: Mapping[str, Any]) -> str:
+    """A trial's parameters in one short line: ``units=64 layers=2 drop=0.20 lr=1.0e-03 ... conv=64 bi``."""
+    default = LstmParams().to_dict()
+    parts = []
+    for knob in KNOBS:
+        if knob.name not in params:
+            continue
+        value = params[knob.name]
+        if not knob.switch:
+            parts.append(f"{knob.label}={knob.text(value)}")
+        elif value != default[knob.name]:
+            parts.append(knob.label if isinstance(value, bool) else
+                         f"{knob.label}={knob.text(value)}" if knob.label else knob.text(value))
+    return " ".join(parts)
+
+
+def architecture_name(params: Mapping[str, Any]) -> str:
+    """``"LSTM"``, ``"BiLSTM"``, ``"conv+LSTM"`` or ``"conv+BiLSTM"`` (+ ``" masked"``), or
+    ``"LSTM-FCN"`` / ``"BiLSTM-FCN"``; trials of studies made before these choices existed are
+    plain ``"LSTM"``."""
+    rnn = "BiLSTM" if params.get("bidirectional") else "LSTM"
+    if params.get("architecture") == "lstm_fcn":
+        return f"{rnn}-FCN"
+    name = ("conv+" if params.get("conv_filters") else "") + rnn
+    return name + (" masked" if params.get("masking") else "")
+
+
+def describe(params: LstmParams | Mapping[str, Any]) -> str:
+    """A configuration in words, for figure and run titles: ``2x conv+BiLSTM(64), attention pooling,
+    dropout 0.20, lr 1.0e-03, class weight balanced, batch 32, clipnorm 0``; LSTM-FCN says so first."""
+    p = params.to_dict() if isinstance(params, LstmParams) else {**LstmParams().to_dict(), **params}
+    if p["architecture"] == "lstm_fcn":
+        prefix, net = "LSTM-FCN (FCN 128/256/128 beside, on the dimension-shuffled series) ", architecture_name(
+            {"bidirectional": p["bidirectional"]})
+    else:
+        prefix, net = "", architecture_name(p)
+    return (f"{prefix}{p['layers']}x {net}({p['units']}), {p['pooling']} pooling, dropout {p['dropout']:.2f}, "
+            f"lr {p['learning_rate']:.1e}, class weight {p['class_weight']}, batch {p['batch_size']}, "
+            f"clipnorm {p['clipnorm']:g}, {p['lr_schedule']} schedule")
+
+
+def lr_decade(learning_rate: float) -> str:
+    """``"1e-3"`` for 1e-3 <= lr < 1e-2."""
+    return f"1e{math.floor(math.log10(learning_rate) + 1e-9)}"
+
+
+def units_bucket(units: int) -> str:
+    """Power-of-two bins: ``"<=2"``, ``"3-4"``, ``"5-8"``, ..., ``"65-128"``."""
+    if units <= 2:
+        return "<=2"
+    high = 1 << math.ceil(math.log2(units))
+    return f"{high // 2 + 1}-{high}"
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """A way to group trials by their parameters (the collapse summary, its plot, the diagnosis)."""
+
+    name: str
+    title: str  # the plot's axis label
+    key: Callable[[Mapping[str, Any]], str | None]  # a trial's group; None: not in this grouping
+    order: Callable[[str], Any] = str  # sorts the groups
+
+
+GROUPINGS: tuple[Grouping, ...] = (
+    Grouping("class_weight", "class weight", lambda p: p.get("class_weight")),
+    Grouping("learning_rate", "learning-rate decade",
+             lambda p: lr_decade(p["learning_rate"]) if p.get("learning_rate") else None, lambda v: int(v[2:])),
+    Grouping("units", "units per layer", lambda p: units_bucket(p["units"]) if p.get("units") else None,
+             lambda v: int(v.lstrip("<=").split("-")[-1])),
+    Grouping("layers", "LSTM layers", lambda p: str(p["layers"]) if p.get("layers") else None, int),
+    Grouping("architecture", "architecture", lambda p: architecture_name(p) if p.get("units") else None),
+    Grouping("pooling", "pooling over time", lambda p: p.get("pooling", "last") if p.get("units") else None),
+)
+
+
+def sample_params(
+    get: Callable[[str, str, Any], Any], space: SearchSpace, *, padded: bool = False, features: int = 1,
+) -> LstmParams:
+    """One configuration from ``space`` through any sampler's ``get(name, kind, spec)``: kind
+    ``"int"`` or ``"float"`` with spec ``(low, high, log)``, or ``"choice"`` with a list.
 
     ``masking`` is asked only where it can matter: the data is ``padded`` (see
-    :func:`sweep.data.is_padded`), the architecture is ``"stacked"`` and there is no Conv1D
-    front-end (a convolution mixes the padding into its neighbours, so no mask survives it).
+    :func:`objectives.preprocessing.is_padded`), the architecture is ``"stacked"`` and there is no
+    Conv1D front-end (a convolution mixes the padding into its neighbours, so no mask survives it).
     ``"lstm_fcn"`` asks no ``conv_filters`` (its convolutional branch is fixed) and, on univariate
     data (``features == 1``), no ``pooling``. A field not asked keeps its :class:`LstmParams` default.
     """
-    chosen: dict[str, Any] = {"architecture": trial.suggest_categorical("architecture", list(space.architecture))}
-    chosen["conv_filters"] = (trial.suggest_categorical("conv_filters", list(space.conv_filters))
-                              if chosen["architecture"] == "stacked" else 0)
-    asked = asked_params(chosen, space, padded=padded, features=features)
-    default = LstmParams()
-    if "masking" in asked:
-        chosen["masking"] = trial.suggest_categorical("masking", list(space.masking))
-    chosen.update(
-        units=trial.suggest_int("units", space.units.low, space.units.high, log=space.units.log),
-        layers=trial.suggest_int("layers", space.layers.low, space.layers.high),
-        dropout=trial.suggest_float("dropout", space.dropout.low, space.dropout.high),
-        learning_rate=trial.suggest_float(
-            "learning_rate", space.learning_rate.low, space.learning_rate.high, log=space.learning_rate.log
-        ),
-        class_weight=trial.suggest_categorical("class_weight", list(space.class_weight)),
-        batch_size=trial.suggest_categorical("batch_size", list(space.batch_size)),
-        clipnorm=trial.suggest_categorical("clipnorm", list(space.clipnorm)),
-        lr_schedule=trial.suggest_categorical("lr_schedule", list(space.lr_schedule)),
-        bidirectional=trial.suggest_categorical("bidirectional", list(space.bidirectional)),
-        pooling=(trial.suggest_categorical("pooling", list(space.pooling)) if "pooling" in asked
-                 else default.pooling),
-    )
-    return LstmParams(**chosen)
+    default = LstmParams().to_dict()
+    chosen: dict[str, Any] = {}
+    for name in SUGGEST_ORDER:
+        if name == "conv_filters" and chosen["architecture"] != "stacked":
+            chosen[name] = 0
+            continue
+        if name == "masking" and name not in asked_params(chosen, space, padded=padded, features=features):
+            continue
+        if name == "pooling" and name not in asked_params(chosen, space, padded=padded, features=features):
+            continue
+        allowed = getattr(space, name)
+        if isinstance(allowed, IntRange):
+            chosen[name] = get(name, "int", (allowed.low, allowed.high, allowed.log))
+        elif isinstance(allowed, FloatRange):
+            chosen[name] = get(name, "float", (allowed.low, allowed.high, allowed.log))
+        else:
+            chosen[name] = get(name, "choice", list(allowed))
+    return LstmParams(**{**default, **chosen})
+
+
+def suggest_params(trial: Any, space: SearchSpace, *, padded: bool = False, features: int = 1) -> LstmParams:
+    """Ask an Optuna trial (or ``FixedTrial``) for one configuration from ``space`` (:func:`sample_params`)."""
+
+    def get(name: str, kind: str, spec: Any) -> Any:
+        if kind == "int":
+            return trial.suggest_int(name, spec[0], spec[1], log=spec[2])
+        if kind == "float":
+            return trial.suggest_float(name, spec[0], spec[1], log=spec[2])
+        return trial.suggest_categorical(name, spec)
+
+    return sample_params(get, space, padded=padded, features=features)

@@ -190,7 +190,8 @@ def can_start_trial(
     ``epoch_seconds`` are the epoch times seen so far. The slowest is used: the next trial's
     architecture is drawn after it starts, and an LSTM-FCN epoch costs several plain-LSTM epochs
     (ECG200 at 3 min with 2 workers: a trial started on the median was still in its first epoch
-    when the re-training's time ran out). None seen: any trial may start, the first one measures them. ``setup_seconds`` is what a trial costs besides its
+    when the re-training's time ran out). None seen: any trial may start, the first one measures them.
+    ``setup_seconds`` is what a trial costs besides its
     epochs (build, evaluation, logging), e.g. the median of the trials' durations less their epochs.
     """
     left = deadline.search_left(now)

@@ -11,7 +11,6 @@ import json
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,12 +22,17 @@ try:  # newer Typer vendors its own click; its exceptions are not click's
 except ImportError:  # pragma: no cover - older Typer uses click itself
     _typer_click = click.exceptions
 from rich import box
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from objectives.search_space import KNOBS
 from sweep.config import DEFAULT_STORAGE, resolve_config
-from sweep import interrupt
+from sweep import display, interrupt
+from sweep.display import arg as _arg  # noqa: F401
+from sweep.display import err, out
+from sweep.display import esc as _e
+from sweep.display import fmt as _fmt
+from sweep.display import one_line as _one_line
 from sweep.errors import SweepError
 from sweep.redact import credential_free, mask_url, redact
 
@@ -37,50 +41,23 @@ app = typer.Typer(
     help="Optuna sweeps of Keras LSTM classifiers that are ranked by balanced accuracy and never win by "
     "predicting one class.",
 )
-# Piped or redirected output is not cut to 80 columns.
-out = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
-err = Console(stderr=True, highlight=False)
+
+
+@app.callback()
+def _options(
+    verbose: bool = typer.Option(False, "--verbose", "-v",
+                                 help="Log each trial's end and the libraries' warnings to stderr."),
+) -> None:
+    from sweep import logs
+
+    logs.configure(verbose=verbose)
+
 
 StorageOpt = typer.Option(
     DEFAULT_STORAGE, "--storage", envvar="SWEEP_STORAGE", show_envvar=True,
     help="Optuna storage: any SQLAlchemy URL (sqlite:///FILE, postgresql+psycopg://user:pw@host/db).",
 )
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout instead of a table.")
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _short_params(params: dict[str, Any]) -> str:
-    names = {"units": "units", "layers": "layers", "dropout": "drop", "learning_rate": "lr",
-             "class_weight": "cw", "batch_size": "bs", "clipnorm": "clip"}
-    parts = []
-    for key, label in names.items():
-        if key in params:
-            v = params[key]
-            text = f"{v:.1e}" if key == "learning_rate" else (f"{v:.2f}" if key == "dropout" else f"{v:g}" if isinstance(v, float) else str(v))
-            parts.append(f"{label}={text}")
-    # Architecture choices, shown only where they differ from the plain stacked LSTM.
-    if params.get("architecture", "stacked") != "stacked":
-        parts.append(params["architecture"].replace("_", "-"))
-    if params.get("conv_filters"):
-        parts.append(f"conv={params['conv_filters']}")
-    if params.get("bidirectional"):
-        parts.append("bi")
-    if params.get("pooling", "last") != "last":
-        parts.append(f"pool={params['pooling']}")
-    if params.get("masking"):
-        parts.append("mask")
-    if params.get("lr_schedule", "plateau") != "plateau":
-        parts.append(params["lr_schedule"])
-    return " ".join(parts)
 
 
 @app.command()
@@ -138,11 +115,11 @@ def run(
 
         detect_gpus()  # a malformed SWEEP_GPUS fails here, before the study is opened
     if not quiet:
-        _announce(prep)
+        display.announce(prep)
     opened = open_sweep(prep, allow_changes=allow_changes)
     if create_only:
         opened.tracker.schedule()
-        from sweep.study import count_finished
+        from sweep.loop import count_finished
 
         done = count_finished(opened.study)
         out.print(_e(f"study {prep.name} is ready ({done} of {cfg.n_trials} trials finished); start workers with "
@@ -158,8 +135,8 @@ def run(
     if quiet:
         _execute(opened, cfg.workers)
         return
-    result = _run_with_progress(opened, cfg.workers)
-    _print_summary(result, prep)
+    result = display.run_with_progress(opened, cfg.workers, _execute)
+    display.print_summary(result, prep)
 
 
 def _execute(opened: Any, workers: int, **callbacks: Any) -> Any:
@@ -191,205 +168,14 @@ def worker(
     if quiet:
         _execute(opened, 1)
         return
-    _announce(opened.prep, role="worker")
-    result = _run_with_progress(opened, 1)
-    _print_summary(result, opened.prep)
-
-
-def _announce(prep: Any, role: str = "study") -> None:
-    d = prep.data
-    counts = [int((prep.data.y_train == i).sum()) for i in range(d.n_classes)]
-    classes = ", ".join(f"{lab}: {c}" for lab, c in zip(d.labels, counts))
-    test = f", {len(d.y_test)} test" if d.has_test else ", no test split"
-    workers = f"  {prep.cfg.workers} workers" if prep.cfg.workers > 1 else ""
-    who = f"worker {os.getpid()} on study" if role == "worker" else "study"
-    out.print(f"[bold]{who}[/] {_e(prep.name)}{workers}  [dim]storage {_e(mask_url(prep.cfg.storage))}[/]")
-    out.print(f"[bold]data[/]  {_e(d.source)}: {len(d.y_train)} train sequences ({len(prep.split.y_train)} fit / "
-              f"{len(prep.split.y_val)} validation{test}), {d.timesteps} steps x {d.features} features, "
-              f"classes {{{_e(classes)}}}")
-
-
-class _BudgetColumn:
-    """A progress column for a time-boxed sweep: a bar of the budget spent and the time left
-    (re-read from the deadline at every refresh, so it moves between trials too)."""
-
-    def __new__(cls, opened: Any) -> Any:
-        from rich.progress import ProgressColumn
-        from rich.progress_bar import ProgressBar
-        from rich.table import Table as _Table
-
-        from sweep.budget import time_left_text
-
-        class Column(ProgressColumn):
-            def render(self, task: Any) -> Any:
-                now, deadline = time.time(), opened.deadline
-                if deadline is None:
-                    return "workers starting (the budget's clock starts when they are ready)"
-                grid = _Table.grid(padding=(0, 1))
-                grid.add_row(ProgressBar(total=deadline.budget, completed=min(deadline.budget, now - deadline.started_at),
-                                         width=30), time_left_text(deadline, now))
-                return grid
-
-        return Column()
-
-
-def _run_with_progress(opened: Any, workers: int) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    timed = opened.deadline is not None or opened.prep.cfg.budget is not None
-    if timed:
-        columns: tuple[Any, ...] = (TextColumn("[bold]trials[/] {task.completed:.0f}"),
-                                    TextColumn("best {task.fields[best]}"), _BudgetColumn(opened))
-    else:
-        columns = (TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
-                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    progress = Progress(*columns, console=out, transient=True)
-    task = None
-
-    def on_start(done: int, total: int) -> None:
-        nonlocal task
-        if done:
-            out.print(f"resuming: {done} {f'of {total} ' if not timed else ''}trials already finished")
-        task = progress.add_task("sweep", total=total, completed=min(done, total), best="-")
-        deadline = opened.deadline
-        if timed and deadline is None:
-            from sweep.budget import format_duration
-
-            out.print(f"time budget {format_duration(opened.prep.cfg.budget)}: its clock starts when the workers have "
-                      "started (at most a minute after the command), then search, re-training and registration")
-        elif deadline is not None:
-            from sweep.budget import format_duration
-
-            out.print(f"time budget {format_duration(deadline.budget)}: search until "
-                      f"{time.strftime('%H:%M:%S', time.localtime(deadline.search_ends_at))}, then re-training and "
-                      f"registration; ends by {time.strftime('%H:%M:%S', time.localtime(deadline.ends_at))}")
-        if done >= total:
-            out.print(f"nothing to do: the study already holds {done} finished trials (raise --n-trials to run more)")
-
-    def on_wait(running: int) -> None:
-        progress.console.print(f"[dim]waiting: the last {running} trial(s) run in other workers; if a worker dies, "
-                               "its trial is retried here after the heartbeat grace period[/]")
-
-    def on_trial_end(row: dict[str, Any], best: dict[str, Any] | None) -> None:
-        state = row["state"].lower()
-        colour = {"complete": "green", "pruned": "yellow", "fail": "red"}.get(state, "white")
-        collapsed = "  [bold red]COLLAPSED[/]" if row["collapsed"] else ""
-        star = " [bold green]*best*[/]" if best and best["number"] == row["number"] else ""
-        if state == "fail":
-            detail = f"[red]{_e(row['reason'])}[/]"
-        elif state == "pruned" and row["reason"]:
-            detail = (f"[yellow]{_e(row['reason'].split(':')[0]):<9}[/] val bal.acc {_fmt(row['val_balanced_accuracy'])}  "
-                      f"after {row['epochs_run']} epochs")
-        else:
-            detail = (f"score {_fmt(row['score'])}  val bal.acc {_fmt(row['val_balanced_accuracy'])}  "
-                      f"test bal.acc {_fmt(row['test_balanced_accuracy'])}")
-        progress.console.print(
-            f"trial {row['number']:>3} [{colour}]{state:<8}[/] {detail}{collapsed}{star}  "
-            f"[dim]{'baseline recipe: ' if row.get('baseline') else ''}{_e(_short_params(row['params']))}  "
-            f"{_fmt(row['duration_s'], 1)}s[/]"
-        )
-        if task is not None and state in ("complete", "pruned"):
-            progress.update(task, advance=1, best=_fmt(best["value"]) if best else "-")
-
-    def on_retrain(entry: dict[str, Any] | None) -> None:
-        cfg = opened.prep.cfg
-        if entry is None and timed:
-            progress.console.print(f"search over; re-training the top {cfg.retrain_top} configurations with up to "
-                                   f"{cfg.retrain_seeds} new seeds each in the time left, to choose the champion")
-            return
-        if entry is None:
-            progress.console.print(f"re-training the top {cfg.retrain_top} configurations with {cfg.retrain_seeds} new "
-                                   "seeds each, for numbers one lucky seed cannot make (--retrain-top 0 skips this)")
-            return
-        if not entry["runs"]:  # the time budget left no room for it
-            return
-        progress.console.print(
-            f"trial {entry['trial']:>3} [cyan]re-trained[/] val bal.acc {_mean_std(entry, 'val')}  test bal.acc "
-            f"{_mean_std(entry, 'test')}  (search: {_fmt(entry['search_val_balanced_accuracy'])}; "
-            f"{entry['collapsed_runs']} of {len(entry['runs'])} runs collapsed)")
-
-    if timed:
-        stop = progress.console.print
-
-        def on_trial_end_budget(row: dict[str, Any], best: dict[str, Any] | None) -> None:
-            on_trial_end_plain(row, best)
-            if row["state"] == "COMPLETE" and row.get("stopped") == "deadline":
-                stop(f"[dim]trial {row['number']} was stopped by the search deadline after {row['epochs_run']} epochs "
-                     "(complete, with its best epoch's weights)[/]")
-
-        on_trial_end_plain, on_trial_end = on_trial_end, on_trial_end_budget
-
-    with progress:
-        if workers > 1:
-            return _execute(opened, workers, on_start=on_start, on_trial_end=on_trial_end, on_retrain=on_retrain)
-        return _execute(opened, 1, on_start=on_start, on_trial_end=on_trial_end, on_wait=on_wait, on_retrain=on_retrain)
-
-
-def _mean_std(entry: dict[str, Any], split: str) -> str:
-    mean, std = entry[f"{split}_balanced_accuracy_mean"], entry[f"{split}_balanced_accuracy_std"]
-    return "-" if mean is None else f"{mean:.4f} +- {std:.4f}"
-
-
-def _print_summary(result: Any, prep: Any) -> None:
-    rows = result.rows
-    finished = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")]
-    collapsed = sum(1 for r in finished if r["collapse"])
-    count = f"{len(finished)}/{result.n_trials}" if prep.cfg.budget is None else f"{len(finished)}"
-    out.print(f"\n[bold]{_e(result.name)}[/]: {count} trials finished "
-              f"({sum(r['state'] == 'COMPLETE' for r in rows)} complete, {sum(r['state'] == 'PRUNED' for r in rows)} pruned, "
-              f"{sum(r['state'] == 'FAIL' for r in rows)} failed; {collapsed} predicted (nearly) one class)")
-    if collapsed:
-        out.print(_e(f"why they collapsed, and what to change: sweep diagnose {_study_option(result.name)}"))
-    best = result.best
-    if best is None:
-        out.print("[red]no trial completed[/]")
-        return
-    choice = best.get("selection") or {}
-    title = (f"champion: trial {best['number']} (chosen by the re-training over the search's winner, trial "
-             f"{choice['search_winner']})" if choice.get("switched") else f"best trial: {best['number']}")
-    table = Table(title=title, show_header=True, title_justify="left")
-    table.add_column("")
-    table.add_column("validation (selects)")
-    table.add_column("test (reported only)")
-    table.add_row("balanced accuracy", _fmt(best["val_balanced_accuracy"]), _fmt(best["test_balanced_accuracy"]))
-    table.add_row("accuracy", _fmt(best["val_accuracy"]), _fmt(best["test_accuracy"]))
-    table.add_row("macro F1", _fmt(best["val_macro_f1"]), _fmt(best["test_macro_f1"]))
-    table.add_row("score (bal.acc - penalty)", _fmt(best["value"]), "")
-    if best.get("val_balanced_accuracy_adjusted") is not None:
-        table.add_row("bal.acc, decision adjusted", f"{_fmt(best['val_balanced_accuracy_adjusted'])} (fitted here)",
-                      _fmt(best.get("test_balanced_accuracy_adjusted")))
-    if best.get("bayes_balanced_accuracy") is not None:
-        test_bayes = best.get("bayes_balanced_accuracy_test")
-        table.add_row("planted Bayes-optimal bal.acc", f"{_fmt(best['bayes_balanced_accuracy'])} (population)",
-                      f"{_fmt(test_bayes)} (this test split)" if test_bayes is not None else "")
-    out.print(table)
-    out.print(_e(f"params: {_short_params(best['params'])}"))
-    if result.retrained and any(e["runs"] for e in result.retrained):
-        table = Table("trial", "search val bal.acc", "re-trained val bal.acc", "re-trained test bal.acc", "collapsed runs",
-                      title=f"top {len(result.retrained)} re-trained with {len(result.retrained[0]['runs'])} new seeds each "
-                            "(mean +- std)", title_justify="left", box=box.SIMPLE_HEAD)
-        for e in result.retrained:
-            mark = " *" if e["trial"] == best["number"] else ""
-            table.add_row(f"{e['trial']}{mark}", _fmt(e["search_val_balanced_accuracy"]), _mean_std(e, "val"),
-                          _mean_std(e, "test"), f"{e['collapsed_runs']}/{len(e['runs'])}")
-        out.print(table)
-        if choice.get("reason"):  # * = the champion; the margin rule of sweep/selection.py says why
-            out.print(f"[{'yellow' if choice.get('switched') else 'dim'}]{_e(choice['reason'])}[/]")
-    if best.get("collapsed"):
-        out.print(f"[red]every complete trial predicted one class: no model is registered as the champion "
-                  f"(sweep predict has none to use)[/]; see sweep diagnose {_e(_study_option(result.name))}")
-    elif best.get("model_uri"):
-        out.print(_e(f"model:  {best['model_uri']}"))
-    name, store = _arg(result.name), mask_url(result.tracking_uri)
-    out.print(_e(f"\nnext:   sweep best {name}    sweep status {name}    sweep ui  (MLflow store {store})"))
-    if result.experiment_id is not None and not result.tracking_uri.startswith("http"):
-        out.print(f"        then open http://127.0.0.1:5000/#/experiments/{result.experiment_id}/runs (trials are nested under the study run)")
-    elif result.experiment_id is not None:
-        out.print(_e(f"        {credential_free(result.tracking_uri).rstrip('/')}/#/experiments/{result.experiment_id}/runs"))
+    display.announce(opened.prep, role="worker")
+    result = display.run_with_progress(opened, 1, _execute)
+    display.print_summary(result, opened.prep)
 
 
 def _open_study(name: str, storage: str) -> Any:
-    from sweep.study import load_study, open_storage
+    from sweep.storage import open_storage
+    from sweep.study import load_study
 
     return load_study(name, open_storage(storage, must_exist=True, heartbeat=False))
 
@@ -397,7 +183,8 @@ def _open_study(name: str, storage: str) -> Any:
 @app.command()
 def studies(storage: str = StorageOpt, as_json: bool = JsonOpt) -> None:
     """List the studies in a storage."""
-    from sweep.study import list_studies, open_storage
+    from sweep.storage import open_storage
+    from sweep.study import list_studies
 
     infos = list_studies(open_storage(storage, must_exist=True, heartbeat=False))
     if as_json:
@@ -413,14 +200,16 @@ def studies(storage: str = StorageOpt, as_json: bool = JsonOpt) -> None:
 @app.command()
 def status(study: str = typer.Argument(..., help="Study name."), storage: str = StorageOpt, as_json: bool = JsonOpt) -> None:
     """Show every trial of a study: state, score, balanced accuracy, collapse, key params, run id."""
-    from sweep.study import champion_trial, trial_rows
+    from sweep.ranking import champion_trial
+    from sweep.records import trial_records
 
     s = _open_study(study, storage)
-    rows = trial_rows(s)
+    records = trial_records(s)
     if as_json:
-        out.print_json(json.dumps({"study": study, "n_trials_target": s.user_attrs.get("n_trials"), "trials": rows}))
+        out.print_json(json.dumps({"study": study, "n_trials_target": s.user_attrs.get("n_trials"),
+                                   "trials": [r.to_dict() for r in records]}))
         return
-    table = Table(title=f"study {_e(study)}: {sum(r['state'] in ('COMPLETE', 'PRUNED') for r in rows)} of "
+    table = Table(title=f"study {_e(study)}: {sum(r.state in ('COMPLETE', 'PRUNED') for r in records)} of "
                         f"{_fmt(s.user_attrs.get('n_trials'))} trials finished (* = best)", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     wide = out.width >= 100  # narrow terminals drop time and run id (both are in --json)
@@ -429,55 +218,55 @@ def status(study: str = typer.Argument(..., help="Study name."), storage: str = 
         table.add_column(name, no_wrap=True, justify="left" if name in ("state", "weights", "MLflow run") else "right")
     top, _ = champion_trial(s)
     best = top.number if top is not None else None
-    for r in rows:
-        p = r["params"]
+    for r in records:
+        p = r.params
         table.add_row(
-            f"{r['number']}{'*' if r['number'] == best else ''}", r["state"].lower(), _fmt(r["score"], 3),
-            _fmt(r["val_balanced_accuracy"], 3), _fmt(r["test_balanced_accuracy"], 3),
-            "[red]yes[/]" if r["collapsed"] else "no", _fmt(p.get("units")), _fmt(p.get("layers")),
+            f"{r.number}{'*' if r.number == best else ''}", r.state.lower(), _fmt(r.score, 3),
+            _fmt(r.val_balanced_accuracy, 3), _fmt(r.test_balanced_accuracy, 3),
+            "[red]yes[/]" if r.collapsed else "no", _fmt(p.get("units")), _fmt(p.get("layers")),
             f"{p['learning_rate']:.1e}" if "learning_rate" in p else "-", _e(_fmt(p.get("class_weight"))),
-            *((_fmt(r["duration_s"], 1), (r["mlflow_run_id"] or "-")[:8]) if wide else ()),
+            *((_fmt(r.duration_s, 1), (r.mlflow_run_id or "-")[:8]) if wide else ()),
         )
     out.print(table)
-    for r in rows:
-        if r["state"] in ("FAIL", "PRUNED") and r["reason"]:
-            out.print(f"[dim]trial {r['number']} {'failed' if r['state'] == 'FAIL' else 'pruned'}: {_e(r['reason'])}[/]")
-        elif r["retry_of"] is not None:
-            out.print(f"[dim]trial {r['number']} retried trial {r['retry_of']}'s parameters[/]")
+    for r in records:
+        if r.state in ("FAIL", "PRUNED") and r.reason:
+            out.print(f"[dim]trial {r.number} {'failed' if r.state == 'FAIL' else 'pruned'}: {_e(r.reason)}[/]")
+        elif r.retry_of is not None:
+            out.print(f"[dim]trial {r.number} retried trial {r.retry_of}'s parameters[/]")
 
 
 @app.command()
 def best(study: str = typer.Argument(..., help="Study name."), storage: str = StorageOpt, as_json: bool = JsonOpt) -> None:
     """Show the best trial: params, validation and test scores, confusion matrix, model URI."""
-    from sweep.study import best_summary
+    from sweep.records import best_of
 
-    summary = best_summary(_open_study(study, storage))
-    if summary is None:
+    top = best_of(_open_study(study, storage))
+    if top is None:
         raise SweepError(f"study {study!r} has no completed trial yet; run `sweep run` to finish some")
     if as_json:
-        out.print_json(json.dumps(summary))
+        out.print_json(json.dumps(top.to_dict()))
         return
-    out.print(f"[bold]study {_e(study)}: best trial {summary['number']}[/]  score {_fmt(summary['value'])}")
-    if (summary.get("selection") or {}).get("reason"):
-        out.print(f"  [dim]{_e(summary['selection']['reason'])}[/]")
-    for key in ("units", "layers", "dropout", "learning_rate", "class_weight", "batch_size", "clipnorm",
-                "architecture", "bidirectional", "conv_filters", "pooling", "masking", "lr_schedule"):
-        if key in summary["params"]:
-            out.print(_e(f"  {key:<14} {summary['params'][key]}"))
-    out.print(f"  val  balanced accuracy {_fmt(summary['val_balanced_accuracy'])}   accuracy {_fmt(summary['val_accuracy'])}"
-              f"   macro F1 {_fmt(summary['val_macro_f1'])}   collapsed {_fmt(summary['collapsed'])}")
-    out.print(f"  test balanced accuracy {_fmt(summary['test_balanced_accuracy'])}   accuracy {_fmt(summary['test_accuracy'])}"
-              f"   macro F1 {_fmt(summary['test_macro_f1'])}")
-    labels = [_e(v) for v in (summary["labels"] or [])]
-    for title, matrix in (("validation", summary["val_confusion"]), ("test", summary["test_confusion"])):
+    r = top.result
+    out.print(f"[bold]study {_e(study)}: best trial {top.number}[/]  score {_fmt(top.value)}")
+    if (top.selection or {}).get("reason"):
+        out.print(f"  [dim]{_e(top.selection['reason'])}[/]")
+    for knob in KNOBS:
+        if knob.name in top.params:
+            out.print(_e(f"  {knob.name:<14} {top.params[knob.name]}"))
+    out.print(f"  val  balanced accuracy {_fmt(r.val_balanced_accuracy)}   accuracy {_fmt(r.val_accuracy)}"
+              f"   macro F1 {_fmt(r.val_macro_f1)}   collapsed {_fmt(r.collapsed)}")
+    out.print(f"  test balanced accuracy {_fmt(r.test_balanced_accuracy)}   accuracy {_fmt(r.test_accuracy)}"
+              f"   macro F1 {_fmt(r.test_macro_f1)}")
+    labels = [_e(v) for v in (top.labels or [])]
+    for title, matrix in (("validation", r.val_confusion), ("test", r.test_confusion)):
         if not matrix:
             continue
         table = Table(*(["true \\ predicted"] + labels), title=f"confusion matrix ({title})", title_justify="left")
         for lab, row in zip(labels, matrix):
             table.add_row(lab, *(str(v) for v in row))
         out.print(table)
-    out.print(_e(f"  model URI  {summary['model_uri'] or '- (not logged: see --log-models)'}"))
-    out.print(_e(f"  MLflow run {summary['mlflow_run_id'] or '-'}  ({mask_url(summary['tracking_uri'] or '-')})"))
+    out.print(_e(f"  model URI  {top.model_uri or '- (not logged: see --log-models)'}"))
+    out.print(_e(f"  MLflow run {top.mlflow_run_id or '-'}  ({mask_url(top.tracking_uri or '-')})"))
 
 
 @app.command()
@@ -487,14 +276,14 @@ def export(
     storage: str = StorageOpt,
 ) -> None:
     """Write every trial of a study (state, scores, params, run ids) to CSV or JSON."""
-    from sweep.study import trial_rows
+    from sweep.records import trial_records
 
     suffix = out_file.suffix.lower()
     if suffix not in (".csv", ".json"):
         raise SweepError(f"--out {out_file}: unknown format '{suffix or '(none)'}'; use .csv or .json")
     if not out_file.parent.exists():
         raise SweepError(f"--out {out_file}: folder {out_file.parent} does not exist; create it first")
-    rows = trial_rows(_open_study(study, storage))
+    rows = [r.to_dict() for r in trial_records(_open_study(study, storage))]
     if suffix == ".json":
         out_file.write_text(json.dumps({"study": study, "trials": rows}, indent=2))
     else:
@@ -595,12 +384,11 @@ def diagnose(
 
 def _diagnose_study(name: str, storage: str, *, seed: int, data_check: bool, log: bool, as_json: bool) -> None:
     from sweep.explain import best_lines, explain
-    from sweep.study import best_summary, trial_attrs, trial_rows
+    from sweep.records import best_of, trial_records
 
     s = _open_study(name, storage)
-    rows = trial_rows(s)
-    confusion = next((trial_attrs(t).get("val_confusion") for t in s.get_trials(deepcopy=False)
-                      if trial_attrs(t).get("val_confusion")), None)
+    records = trial_records(s)
+    confusion = next((r.result.val_confusion for r in records if r.result.val_confusion), None)
     check = None
     data_path = s.user_attrs.get("data_path")
     if data_check and data_path and Path(data_path).exists():
@@ -614,14 +402,14 @@ def _diagnose_study(name: str, storage: str, *, seed: int, data_check: bool, log
             check = asdict(signal_check(d.X_train, d.y_train, seed=seed))
         except SweepError as exc:  # the file changed since the sweep: diagnose without it
             err.print(f"[yellow]data check skipped: {_e(_one_line(str(exc)))}[/]")
-    d = explain(name, rows, best_summary(s), val_confusion=confusion, data_check=check, seed=seed)
+    d = explain(name, records, best_of(s), val_confusion=confusion, data_check=check, seed=seed)
     logged = _log_diagnosis(s, d) if log else None
     if as_json:
         out.print_json(json.dumps(d.to_dict() | {"logged_to": logged}))
         return
     summary = d.summary
-    out.print(f"[bold]study {_e(name)}[/]: {summary['trials_finished']} finished trials, {summary['trials_collapsed']} "
-              f"collapsed; " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary["outcomes"].items() if v))
+    out.print(f"[bold]study {_e(name)}[/]: {summary.trials_finished} finished trials, {summary.trials_collapsed} "
+              f"collapsed; " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.outcomes.items() if v))
     out.print(f"[bold {'green' if not d.findings else 'red'}]{escape(d.headline)}[/]")
     if d.best:
         for line in best_lines(d.best):
@@ -633,7 +421,7 @@ def _diagnose_study(name: str, storage: str, *, seed: int, data_check: bool, log
         out.print(f"  [green]next:[/] {escape(f.next_step)}")
     table = Table("parameter", "collapsed / trials by value", box=box.SIMPLE_HEAD, title="collapse by parameter",
                   title_justify="left")
-    for param, groups in summary["by_parameter"].items():
+    for param, groups in summary.by_parameter.items():
         if groups:
             table.add_row(param, _e("   ".join(f"{v}: {g['collapsed']}/{g['trials']}" for v, g in groups.items())))
     out.print(table)
@@ -775,25 +563,6 @@ def _check_seed(seed: int) -> None:
 
     if not 0 <= seed <= MAX_SEED:
         raise SweepError(f"--seed must be an integer in [0, {MAX_SEED}], got {seed}")
-
-
-def _e(value: Any) -> str:
-    """``value`` as text that Rich prints as is: a study name, label or path may look like markup ("[/]x")."""
-    return escape(str(value))
-
-
-def _arg(value: str) -> str:
-    """``value`` as one shell word that no command reads as an option (a study named "-x")."""
-    return shlex.quote(value) if not value.startswith("-") else f"-- {shlex.quote(value)}"
-
-
-def _study_option(name: str) -> str:
-    """``--study NAME`` as the shell and the CLI read it back (``--study=-x`` for a name like an option)."""
-    return f"--study {shlex.quote(name)}" if not name.startswith("-") else f"--study={shlex.quote(name)}"
-
-
-def _one_line(message: str) -> str:
-    return " ".join(str(message).split())
 
 
 def main() -> None:

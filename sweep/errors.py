@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-
-class SweepError(Exception):
-    """Base class: the message says what is wrong and how to fix it."""
-
-
-class ConfigError(SweepError):
-    """A config file, flag or search-space range is invalid."""
+from objectives.errors import ConfigError as ConfigError
+from objectives.errors import SweepError as SweepError
 
 
 class DataError(SweepError):
@@ -29,3 +24,12 @@ class TrackingError(SweepError):
 
 class ModelIntegrityError(SweepError):
     """A registered model is not the one the sweep recorded (files changed, alias moved)."""
+
+
+def first_line(exc: BaseException | str) -> str:
+    """An error's first non-empty message line (MLflow's and SQLAlchemy's errors run to pages), or
+    its type's name when the message is empty."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__ if isinstance(exc, BaseException) else ""
+    return text.splitlines()[0].strip()

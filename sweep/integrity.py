@@ -71,13 +71,14 @@ def champion_record(study: Any) -> ChampionRecord:
     Raises:
         ModelIntegrityError: the study has no registered champion, or none the sweep could verify.
     """
-    from sweep.study import best_trial, trial_attrs
+    from sweep.ranking import best_trial
+    from sweep.records import record_of
 
     name = study.study_name
     best = best_trial(study)
     if best is None:
         raise ModelIntegrityError(f"study {name!r} has no completed trial, so no champion model; run `sweep run` first")
-    if trial_attrs(best).get("collapsed"):
+    if record_of(best).collapsed:
         raise ModelIntegrityError(f"study {name!r}: every complete trial predicted one class, so no model is the "
                                   f"champion; see sweep diagnose --study={name}")
     record = model_record(study, best.number)

@@ -6,11 +6,17 @@ background thread while the next trial trains.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from objectives.search_space import GROUPINGS
+
+if TYPE_CHECKING:
+    from sweep.records import TrialRecord
+    from sweep.summary import CollapseSummary
 
 
 def confusion_figure(panels: Sequence[tuple[str, list[list[int]]]], labels: Sequence[Any]) -> Figure:
@@ -77,28 +83,25 @@ def learning_curve_figure(history: Sequence[Any], *, title: str, best_epoch: int
     return fig
 
 
-def history_figure(rows: Sequence[dict[str, Any]], *, title: str) -> Figure:
-    """Score of every finished trial in order, the best so far, and collapsed trials in red.
-
-    Each row needs ``number``, ``state``, ``score`` and ``collapsed``.
-    """
+def history_figure(records: Sequence[TrialRecord], *, title: str) -> Figure:
+    """Score of every finished trial in order, the best so far, and collapsed trials in red."""
     fig = Figure(figsize=(9, 4))
     ax = fig.subplots()
-    done = [r for r in rows if r["score"] is not None]
+    done = [r for r in records if r.score is not None]
     for state, marker, color in (("COMPLETE", "o", "tab:blue"), ("PRUNED", "x", "tab:grey")):
-        pts = [r for r in done if r["state"] == state and not r["collapsed"]]
+        pts = [r for r in done if r.state == state and not r.collapsed]
         if not pts:
             continue
-        ax.scatter([r["number"] for r in pts], [r["score"] for r in pts], marker=marker, color=color,
+        ax.scatter([r.number for r in pts], [r.score for r in pts], marker=marker, color=color,
                    label=state.lower(), zorder=3)
-    collapsed = [r for r in done if r["collapsed"]]
+    collapsed = [r for r in done if r.collapsed]
     if collapsed:
-        ax.scatter([r["number"] for r in collapsed], [r["score"] for r in collapsed], marker="v", color="tab:red",
+        ax.scatter([r.number for r in collapsed], [r.score for r in collapsed], marker="v", color="tab:red",
                    label="collapsed (one class)", zorder=3)
     best, line_x, line_y = -np.inf, [], []
-    for r in sorted((r for r in done if r["state"] == "COMPLETE"), key=lambda r: r["number"]):
-        best = max(best, r["score"])
-        line_x.append(r["number"])
+    for r in sorted((r for r in done if r.state == "COMPLETE"), key=lambda r: r.number):
+        best = max(best, float(r.score or 0.0))
+        line_x.append(r.number)
         line_y.append(best)
     if line_x:
         ax.step(line_x, line_y, where="post", color="tab:green", label="best so far")
@@ -113,13 +116,12 @@ def history_figure(rows: Sequence[dict[str, Any]], *, title: str) -> Figure:
     return fig
 
 
-def collapse_by_parameter_figure(summary: dict[str, Any], *, title: str) -> Figure:
+def collapse_by_parameter_figure(summary: CollapseSummary, *, title: str) -> Figure:
     """One bar panel per parameter: the share of trials that collapsed at each value (n on top)."""
-    groups = {name: values for name, values in summary["by_parameter"].items() if values}
+    groups = {name: values for name, values in summary.by_parameter.items() if values}
     fig = Figure(figsize=(3.2 * max(len(groups), 1), 3.6))
     axes = fig.subplots(1, max(len(groups), 1), squeeze=False)[0]
-    names = {"class_weight": "class weight", "learning_rate": "learning-rate decade", "units": "units per layer",
-             "layers": "LSTM layers", "architecture": "architecture", "pooling": "pooling over time"}
+    names = {g.name: g.title for g in GROUPINGS}
     for ax, (name, values) in zip(axes, groups.items()):
         labels = list(values)
         rates = [values[v]["rate"] or 0.0 for v in labels]
@@ -132,8 +134,8 @@ def collapse_by_parameter_figure(summary: dict[str, Any], *, title: str) -> Figu
         ax.set_xlabel(names.get(name, name))
         ax.grid(alpha=0.3, axis="y")
     axes[0].set_ylabel("share of trials that collapsed")
-    rate = summary.get("collapse_rate")
-    fig.suptitle(f"{title}: {summary['trials_collapsed']} of {summary['trials_finished']} trials collapsed"
+    rate = summary.collapse_rate
+    fig.suptitle(f"{title}: {summary.trials_collapsed} of {summary.trials_finished} trials collapsed"
                  + (f" ({rate:.0%})" if rate is not None else ""), fontsize=11)
     fig.tight_layout()
     return fig
@@ -155,27 +157,26 @@ def importance_figure(importances: dict[str, float], *, title: str) -> Figure:
     return fig
 
 
-def score_by_choice_figure(rows: Sequence[dict[str, Any]], param: str, *, title: str) -> Figure:
+def score_by_choice_figure(records: Sequence[TrialRecord], param: str, *, title: str) -> Figure:
     """Final validation balanced accuracy of every finished trial, grouped by one categorical
-    parameter (e.g. the class-weight strategy); trials that collapsed in red."""
-    done = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED") and r.get("val_balanced_accuracy") is not None
-            and param in r["params"]]
-    choices = sorted({str(r["params"][param]) for r in done})
+    parameter (e.g. the class-weight strategy); trials that predicted (nearly) one class in red."""
+    done = [r for r in records if r.val_balanced_accuracy is not None and param in r.params]
+    choices = sorted({str(r.params[param]) for r in done})
     fig = Figure(figsize=(max(5.0, 1.5 * len(choices) + 2), 3.8))
     ax = fig.subplots()
     rng = np.random.default_rng(0)
     for i, choice in enumerate(choices):
-        group = [r for r in done if str(r["params"][param]) == choice]
+        group = [r for r in done if str(r.params[param]) == choice]
         for collapsed, color, label in ((False, "tab:blue", "learned"), (True, "tab:red", "collapsed")):
-            pts = [r["val_balanced_accuracy"] for r in group if bool(r.get("collapse")) == collapsed]
+            pts = [r.val_balanced_accuracy for r in group if r.near_collapse == collapsed]
             ax.scatter(i + rng.uniform(-0.15, 0.15, len(pts)), pts, color=color, alpha=0.8, s=22, label=label)
-        learned = [r["val_balanced_accuracy"] for r in group if not r.get("collapse")]
+        learned = [r.val_balanced_accuracy for r in group if not r.near_collapse]
         if learned:
             ax.hlines(np.median(learned), i - 0.3, i + 0.3, color="black", lw=1.5)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))  # one entry per kind, not per group
     ax.legend(unique.values(), unique.keys(), fontsize=8, loc="lower right")
-    ax.set_xticks(range(len(choices)), [f"{c}\n(n={sum(str(r['params'][param]) == c for r in done)})" for c in choices])
+    ax.set_xticks(range(len(choices)), [f"{c}\n(n={sum(str(r.params[param]) == c for r in done)})" for c in choices])
     ax.set_xlabel(param.replace("_", " ") + " (bar: median of the trials that learned)")
     ax.set_ylabel("val balanced accuracy")
     ax.set_ylim(0, 1.02)

@@ -24,6 +24,15 @@ PROBE_TIMEOUT_S = 15.0  # a refused connection fails at once; a healthy server o
 _FIX = "check --tracking-uri / MLFLOW_TRACKING_URI"
 
 
+def mlflow_defaults() -> None:
+    """MLflow settings for a sweep, unless the environment sets them: fewer and shorter HTTP retries
+    (a dead server fails a command in seconds, not minutes), no download progress bars in the
+    sweep's output. Read by MLflow when it makes a request, so set before the first one."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def resolve_tracking_uri(uri: str | None) -> str:
     """The tracking URI MLflow is given: the flag, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``.
 

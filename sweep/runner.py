@@ -16,28 +16,20 @@ from typing import Any, Callable
 
 from optuna.trial import FrozenTrial
 
-from sweep import __version__
+from objectives.records import RetrainRun
 from objectives.search_space import SearchSpace, recipe_trials
 from sweep.budget import Deadline
+from sweep import __version__, interrupt, ranking
 from sweep.config import SweepConfig, TrainSettings
 from sweep.data import Dataset, Split, is_padded, load_dataset, split_stratified, standardization
-from sweep.errors import DataError, StudyError
-from sweep.explain import collapse_summary
+from sweep.errors import DataError, StudyError, first_line
+from sweep.summary import collapse_summary
 from sweep.preflight import check_tracking_store, resolve_tracking_uri
 from sweep.redact import credential_free, mask_url
-from sweep.study import (
-    best_summary,
-    check_url,
-    count_finished,
-    create_or_resume,
-    default_study_name,
-    join_study,
-    open_storage,
-    reap_stale_trials,
-    budget_stop,
-    run_trials,
-    trial_rows,
-)
+from sweep.records import BestTrial, RetrainEntry, TrialRecord, best_of, record_of, stored_retraining, trial_records
+from sweep.loop import budget_stop, count_finished, reap_stale_trials, run_trials
+from sweep.storage import check_url, open_storage
+from sweep.study import create_or_resume, default_study_name, join_study
 
 _logger = logging.getLogger(__name__)
 
@@ -59,12 +51,12 @@ class SweepResult:
     n_trials: int
     ran: int
     resumed: bool
-    best: dict[str, Any] | None
-    rows: list[dict[str, Any]]
+    best: BestTrial | None
+    records: list[TrialRecord]
     parent_run_id: str | None
     tracking_uri: str
     experiment_id: str | None
-    retrained: list[dict[str, Any]] | None = None
+    retrained: list[RetrainEntry] | None = None
 
 
 def prepare(cfg: SweepConfig, data_path: str | Path, *, test_path: str | Path | None = None) -> PreparedSweep:
@@ -277,14 +269,14 @@ def sync_tracking(study: Any, tracker: Any, *, seconds: float) -> list[int] | No
     try:
         return tracker.sync_trials(study.get_trials(deepcopy=False))
     except Exception as exc:  # noqa: BLE001 - MLflow still away; `sweep sync` or the next run catches up
-        tracker._note_outage("MLflow sync postponed", exc)
+        tracker.note_outage("MLflow sync postponed", exc)
         return None
 
 
 def work(
     opened: OpenSweep, *,
     on_start: Callable[[int, int], None] | None = None,
-    on_trial_end: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None,
+    on_trial_end: Callable[[TrialRecord, BestTrial | None], None] | None = None,
     on_wait: Callable[[int], None] | None = None,
 ) -> int:
     """Run trials in this process until the study holds its N finished trials; returns how many ran."""
@@ -302,8 +294,7 @@ def work(
     def after_trial(study_: Any, trial: FrozenTrial) -> None:
         objective.end_logs()  # Optuna has stored the trial: now MLflow hears of it
         if on_trial_end is not None:
-            row = next(r for r in trial_rows(study_) if r["number"] == trial.number)
-            on_trial_end(row, best_summary(study_))
+            on_trial_end(record_of(trial), best_of(study_))
 
     def after_reap(numbers: list[int]) -> None:
         _logger.warning("trials %s had no heartbeat (worker gone) and were failed; retrying with their parameters",
@@ -328,11 +319,11 @@ def _objective(prep: PreparedSweep, *, tracker: Any = None, adjust_decision: boo
         collapse_warmup=cfg.train.collapse_warmup, collapse_patience=cfg.train.collapse_patience,
         warmup_steps=cfg.train.warmup_steps, warmup_fraction=cfg.train.warmup_fraction,
         adjust_decision=adjust_decision, search_ends_at=deadline.search_ends_at if deadline is not None else None,
-        keep_top=keep_top,
+        keep_top=keep_top, ranked_ahead=ranking.ranked_ahead, check_interrupt=interrupt.check,
     )
 
 
-def finish(opened: OpenSweep, *, status: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def finish(opened: OpenSweep, *, status: str) -> tuple[list[TrialRecord], BestTrial | None]:
     """Reap dead trials, close their MLflow runs, write the study summary; end the parent run.
 
     ``status`` FINISHED ends the parent run only if the study holds its N trials (a worker that
@@ -345,10 +336,10 @@ def finish(opened: OpenSweep, *, status: str) -> tuple[list[dict[str, Any]], dic
     tracker.flush()
     seconds = float(os.environ.get("SWEEP_MLFLOW_CATCHUP_SECONDS", CATCH_UP_SECONDS))
     synced = sync_tracking(study, tracker, seconds=seconds if status == "FINISHED" else min(seconds, 5.0))
-    rows = trial_rows(study)
-    best = best_summary(study)
-    summary = collapse_summary(rows)
-    study.set_user_attr("summary", summary)
+    records = trial_records(study)
+    best = best_of(study)
+    summary = collapse_summary(records)
+    study.set_user_attr("summary", summary.to_dict())
     done = opened.search_done()
     if opened.deadline is not None and not opened.lead and status == "FINISHED":
         done = False  # under a time budget the user's own process re-trains, selects and ends the parent run
@@ -357,15 +348,13 @@ def finish(opened: OpenSweep, *, status: str) -> tuple[list[dict[str, Any]], dic
             "the MLflow store %s could not be reached: some trials are not in MLflow yet (their results are in the "
             "Optuna study); run `sweep sync %s` once it is back", tracker.tracking_uri, opened.prep.name)
     elif status != "FINISHED" or done:
-        retrained = (study.user_attrs.get("retrained") or {}).get("results")
         try:
-            tracker.end_sweep(rows, best, status=status, summary=summary, importances=_importances(study),
-                              retrained=retrained)
+            tracker.end_sweep(records, best, status=status, summary=summary, importances=_importances(study),
+                              retrained=stored_retraining(study))
         except Exception as exc:  # noqa: BLE001 - the study is complete in Optuna; `sweep sync` ends the run later
             _logger.warning("could not close the study's MLflow run (%s); run `sweep sync %s` to do it",
-                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                            opened.prep.name)
-    return rows, best
+                            first_line(exc), opened.prep.name)
+    return records, best
 
 
 def _importances(study: Any) -> dict[str, float] | None:
@@ -388,7 +377,7 @@ def _importances(study: Any) -> dict[str, float] | None:
 def run_sweep(
     prep: PreparedSweep, *, allow_changes: bool = False,
     on_start: Callable[[int, int], None] | None = None,
-    on_trial_end: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None,
+    on_trial_end: Callable[[TrialRecord, BestTrial | None], None] | None = None,
     on_wait: Callable[[int], None] | None = None,
 ) -> SweepResult:
     """Create or resume the study and run it to ``n_trials`` finished trials in this process.
@@ -405,7 +394,7 @@ def run_sweep(
 
 
 def run_opened(
-    opened: OpenSweep, *, on_retrain: Callable[[dict[str, Any]], None] | None = None, **callbacks: Any,
+    opened: OpenSweep, *, on_retrain: Callable[[RetrainEntry | None], None] | None = None, **callbacks: Any,
 ) -> SweepResult:
     """Work on an opened (or joined) study in this process, re-train its top-k, then :func:`finish` it."""
     status = "FAILED"
@@ -423,17 +412,19 @@ def run_opened(
         raise
     finally:
         try:
-            rows, best = finish(opened, status=status)
+            records, best = finish(opened, status=status)
         except Exception as exc:
             if not failed:
                 raise
             # Cleanup never hides the error that stopped the sweep.
             _logger.warning("could not close the sweep's records after the error: %s",
-                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-    return _result(opened, ran=ran, rows=rows, best=best)
+                            first_line(exc))
+    return _result(opened, ran=ran, records=records, best=best)
 
 
-def retrain_top(opened: OpenSweep, *, on_retrain: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+def retrain_top(
+    opened: OpenSweep, *, on_retrain: Callable[[RetrainEntry | None], None] | None = None,
+) -> list[RetrainEntry]:
     """Train the study's top-k complete configurations again with other seeds (the user's own
     process only, once the study holds its N trials); stored on the study as ``retrained``.
 
@@ -442,24 +433,18 @@ def retrain_top(opened: OpenSweep, *, on_retrain: Callable[[dict[str, Any]], Non
     and seeds: resuming a finished study does not train them again. ``on_retrain`` hears None
     when the re-training starts, then each entry as it is done.
     """
-    import numpy as np
-    import optuna
-
     cfg, study = opened.prep.cfg, opened.study
     if not opened.lead or cfg.retrain_top <= 0 or not opened.search_done():
         return []
-    from objectives.metrics import rank_key
-
-    complete = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
-                      key=lambda t: rank_key(t.value, t.user_attrs.get("result", {}).get("val_loss")),
-                      reverse=True)[: cfg.retrain_top]
-    if not complete:
+    top = ranking.top_trials(study, cfg.retrain_top)
+    if not top:
         return []
-    key = {"trials": [t.number for t in complete], "seeds": cfg.retrain_seeds}
+    key = {"trials": [t.number for t in top], "seeds": cfg.retrain_seeds}
     stored = study.user_attrs.get("retrained")
     if stored and stored.get("key") == key:
-        _select(opened, stored["results"])
-        return stored["results"]
+        entries = stored_retraining(study) or []
+        _select(opened, entries)
+        return entries
 
     from objectives import model as lstm
     from objectives.search_space import LstmParams
@@ -469,20 +454,15 @@ def retrain_top(opened: OpenSweep, *, on_retrain: Callable[[dict[str, Any]], Non
     lstm.configure_threads(cfg.threads)
     objective = _objective(opened.prep)
     deadline = opened.deadline
-
-    def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
-        clean = [v for v in values if v is not None]
-        return (float(np.mean(clean)), float(np.std(clean))) if clean else (None, None)
-
-    runs: dict[int, list[dict[str, Any]]] = {t.number: [] for t in complete}
+    runs: dict[int, list[RetrainRun]] = {t.number: [] for t in top}
     skipped = 0
     # Without a time budget the order does not matter. With one, configuration by configuration from
     # the search's winner down: the margin rule compares the winner with challengers that have two or
     # more runs each, so when time runs short the top ones are complete and the last ones are skipped.
-    for trial in complete:
+    for trial in top:
         for i in range(cfg.retrain_seeds):
             if deadline is not None:
-                expected = float(trial.user_attrs.get("result", {}).get("train_seconds") or 0.0)
+                expected = float(record_of(trial).result.train_seconds or 0.0)
                 if deadline.retrain_left() < max(1.0, expected):
                     skipped += 1
                     continue
@@ -491,49 +471,43 @@ def retrain_top(opened: OpenSweep, *, on_retrain: Callable[[dict[str, Any]], Non
                 stop_at=deadline.retrain_ends_at if deadline else None))
     if skipped:
         _logger.warning("time budget: %d of %d re-training runs did not fit and were skipped", skipped,
-                        len(complete) * cfg.retrain_seeds)
+                        len(top) * cfg.retrain_seeds)
     results = []
-    for rank, trial in enumerate(complete, start=1):
-        val_mean, val_std = mean_std([r["val_balanced_accuracy"] for r in runs[trial.number]])
-        test_mean, test_std = mean_std([r["test_balanced_accuracy"] for r in runs[trial.number]])
-        entry = {
-            "rank": rank, "trial": trial.number, "params": dict(trial.params), "search_value": trial.value,
-            "search_val_balanced_accuracy": trial.user_attrs.get("result", {}).get("val_balanced_accuracy"),
-            "val_balanced_accuracy_mean": val_mean, "val_balanced_accuracy_std": val_std,
-            "test_balanced_accuracy_mean": test_mean, "test_balanced_accuracy_std": test_std,
-            "collapsed_runs": sum(1 for r in runs[trial.number] if r["collapsed"]), "runs": runs[trial.number],
-        }
+    for rank, trial in enumerate(top, start=1):
+        entry = RetrainEntry(rank=rank, trial=trial.number, params=dict(trial.params), search_value=trial.value,
+                             search_val_balanced_accuracy=record_of(trial).val_balanced_accuracy,
+                             runs=runs[trial.number])
         results.append(entry)
         if on_retrain is not None:
             on_retrain(entry)
-    study.set_user_attr("retrained", {"key": key, "results": results})
+    study.set_user_attr("retrained", {"key": key, "results": [e.to_dict() for e in results]})
     _select(opened, results)
     return results
 
 
-def _select(opened: OpenSweep, results: list[dict[str, Any]]) -> None:
+def _select(opened: OpenSweep, results: list[RetrainEntry]) -> None:
     """Choose the configuration that ships (sweep.selection's margin rule) and store it on the study
-    as ``champion``; :func:`sweep.study.best_summary` (the summary, `sweep best`, the registry
-    alias) then reports that trial."""
+    as ``champion``; :func:`sweep.records.best_of` (the summary, `sweep best`, the registry alias)
+    then reports that trial."""
     from sweep.selection import choose_champion, validation_step
-    from sweep.study import best_trial
 
-    winner = best_trial(opened.study)
+    winner = ranking.best_trial(opened.study)
     if winner is None:
         return
     split = opened.prep.split
     counts = [int((split.y_val == c).sum()) for c in range(opened.prep.data.n_classes)]
-    choice = choose_champion(results, search_winner=winner.number, step=validation_step(counts))
+    choice = choose_champion([e.to_dict() for e in results], search_winner=winner.number,
+                             step=validation_step(counts))
     opened.study.set_user_attr("champion", choice.to_dict())
     _logger.info("%s", choice.reason)
 
 
-def _result(opened: OpenSweep, *, ran: int, rows: list[dict[str, Any]], best: dict[str, Any] | None) -> SweepResult:
+def _result(opened: OpenSweep, *, ran: int, records: list[TrialRecord], best: BestTrial | None) -> SweepResult:
     return SweepResult(
         name=opened.prep.name, n_trials=opened.prep.cfg.n_trials, ran=ran, resumed=opened.resumed, best=best,
-        rows=rows, parent_run_id=opened.parent_run_id, tracking_uri=opened.tracker.tracking_uri,
+        records=records, parent_run_id=opened.parent_run_id, tracking_uri=opened.tracker.tracking_uri,
         experiment_id=opened.tracker.experiment_id,
-        retrained=(opened.study.user_attrs.get("retrained") or {}).get("results") if opened.lead else None,
+        retrained=stored_retraining(opened.study) if opened.lead else None,
     )
 
 
@@ -600,7 +574,7 @@ def config_from_study(
 
 def run_worker(
     opened: OpenSweep, *,
-    on_trial_end: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None,
+    on_trial_end: Callable[[TrialRecord, BestTrial | None], None] | None = None,
     on_wait: Callable[[int], None] | None = None,
 ) -> SweepResult:
     """Work on a joined study until it holds its N trials; the last one out ends the parent run."""
@@ -644,11 +618,9 @@ def sync_study(name: str, storage_url: str, *, tracking_uri: str | None = None) 
         logged = tracker.sync_trials(trials)
         closed = False
         if count_finished(study) >= int(attrs.get("n_trials", 0)) and tracker.parent_status() == "RUNNING":
-            rows = trial_rows(study)
-            summary = collapse_summary(rows)
-            tracker.end_sweep(rows, best_summary(study), status="FINISHED", summary=summary,
-                              importances=_importances(study),
-                              retrained=(attrs.get("retrained") or {}).get("results"))
+            records = trial_records(study)
+            tracker.end_sweep(records, best_of(study), status="FINISHED", summary=collapse_summary(records),
+                              importances=_importances(study), retrained=stored_retraining(study))
             closed = True
     except SweepError:
         raise

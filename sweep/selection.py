@@ -86,7 +86,10 @@ def choose_champion(retrained: Sequence[dict[str, Any]] | None, *, search_winner
         scores = _val_scores(e)
         if e["trial"] == search_winner or len(scores) < MIN_SEEDS:
             continue
-        if 2 * int(e.get("collapsed_runs", sum(1 for r in e.get("runs", []) if r.get("collapsed")))) > len(e["runs"]):
+        near = e.get("near_collapse_runs", e.get("collapsed_runs"))  # older studies stored "collapsed_runs"
+        if near is None:
+            near = sum(1 for r in e.get("runs", []) if r.get("near_collapse", r.get("collapsed")))
+        if 2 * int(near) > len(e["runs"]):
             continue
         rivals.append((e["trial"], *_mean_std(scores)))
     if not rivals:

@@ -24,8 +24,9 @@ from typing import Any, Callable
 from sweep import gpus
 from sweep.errors import StudyError
 from sweep.budget import STARTUP_SECONDS
+from sweep.records import SURPLUS, BestTrial, RetrainEntry, TrialRecord, best_of, trial_records
 from sweep.runner import READY_DIR, OpenSweep, SweepResult, _result, finish, retrain_top, set_deadline
-from sweep.study import SURPLUS, best_summary, count_finished, trial_rows
+from sweep.loop import count_finished
 
 POLL_SECONDS = 2.0  # progress polling; each poll reads the study (~20 ms of database work)
 STOP_GRACE_SECONDS = 120
@@ -55,8 +56,8 @@ def worker_launches(opened: OpenSweep, *, workers: int, threads: int,
 def run_workers(
     opened: OpenSweep, *, workers: int,
     on_start: Callable[[int, int], None] | None = None,
-    on_trial_end: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None,
-    on_retrain: Callable[[dict[str, Any]], None] | None = None,
+    on_trial_end: Callable[[TrialRecord, BestTrial | None], None] | None = None,
+    on_retrain: Callable[[RetrainEntry | None], None] | None = None,
 ) -> SweepResult:
     """Run the opened study with ``workers`` local worker processes; return when it holds N trials,
     then re-train its top-k here.
@@ -116,9 +117,9 @@ def run_workers(
         for log in logs:
             log.close()
         ready.cleanup()
-        rows, best = finish(opened, status=status)
-    ran = sum(1 for r in rows if r["number"] in seen - before and not r["surplus"])
-    return _result(opened, ran=ran, rows=rows, best=best)
+        records, best = finish(opened, status=status)
+    ran = sum(1 for r in records if r.number in seen - before and not r.surplus)
+    return _result(opened, ran=ran, records=records, best=best)
 
 
 def _start_clock_when_ready(opened: OpenSweep, procs: list[subprocess.Popen], ready: Path) -> None:
@@ -135,9 +136,9 @@ def _report_new(study: Any, seen: set[int], on_trial_end: Callable | None) -> se
     new = [t for t in study.get_trials(deepcopy=False) if t.number not in seen and t.state.is_finished()]
     shown = [t.number for t in new if t.user_attrs.get("fail_reason") != SURPLUS]
     if on_trial_end is not None and shown:
-        rows, best = {r["number"]: r for r in trial_rows(study)}, best_summary(study)  # once per poll
+        records, best = {r.number: r for r in trial_records(study)}, best_of(study)  # once per poll
         for number in shown:
-            on_trial_end(rows[number], best)
+            on_trial_end(records[number], best)
     return {t.number for t in new}
 
 

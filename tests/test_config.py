@@ -106,7 +106,9 @@ def test_read_config_file_fills_missing_tables(tmp_path):
     [
         ("[runs]\nn_trials = 3\n", ["unknown table [runs]", "use [run], [train] and [search_space]"]),
         ("[run]\nntrials = 3\n", ["run.ntrials: unknown key", "n_trials"]),
-        ("[train]\nepoch = 3\n", ["train.epoch: unknown key", "known keys are collapse_patience, collapse_warmup, epochs, patience, val_fraction, warmup_fraction, warmup_steps"]),
+        ("[train]\nepoch = 3\n", ["train.epoch: unknown key",
+                                   "known keys are collapse_patience, collapse_warmup, epochs, patience, val_fraction, "
+                                   "warmup_fraction, warmup_steps"]),
         ("[search_space]\nwidth = 3\n", ["search_space.width: unknown key"]),
         ("[search_space]\nunits = { low = 64, high = 8 }\n", ["search_space.units: low=64 > high=8; swap them"]),
         ("[search_space]\nclass_weight = ['focal']\n", ["unknown strategy 'focal'"]),

@@ -40,7 +40,7 @@ def test_engine_kwargs_never_prepare_statements_and_pool_size_0_keeps_no_connect
 
 
 def test_open_storage_refuses_a_bad_pool_setting_before_connecting(monkeypatch):
-    from sweep.study import open_storage
+    from sweep.storage import open_storage
 
     monkeypatch.setenv("SWEEP_DB_POOL_SIZE", "lots")
     with pytest.raises(StorageError, match="SWEEP_DB_POOL_SIZE='lots'"):
@@ -52,7 +52,7 @@ def test_the_creation_lock_is_held_by_a_transaction_and_gone_after_the_block(pg_
     import psycopg
     from sqlalchemy.engine import make_url
 
-    from sweep.study import creation_lock
+    from sweep.storage import creation_lock
 
     conninfo = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
     query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
@@ -84,7 +84,7 @@ def test_the_storage_works_through_pgbouncer_in_transaction_mode(pg_url, pgbounc
     connection ("prepared statement ... does not exist"); the storage's settings do not."""
     import optuna
 
-    from sweep.study import open_storage
+    from sweep.storage import open_storage
 
     monkeypatch.setenv("SWEEP_HEARTBEAT_INTERVAL", "1")
     monkeypatch.setenv("SWEEP_GRACE_PERIOD", "2")
@@ -110,7 +110,7 @@ def test_opening_a_made_storage_does_not_wait_for_the_creation_lock(pg_url):
     """60 workers starting at once used to queue for the lock one storage set-up at a time."""
     import threading
 
-    from sweep.study import creation_lock, open_storage
+    from sweep.storage import creation_lock, open_storage
 
     open_storage(pg_url, heartbeat=False).engine.dispose()  # makes the tables
     opened = threading.Event()
@@ -130,7 +130,7 @@ def test_opening_a_made_storage_does_not_wait_for_the_creation_lock(pg_url):
 def test_a_fresh_database_is_opened_under_the_creation_lock(pg_url):
     import threading
 
-    from sweep.study import creation_lock, open_storage
+    from sweep.storage import creation_lock, open_storage
 
     opened = threading.Event()
 

@@ -30,11 +30,11 @@ def _trials(tmp_path: Path, study: str) -> list[optuna.trial.FrozenTrial]:
 
 def _model_uri(tmp_path: Path, study: str, number: int) -> str | None:
     """A trial's logged model: the model is logged after Optuna stored the trial, so its link is a
-    study attribute (``sweep.study.model_record``)."""
-    from sweep.study import model_record
+    study attribute (``sweep.records.model_links``)."""
+    from sweep.records import trial_records
 
     loaded = optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path}/sweep.db")
-    return model_record(loaded, number)["model_uri"]
+    return next(r for r in trial_records(loaded) if r.number == number).model_uri
 
 
 def _finished(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
@@ -130,7 +130,7 @@ def test_best_json_reloads_the_logged_model_and_reproduces_its_score(tmp_path, t
 
     from objectives.metrics import evaluate_predictions
     from sweep.data import load_dataset, split_stratified
-    from sweep.tracking import load_model
+    from sweep.registry import load_model
 
     model = load_model(summary["model_uri"], f"sqlite:///{tmp_path}/mlflow.db")
     split = split_stratified(load_dataset(tiny_signal), val_fraction=0.2, seed=0)
@@ -222,7 +222,8 @@ def test_csv_with_string_labels_and_test_file_export_and_log_all_models(tmp_path
     assert "sequences of 7 steps x 1 features, but the model takes 12 x 1" in bad.stderr
 
     # `sweep serve` checks the champion, then MLflow serves that copy: raw sequences in, string labels out.
-    _serve_and_check(tmp_path, ["sweep", "serve", "csv", "--storage", f"sqlite:///{tmp_path}/sweep.db"], np.loadtxt(test, delimiter=",", usecols=range(1, 13))[:4, :, None],
+    _serve_and_check(tmp_path, ["sweep", "serve", "csv", "--storage", f"sqlite:///{tmp_path}/sweep.db"],
+                     np.loadtxt(test, delimiter=",", usecols=range(1, 13))[:4, :, None],
                      expected=list(frame["label"][:4]))
 
 

@@ -2,36 +2,39 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from sweep.explain import (
-    collapse_summary,
-    explain,
-    lr_decade,
-    noise_band,
-    null_balanced_accuracies,
-    outcome,
-    units_bucket,
-)
+import dataclasses
+import json
+
+from objectives.records import TrialResult
+from objectives.search_space import lr_decade, units_bucket
+from sweep.explain import explain
+from sweep.noise import noise_band, null_balanced_accuracies
+from sweep.records import BestTrial, TrialRecord
+from sweep.summary import collapse_summary, outcome
 
 VAL = [[150, 10], [10, 30]]  # 160 vs 40 validation sequences: imbalanced 4 : 1
 
 
 def row(number: int, *, collapse: bool = False, state: str = "COMPLETE", reason: str | None = None,
         trouble: str | None = None, units: int = 64, layers: int = 2, lr: float = 1e-3,
-        class_weight: str = "balanced") -> dict:
-    return {
-        "number": number, "state": state, "reason": reason, "collapse": collapse, "collapsed": collapse,
-        "gradient_trouble": trouble, "surplus": False, "value": 0.5,
-        "params": {"units": units, "layers": layers, "learning_rate": lr, "class_weight": class_weight,
-                   "dropout": 0.1, "batch_size": 32, "clipnorm": 0.0},
-    }
+        class_weight: str = "balanced", epochs_run: int | None = None) -> TrialRecord:
+    """A trial; ``collapse``: it predicted nearly one class (a collapse penalty), though its kept model
+    still predicts two classes (``collapsed`` stays False, so the two meanings cannot be mixed up)."""
+    return TrialRecord(
+        number=number, state=state, reason=reason, value=0.5,
+        result=TrialResult(penalty=0.2 if collapse else 0.0, collapsed=False, gradient_trouble=trouble,
+                           epochs_run=epochs_run),
+        params={"units": units, "layers": layers, "learning_rate": lr, "class_weight": class_weight,
+                "dropout": 0.1, "batch_size": 32, "clipnorm": 0.0},
+    )
 
 
-def best(val_ba: float, confusion=VAL, test_ba: float | None = None, test_confusion=None) -> dict:
-    return {"number": 0, "val_balanced_accuracy": val_ba, "val_confusion": confusion,
-            "test_balanced_accuracy": test_ba, "test_confusion": test_confusion}
+def best(val_ba: float, confusion=VAL, test_ba: float | None = None, test_confusion=None) -> BestTrial:
+    result = TrialResult(val_balanced_accuracy=val_ba, val_confusion=confusion, test_balanced_accuracy=test_ba,
+                         test_confusion=test_confusion)
+    return BestTrial(study="s", record=TrialRecord(number=0, state="COMPLETE", value=val_ba, params={}, result=result))
 
 
 GOOD = best(0.85)
@@ -50,20 +53,20 @@ def test_outcomes_by_reason():
             row(6, state="FAIL", reason="ValueError: x"), row(7, state="RUNNING")]
     assert [outcome(r) for r in rows] == ["complete", "pruned_collapse", "pruned_median", "failed_nan_loss",
                                          "failed_no_heartbeat", "failed_interrupted", "failed_error", None]
-    surplus = row(8, state="FAIL", reason="surplus") | {"surplus": True}
+    surplus = dataclasses.replace(row(8, state="FAIL", reason="surplus"), surplus=True)
     assert outcome(surplus) is None
     s = collapse_summary(rows + [surplus])
-    assert s["trials_finished"] == 3 and s["trials_collapsed"] == 1
+    assert s.trials_finished == 3 and s.trials_collapsed == 1
     assert outcome(row(9, state="PRUNED", reason="hyperband: not in the best third at its rung at epoch 5")) == \
         "pruned_hyperband"
-    assert s["outcomes"] == {"complete": 1, "pruned_collapse": 1, "pruned_median": 1, "pruned_hyperband": 0,
-                             "pruned_other": 0,
+    assert s.outcomes == {"complete": 1, "pruned_collapse": 1, "pruned_median": 1, "pruned_hyperband": 0,
+                          "pruned_other": 0,
                              "failed_nan_loss": 1, "failed_no_heartbeat": 1, "failed_interrupted": 1, "failed_error": 1}
 
 
 def test_collapse_rate_by_parameter_is_ordered_and_counted():
     rows = [row(0, lr=1e-2, units=16, collapse=True), row(1, lr=2e-4, units=128), row(2, lr=3e-3, units=20, collapse=True)]
-    by = collapse_summary(rows)["by_parameter"]
+    by = collapse_summary(rows).by_parameter
     assert list(by["learning_rate"]) == ["1e-4", "1e-3", "1e-2"]
     assert by["learning_rate"]["1e-2"] == {"trials": 1, "collapsed": 1, "rate": 1.0}
     assert list(by["units"]) == ["9-16", "17-32", "65-128"]
@@ -75,12 +78,12 @@ def test_collapse_rate_by_parameter_is_ordered_and_counted():
 
 def test_collapse_rate_by_architecture_and_pooling():
     rows = [row(0, collapse=True), row(1), row(2), row(3, collapse=True), row(4), row(5, collapse=True)]
-    rows[1]["params"] |= {"conv_filters": 64, "bidirectional": True, "pooling": "attention"}
-    rows[2]["params"] |= {"conv_filters": 0, "bidirectional": True, "pooling": "mean", "masking": True}
-    rows[3]["params"] |= {"conv_filters": 64, "bidirectional": False, "pooling": "mean"}
-    rows[4]["params"] |= {"architecture": "lstm_fcn", "conv_filters": 0, "bidirectional": False}
-    rows[5]["params"] |= {"architecture": "lstm_fcn", "conv_filters": 0, "bidirectional": True}
-    by = collapse_summary(rows)["by_parameter"]
+    rows[1].params.update({"conv_filters": 64, "bidirectional": True, "pooling": "attention"})
+    rows[2].params.update({"conv_filters": 0, "bidirectional": True, "pooling": "mean", "masking": True})
+    rows[3].params.update({"conv_filters": 64, "bidirectional": False, "pooling": "mean"})
+    rows[4].params.update({"architecture": "lstm_fcn", "conv_filters": 0, "bidirectional": False})
+    rows[5].params.update({"architecture": "lstm_fcn", "conv_filters": 0, "bidirectional": True})
+    by = collapse_summary(rows).by_parameter
     assert by["architecture"] == {
         "BiLSTM masked": {"trials": 1, "collapsed": 0, "rate": 0.0}, "LSTM": {"trials": 1, "collapsed": 1, "rate": 1.0},
         "conv+BiLSTM": {"trials": 1, "collapsed": 0, "rate": 0.0}, "conv+LSTM": {"trials": 1, "collapsed": 1, "rate": 1.0},
@@ -165,7 +168,7 @@ def test_a_best_score_inside_the_noise_band_is_no_signal():
     assert d.causes == ["no_signal"] and d.headline.startswith("No signal")
     evidence = " ".join(d.findings[0].evidence)
     assert f"up to {band:.3f}" in evidence and "0.490" in evidence and "p = 0.60" in evidence
-    assert d.best["n_trials"] == 20 and d.best["test_noise_band"] > 0.5
+    assert d.best is not None and d.best.n_trials == 20 and d.best.test_noise_band > 0.5
     md = d.to_markdown()
     assert "# Diagnosis of study `s`" in md and "No signal: the best score is what luck gives" in md
     assert "| no_signal | applies |" in md
@@ -182,16 +185,18 @@ def test_a_score_above_the_band_is_signal_and_a_test_score_at_chance_is_flagged(
 def test_no_finished_trials():
     d = explain("s", [row(0, state="FAIL", reason="ValueError: x")], None)
     assert d.causes == [] and d.headline.startswith("No trial finished")
-    assert d.summary["collapse_rate"] is None
-    d.to_markdown()
-    assert np.isfinite(len(d.to_dict()["checked"]))
+    assert d.summary.collapse_rate is None
+    assert "No trial finished yet" in d.to_markdown() and "None of the causes checked applies." in d.to_markdown()
+    record = json.loads(json.dumps(d.to_dict()))  # the report logged to MLflow as diagnosis.json
+    assert set(record["checked"]) == {"capacity", "imbalance", "learning_rate", "gradients", "no_signal"}
+    assert record["checked"]["no_signal"] == "no completed trial to judge" and record["causes"] == []
 
 
 def test_a_small_validation_split_is_not_called_no_signal_when_the_test_set_or_data_show_signal():
     """ECG200-like: 20 validation sequences, so even 0.89 sits in the band of 60 looks; the test set
     (one look, 100 sequences) and the data check say there is signal."""
     small = [[12, 2], [1, 5]]
-    rows = [row(i) | {"epochs_run": 8} for i in range(8)]
+    rows = [row(i, epochs_run=8) for i in range(8)]
     band = noise_band(small, 64)
     assert band > 0.8
     test = [[50, 14], [10, 26]]
@@ -210,8 +215,8 @@ def test_a_small_validation_split_is_not_called_no_signal_when_the_test_set_or_d
 
 def test_trial_lines_and_run_descriptions_name_lstm_fcn_and_leave_the_stacked_lstm_as_it_was():
     from objectives.search_space import LstmParams
-    from sweep.cli import _short_params
-    from sweep.tracking import _describe
+    from objectives.search_space import describe as _describe
+    from objectives.search_space import short_params as _short_params
 
     fcn = LstmParams(units=8, layers=1, dropout=0.8, architecture="lstm_fcn")
     assert _short_params(fcn.to_dict()).endswith("lstm-fcn") and "conv=" not in _short_params(fcn.to_dict())

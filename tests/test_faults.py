@@ -139,7 +139,7 @@ def test_storage_calls_ride_out_a_cut_link_and_give_up_when_told_to(pg_url, monk
     from optuna.exceptions import StorageInternalError
     from sqlalchemy.engine import make_url
 
-    from sweep.study import open_storage
+    from sweep.storage import open_storage
 
     target = make_url(pg_url)
     with TcpProxy(target.host, target.port or 5432) as proxy:

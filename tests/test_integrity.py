@@ -58,7 +58,7 @@ def test_the_champion_is_the_best_trials_recorded_version_and_digest():
 
 
 # -- the real registry (SQLite store, no TensorFlow) -------------------------------------------------
-import mlflow
+import mlflow  # noqa: E402 - this half of the file needs MLflow, the first half does not
 
 
 class Echo(mlflow.pyfunc.PythonModel):
@@ -70,7 +70,7 @@ def _register(tracker, number: int) -> str:
     """Log a tiny pyfunc model in a trial run and register it the way a sweep does; returns its version."""
     with mlflow.start_run(experiment_id=tracker.experiment_id):
         info = mlflow.pyfunc.log_model(name="model", python_model=Echo())
-        version = tracker.crown(info.model_uri, model_id=info.model_id, trial_number=number, score=0.5 + number,
+        version = tracker.registry.crown(info.model_uri, model_id=info.model_id, trial_number=number, score=0.5 + number,
                                 val_loss=None)
     return str(version)
 
@@ -91,7 +91,7 @@ def registered(tmp_path, monkeypatch):
     dist = {"units": optuna.distributions.IntDistribution(8, 64)}
     study.add_trial(optuna.trial.create_trial(
         value=0.9, params={"units": 16}, distributions=dist,
-        user_attrs={"model_version": version, "model_digest": tracker.model_digest(version)}))
+        user_attrs={"model_version": version, "model_digest": tracker.registry.model_digest(version, tracker.tracking_uri)}))
     np.savez(tmp_path / "d.npz", X=np.zeros((4, 3, 1), np.float32))
     return tracker, study, uri, storage
 

@@ -369,7 +369,8 @@ def test_gpu_overlay_gives_each_worker_one_gpu() -> None:
     job = gpu_workers()
     (worker,) = pod_spec(job)["containers"]
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert worker["resources"]["limits"]["cpu"] == pod_spec(BY_NAME[("Job", "sweep-workers")])["containers"][0]["resources"]["limits"]["cpu"]
+    job = pod_spec(BY_NAME[("Job", "sweep-workers")])["containers"][0]
+    assert worker["resources"]["limits"]["cpu"] == job["resources"]["limits"]["cpu"]
     assert any(t["key"] == "nvidia.com/gpu" for t in pod_spec(job)["tolerations"])
 
 

@@ -291,7 +291,7 @@ def test_rank_key_orders_by_score_then_by_lower_validation_loss():
 def test_best_trial_breaks_ties_in_value_by_validation_loss_then_by_who_finished_first():
     import optuna
 
-    from sweep.study import best_trial
+    from sweep.ranking import best_trial
 
     study = optuna.create_study(direction="maximize")
     for value, loss in [(0.981, 0.30), (0.981, 0.12), (0.95, 0.01), (0.981, 0.12), (0.981, None)]:

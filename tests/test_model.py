@@ -66,7 +66,7 @@ def test_lstm_fcn_trains_saves_and_reloads_through_the_pyfunc_to_the_same_predic
 
     import mlflow
 
-    from sweep.tracking import PYFUNC_MODEL_CODE
+    from sweep.trial_run import PYFUNC_MODEL_CODE
 
     x, y = X[:, :64, :features], Y
     training = _train(params, X_train=x, y_train=y, mean=np.zeros(features, "float32"),

@@ -110,7 +110,7 @@ def test_clients_need_the_password(deployed_pgbouncer, pg_url):
 def test_sweep_storage_works_through_its_transaction_pooling(deployed_pgbouncer, pg_url, monkeypatch):
     import optuna
 
-    from sweep.study import open_storage
+    from sweep.storage import open_storage
 
     port, user, password, _, _ = deployed_pgbouncer
     # As the workers connect: no password in the URL, PGPASSWORD in the environment.

@@ -26,16 +26,15 @@ def test_sync_champion_moves_the_alias_to_the_best_trials_version(tmp_path: Path
                                     tags={"sweep.trial_number": str(number)})
     client.set_registered_model_alias("s", CHAMPION, "2")
 
-    tracker.sync_champion({"number": 0, "model_uri": "models:/m-0"})
+    tracker.registry.sync_champion(0)
     assert str(client.get_model_version_by_alias("s", CHAMPION).version) == "1"
-    tracker.sync_champion({"number": 0, "model_uri": "models:/m-0"})  # already right: nothing changes
+    tracker.registry.sync_champion(0)  # already right: nothing changes
     assert client.get_model_version_by_alias("s", CHAMPION).tags["sweep.trial_number"] == "0"
-    tracker.sync_champion({"number": 7, "model_uri": None})  # a trial without a logged model: left alone
+    tracker.registry.sync_champion(7, model_uri=None)  # a trial without a logged model: left alone
     assert str(client.get_model_version_by_alias("s", CHAMPION).version) == "1"
     # the re-training chose a trial whose model was logged but never registered: registered now
     run = client.create_run(tracker.experiment_id)
-    tracker.sync_champion({"number": 5, "model_uri": f"runs:/{run.info.run_id}/model",
-                           "mlflow_run_id": run.info.run_id, "value": 0.8})
+    tracker.registry.sync_champion(5, model_uri=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id, score=0.8)
     champion = client.get_model_version_by_alias("s", CHAMPION)
     assert champion.tags["sweep.trial_number"] == "5" and str(champion.version) == "3"
     assert client.get_registered_model("s").tags["sweep.champion_trial"] == "5"
@@ -47,7 +46,7 @@ def test_crown_moves_the_champion_to_a_tied_score_only_with_a_lower_validation_l
 
     def crown(number: int, score: float, loss: float | None) -> str:
         run = client.create_run(tracker.experiment_id)
-        tracker.crown(f"runs:/{run.info.run_id}/model", model_id=None, trial_number=number, score=score, val_loss=loss)
+        tracker.registry.crown(f"runs:/{run.info.run_id}/model", model_id=None, trial_number=number, score=score, val_loss=loss)
         return client.get_model_version_by_alias("s", CHAMPION).tags["sweep.trial_number"]
 
     assert crown(0, 0.90, 0.40) == "0"

@@ -71,16 +71,17 @@ def _study_with(values):
 def test_best_summary_reports_the_chosen_configuration_while_the_winner_it_was_made_against_stands():
     import optuna
 
-    from sweep.study import best_summary, best_trial, champion_trial
+    from sweep.ranking import best_trial, champion_trial
+    from sweep.records import best_of
 
     study = _study_with([0.90, 0.85, 0.80])
-    assert best_summary(study)["number"] == 0 and best_summary(study)["selection"] is None
+    assert best_of(study).to_dict()["number"] == 0 and best_of(study).to_dict()["selection"] is None
     choice = choose_champion([entry(0, [0.70, 0.72]), entry(1, [0.86, 0.88])], search_winner=0)
     study.set_user_attr("champion", choice.to_dict())
-    summary = best_summary(study)
+    summary = best_of(study).to_dict()
     assert summary["number"] == 1 and summary["model_uri"] == "models:/m-1" and summary["selection"]["switched"]
     assert champion_trial(study)[0].number == 1 and best_trial(study).number == 0
     # a new search winner voids the old choice until the re-training has looked at it
     study.add_trial(optuna.trial.create_trial(value=0.95, params={}, distributions={},
                                               user_attrs={"result": {"val_loss": 0.4}}))
-    assert best_summary(study)["number"] == 3 and best_summary(study)["selection"] is None
+    assert best_of(study).to_dict()["number"] == 3 and best_of(study).to_dict()["selection"] is None

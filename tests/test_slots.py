@@ -14,7 +14,9 @@ import pytest
 from optuna.trial import TrialState, create_trial
 from optuna.distributions import FloatDistribution
 
-from sweep.study import SURPLUS, open_storage, run_trials, slot_is_free, trial_rows
+from sweep.records import trial_records
+from sweep.loop import SURPLUS, run_trials, slot_is_free
+from sweep.storage import open_storage
 
 DIST = {"x": FloatDistribution(0.0, 1.0)}
 
@@ -86,14 +88,14 @@ def test_a_dead_workers_trial_is_reaped_and_retried_with_its_parameters(study):
     assert trials[dead.number].state == TrialState.FAIL
     retry = next(t for t in trials if t.system_attrs.get("failed_trial") == dead.number)
     assert retry.state == TrialState.COMPLETE and retry.params == {"x": x}
-    rows = {r["number"]: r for r in trial_rows(study)}
-    assert rows[dead.number]["reason"] == f"no heartbeat: its worker died; retried as trial {retry.number}"
-    assert rows[retry.number]["retry_of"] == dead.number
+    records = {r.number: r for r in trial_records(study)}
+    assert records[dead.number].reason == f"no heartbeat: its worker died; retried as trial {retry.number}"
+    assert records[retry.number].retry_of == dead.number
 
 
 def test_a_surplus_trial_never_reaches_the_objective_and_is_not_a_failure(study, monkeypatch):
     """Simulate losing the race for the last slot: the guard's count already sees N live trials."""
-    import sweep.study as study_mod
+    import sweep.loop as study_mod
 
     _complete(study, 1)
     calls: list[int] = []
@@ -109,7 +111,7 @@ def test_a_surplus_trial_never_reaches_the_objective_and_is_not_a_failure(study,
     surplus = [t for t in study.get_trials() if t.user_attrs.get("fail_reason") == SURPLUS]
     assert len(surplus) == 3 and all(t.state == TrialState.FAIL for t in surplus)
     assert calls == [4] and _states(study).count("COMPLETE") == 2
-    assert all(r["surplus"] for r in trial_rows(study) if r["number"] in {t.number for t in surplus})
+    assert all(r.surplus for r in trial_records(study) if r.number in {t.number for t in surplus})
 
 
 def test_storage_timing_counts_calls_and_changes_no_result(tmp_path):
@@ -121,7 +123,7 @@ def test_storage_timing_counts_calls_and_changes_no_result(tmp_path):
 
     code = (
         "import optuna\n"
-        "from sweep.study import open_storage, run_trials\n"
+        "from sweep.loop import run_trials\nfrom sweep.storage import open_storage\n"
         f"s = optuna.create_study(study_name='t', storage=open_storage('sqlite:///{tmp_path}/t.db'), direction='maximize')\n"
         "run_trials(s, lambda t: t.suggest_float('x', 0, 1), n_trials=3)\n"
         "print(len(s.trials), s.best_trial.number, s.best_value == max(t.value for t in s.trials))\n"
@@ -140,7 +142,7 @@ def test_storage_timing_counts_calls_and_changes_no_result(tmp_path):
 def test_diverged_trials_do_not_stop_the_search_but_endless_divergence_does(study):
     """A NaN loss fails the trial with reason nan_loss; the search goes on past 3 of them."""
     from sweep.errors import StudyError
-    from sweep.study import MAX_CONSECUTIVE_DIVERGED
+    from sweep.loop import MAX_CONSECUTIVE_DIVERGED
 
     plan = iter([True] * 5 + [False] * 2)
 
