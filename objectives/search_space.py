@@ -319,12 +319,12 @@ KNOBS: tuple[Knob, ...] = (
     Knob("class_weight", "cw"),
     Knob("batch_size", "bs"),
     Knob("clipnorm", "clip"),
-    Knob("lr_schedule", "lrs", switch=True),  # shown where it is not the recipe's "plateau"
     Knob("architecture", "", lambda v: str(v).replace("_", "-"), switch=True),  # shown as "lstm-fcn"
     Knob("conv_filters", "conv", switch=True),
     Knob("bidirectional", "bi", switch=True),
     Knob("pooling", "pool", switch=True),
     Knob("masking", "mask", switch=True),
+    Knob("lr_schedule", "", switch=True),  # shown as "cosine" where it is not the recipe's "plateau"
 )
 # The order Optuna is asked in (it decides which random draw goes to which parameter: keep it, or
 # seeded studies propose other trials). Some are asked only where they can matter (asked_params).
