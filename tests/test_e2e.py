@@ -298,7 +298,7 @@ def test_a_study_forced_to_collapse_stops_its_trials_early_as_pruned_collapse(tm
     result = run_sweep_cli("run", str(data), "--study", "col", "--config", str(config), "--n-trials", "2",
                            "--epochs", "8", "--patience", "8", "--pruner", "none", *_stores(tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "collapse" in result.stdout and "sweep diagnose --study=col" in result.stdout
+    assert "collapse" in result.stdout and "sweep diagnose --study col" in result.stdout
     trials = _trials(tmp_path, "col")
     assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
     for t in trials:
