@@ -154,7 +154,7 @@ def create_study(url: str, n_trials: int) -> None:
     cfg = SweepConfig(study=STUDY, storage=url, n_trials=n_trials)
     storage = open_storage(url, heartbeat=False)
     identity = {"data_path": "-", "data_fingerprint": "many-workers-benchmark", "settings": cfg.identity()}
-    create_or_resume(cfg, name=STUDY, storage=storage, identity=identity, first_trial=baseline_params(cfg.space))
+    create_or_resume(cfg, name=STUDY, storage=storage, identity=identity, first_trials=[baseline_params(cfg.space)])
     storage.engine.dispose()
 
 

@@ -127,7 +127,8 @@ def run(
                      "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD):\n"
                      f"  SWEEP_STORAGE={shlex.quote(mask_url(cfg.storage))} "
                      f"MLFLOW_TRACKING_URI={shlex.quote(mask_url(opened.tracker.tracking_uri))} "
-                     f"sweep worker --data {shlex.quote(str(Path(prep.data.source).resolve()))} -- {shlex.quote(prep.name)}"))
+                     f"sweep worker {_worker_args(prep.name, str(Path(prep.data.source).resolve()))}"),
+                  soft_wrap=True)  # one line the user can copy, however narrow the terminal
         return
     from sweep.runner import start_clock
 
@@ -137,6 +138,13 @@ def run(
         return
     result = display.run_with_progress(opened, cfg.workers, _execute)
     display.print_summary(result, prep)
+
+
+def _worker_args(name: str, data: str) -> str:
+    """``STUDY --data PATH`` for the ``sweep worker`` hint; a name like an option goes last, after ``--``."""
+    if name.startswith("-"):
+        return f"--data {shlex.quote(data)} -- {shlex.quote(name)}"
+    return f"{shlex.quote(name)} --data {shlex.quote(data)}"
 
 
 def _execute(opened: Any, workers: int, **callbacks: Any) -> Any:

@@ -366,12 +366,12 @@ def test_every_container_has_requests_and_limits() -> None:
 
 
 def test_gpu_overlay_gives_each_worker_one_gpu() -> None:
-    job = gpu_workers()
-    (worker,) = pod_spec(job)["containers"]
+    gpu_pod = pod_spec(gpu_workers())
+    (worker,) = gpu_pod["containers"]
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
-    job = pod_spec(BY_NAME[("Job", "sweep-workers")])["containers"][0]
-    assert worker["resources"]["limits"]["cpu"] == job["resources"]["limits"]["cpu"]
-    assert any(t["key"] == "nvidia.com/gpu" for t in pod_spec(job)["tolerations"])
+    cpu_worker = pod_spec(BY_NAME[("Job", "sweep-workers")])["containers"][0]
+    assert worker["resources"]["limits"]["cpu"] == cpu_worker["resources"]["limits"]["cpu"]
+    assert any(t["key"] == "nvidia.com/gpu" for t in gpu_pod["tolerations"])
 
 
 def test_readme_creates_the_secrets_and_runs_the_stack() -> None:
