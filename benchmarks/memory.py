@@ -53,7 +53,8 @@ def tf_custom_gradients() -> int | None:
 
 def measure(trials: int, epochs: int) -> dict[str, Any]:
     from objectives.search_space import SearchSpace
-    from sweep.runner import prepare, run_sweep
+    from sweep.prepared import prepare
+    from sweep.runner import run_sweep
 
     marks = sorted({m for m in MARKS if m <= trials} | {trials} | ({1} if trials < MARKS[0] else set()))
     samples: list[dict[str, Any]] = []

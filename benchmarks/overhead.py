@@ -67,7 +67,8 @@ def measure(trials: int, epochs: int) -> dict[str, Any]:
     import optuna
 
     from objectives.objective import Objective
-    from sweep.runner import prepare, run_sweep
+    from sweep.prepared import prepare
+    from sweep.runner import run_sweep
 
     n_study = trials + 1  # + one warm-up trial per side
     with _common.scratch("bench-overhead-") as tmp:

@@ -47,7 +47,9 @@ def run(
     """
     from sweep.budget import process_started
     from sweep.config import resolve_config
-    from sweep.runner import open_sweep, prepare, run_opened, start_clock
+    from sweep.clock import start_clock
+    from sweep.prepared import prepare
+    from sweep.runner import open_sweep, run_opened
 
     started = process_started()  # a budget's start-up allowance counts from here
     cfg = resolve_config(config_file=config, flags=settings)

@@ -104,7 +104,8 @@ def run(
         baseline=baseline, adjust_decision=adjust_decision, retrain_top=retrain_top,
         retrain_seeds=retrain_seeds,
     ))
-    from sweep.runner import open_sweep, prepare
+    from sweep.prepared import prepare
+    from sweep.runner import open_sweep
 
     if cfg.budget is not None and create_only:
         raise SweepError("--budget times this command's own work, and --create-only runs none; "
@@ -130,7 +131,7 @@ def run(
                      f"sweep worker {_worker_args(prep.name, str(Path(prep.data.source).resolve()))}"),
                   soft_wrap=True)  # one line the user can copy, however narrow the terminal
         return
-    from sweep.runner import start_clock
+    from sweep.clock import start_clock
 
     start_clock(opened, started=started, workers=cfg.workers)
     if quiet:
@@ -170,7 +171,7 @@ def worker(
     """Join an existing study from any machine and run trials until it holds its N finished trials."""
     if threads is not None and threads < 1:
         raise SweepError(f"--threads must be an integer >= 1, got {threads}")
-    from sweep.runner import join
+    from sweep.join import join
 
     opened = join(study, storage, data_path=data, tracking_uri=tracking_uri, threads=threads)
     if quiet:
@@ -313,7 +314,7 @@ def sync(
                                                help="MLflow tracking URI (default: the one the study was started with)."),
 ) -> None:
     """Log to MLflow every trial of a study it does not hold yet (after an MLflow outage)."""
-    from sweep.runner import sync_study
+    from sweep.sync import sync_study
 
     result = sync_study(study, storage, tracking_uri=tracking_uri)
     logged = f"logged {len(result.logged)} trial(s) from the Optuna study ({', '.join(map(str, result.logged))})" \

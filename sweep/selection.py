@@ -2,7 +2,7 @@
 another one holds up better by more than the seeds' spread. Pure: plain numbers in, a decision out.
 
 On a small validation split (ECG200: 20 sequences) the best of many one-seed scores is mostly luck.
-The top-k re-training (``sweep.runner.retrain_top``) trains each top configuration again with other
+The top-k re-training (``sweep.retrain.retrain_top``) trains each top configuration again with other
 seeds; its means are free of the search's selection, but they are noisy too: a difference smaller
 than the seeds' own spread is not evidence. So the winner is replaced only by a configuration whose
 re-trained mean validation balanced accuracy beats the winner's by more than

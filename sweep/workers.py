@@ -25,7 +25,10 @@ from sweep import gpus
 from sweep.errors import StudyError
 from sweep.budget import STARTUP_SECONDS
 from sweep.records import SURPLUS, BestTrial, RetrainEntry, TrialRecord, best_of, trial_records
-from sweep.runner import READY_DIR, OpenSweep, SweepResult, _result, finish, retrain_top, set_deadline
+from sweep.clock import READY_DIR, set_deadline
+from sweep.prepared import OpenSweep
+from sweep.retrain import retrain_top
+from sweep.runner import SweepResult, finish, sweep_result
 from sweep.loop import count_finished
 
 POLL_SECONDS = 2.0  # progress polling; each poll reads the study (~20 ms of database work)
@@ -119,7 +122,7 @@ def run_workers(
         ready.cleanup()
         records, best = finish(opened, status=status)
     ran = sum(1 for r in records if r.number in seen - before and not r.surplus)
-    return _result(opened, ran=ran, records=records, best=best)
+    return sweep_result(opened, ran=ran, records=records, best=best)
 
 
 def _start_clock_when_ready(opened: OpenSweep, procs: list[subprocess.Popen], ready: Path) -> None:

@@ -364,7 +364,7 @@ def test_a_password_in_a_bad_storage_url_is_masked(in_process_outcomes, case):
 def test_missing_sqlite_folder_is_checked_while_preparing(tmp_path):
     from sweep.config import resolve_config
     from sweep.errors import StorageError
-    from sweep.runner import prepare
+    from sweep.prepared import prepare
 
     data = _tiny_npz(tmp_path / "d.npz")
     cfg = resolve_config(flags={"storage": f"sqlite:///{tmp_path}/no/such/dir/x.db"})

@@ -1,0 +1,94 @@
+"""The top-k re-training at a sweep's end, and the choice of the configuration that ships
+(:mod:`sweep.selection`'s margin rule over the re-training's seeds)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from objectives.records import RetrainRun
+from sweep import ranking
+from sweep.prepared import OpenSweep, make_objective
+from sweep.records import RetrainEntry, record_of, stored_retraining
+
+_logger = logging.getLogger(__name__)
+
+
+def retrain_top(
+    opened: OpenSweep, *, on_retrain: Callable[[RetrainEntry | None], None] | None = None,
+) -> list[RetrainEntry]:
+    """Train the study's top-k complete configurations again with other seeds (the user's own
+    process only, once the study holds its N trials); stored on the study as ``retrained``.
+
+    Each entry: the trial, its search score, and per seed the validation and test balanced
+    accuracy (``runs``), with their mean and standard deviation. Done once per set of top trials
+    and seeds: resuming a finished study does not train them again. ``on_retrain`` hears None
+    when the re-training starts, then each entry as it is done.
+    """
+    cfg, study = opened.prep.cfg, opened.study
+    if not opened.lead or cfg.retrain_top <= 0 or not opened.search_done():
+        return []
+    top = ranking.top_trials(study, cfg.retrain_top)
+    if not top:
+        return []
+    key = {"trials": [t.number for t in top], "seeds": cfg.retrain_seeds}
+    stored = study.user_attrs.get("retrained")
+    if stored and stored.get("key") == key:
+        entries = stored_retraining(study) or []
+        _select(opened, entries)
+        return entries
+
+    from objectives import model as lstm
+    from objectives.search_space import LstmParams
+
+    if on_retrain is not None:
+        on_retrain(None)  # starting
+    lstm.configure_threads(cfg.threads)
+    objective = make_objective(opened.prep)
+    deadline = opened.deadline
+    runs: dict[int, list[RetrainRun]] = {t.number: [] for t in top}
+    skipped = 0
+    # Without a time budget the order does not matter. With one, configuration by configuration from
+    # the search's winner down: the margin rule compares the winner with challengers that have two or
+    # more runs each, so when time runs short the top ones are complete and the last ones are skipped.
+    for trial in top:
+        for i in range(cfg.retrain_seeds):
+            if deadline is not None:
+                expected = float(record_of(trial).result.train_seconds or 0.0)
+                if deadline.retrain_left() < max(1.0, expected):
+                    skipped += 1
+                    continue
+            runs[trial.number].append(objective.train_once(
+                LstmParams(**trial.params), seed=cfg.seed + 10_000 * (i + 1) + trial.number,
+                stop_at=deadline.retrain_ends_at if deadline else None))
+    if skipped:
+        _logger.warning("time budget: %d of %d re-training runs did not fit and were skipped", skipped,
+                        len(top) * cfg.retrain_seeds)
+    results = []
+    for rank, trial in enumerate(top, start=1):
+        entry = RetrainEntry(rank=rank, trial=trial.number, params=dict(trial.params), search_value=trial.value,
+                             search_val_balanced_accuracy=record_of(trial).val_balanced_accuracy,
+                             runs=runs[trial.number])
+        results.append(entry)
+        if on_retrain is not None:
+            on_retrain(entry)
+    study.set_user_attr("retrained", {"key": key, "results": [e.to_dict() for e in results]})
+    _select(opened, results)
+    return results
+
+
+def _select(opened: OpenSweep, results: list[RetrainEntry]) -> None:
+    """Choose the configuration that ships (sweep.selection's margin rule) and store it on the study
+    as ``champion``; :func:`sweep.records.best_of` (the summary, `sweep best`, the registry alias)
+    then reports that trial."""
+    from sweep.selection import choose_champion, validation_step
+
+    winner = ranking.best_trial(opened.study)
+    if winner is None:
+        return
+    split = opened.prep.split
+    counts = [int((split.y_val == c).sum()) for c in range(opened.prep.data.n_classes)]
+    choice = choose_champion([e.to_dict() for e in results], search_winner=winner.number,
+                             step=validation_step(counts))
+    opened.study.set_user_attr("champion", choice.to_dict())
+    _logger.info("%s", choice.reason)
