@@ -38,6 +38,9 @@ def _version(dist: str) -> str | None:
         return None
 
 
+from _servers import postgres_database  # noqa: E402,F401 - the benchmarks reach it as _common.postgres_database
+
+
 def load_average() -> list[float]:
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -106,27 +109,6 @@ def sweep_config(folder: Path, *, space: Any, **flags: Any) -> Any:
         **flags,
     })
     return dataclasses.replace(cfg, space=space)
-
-
-@contextlib.contextmanager
-def postgres_database(base: str | None = None) -> Iterator[str]:
-    """A new PostgreSQL database on the server of ``base`` (default: SWEEP_TEST_POSTGRES_URL, else the
-    local server's database ``test``), dropped afterwards; yields its SQLAlchemy URL."""
-    import uuid
-
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    base = base or os.environ.get("SWEEP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    conninfo = make_url(base).set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"sweep_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(base).set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # -- process facts --------------------------------------------------------------------------------

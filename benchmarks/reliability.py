@@ -26,19 +26,17 @@ scenario gets new databases, dropped afterwards. Writes benchmarks/results/relia
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import _common  # noqa: F401 - sets TensorFlow's environment and sys.path first
 from _common import REPO, print_table, scratch, write_result
+from _servers import mlflow_server, postgres_databases
 
 sys.path.insert(0, str(REPO / "tests"))
 from faults import TcpProxy
@@ -47,75 +45,10 @@ PG = os.environ.get("SWEEP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@12
 SWEEP = str(Path(sys.executable).parent / "sweep")
 
 
-@contextlib.contextmanager
-def databases(count: int) -> Iterator[list[str]]:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    base = make_url(PG)
-    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    names = [f"sweep_rel_{uuid.uuid4().hex[:10]}" for _ in range(count)]
-    with psycopg.connect(admin, autocommit=True) as conn:
-        for name in names:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield [base.set(drivername="postgresql+psycopg", database=n).render_as_string(hide_password=False) for n in names]
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            for name in names:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def via(url: str, proxy: TcpProxy) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def mlflow_server(backend: str, folder: Path) -> Iterator[str]:
-    import urllib.request
-
-    port = free_port()
-    log = (folder / "mlflow-server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", backend, "--artifacts-destination", str(folder / "server-artifacts"), "--serve-artifacts"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            # Its first API answer (not /health): the REST API is up, tables and all.
-            with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise RuntimeError((folder / "mlflow-server.log").read_text()[-2000:])
-        time.sleep(0.5)
-    try:
-        yield url
-    finally:
-        import signal
-
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 def finished_count(storage: str, name: str) -> int:
@@ -229,7 +162,7 @@ def main() -> None:
                 continue
             work = folder / label.split()[0]
             work.mkdir()
-            with databases(2) as (optuna_db, mlflow_db), \
+            with postgres_databases(2, base=PG, prefix="sweep_rel") as (optuna_db, mlflow_db), \
                     TcpProxy(pg.host or "127.0.0.1", pg.port or 5432) as optuna_proxy:
                 if label.startswith("tracking"):
                     with TcpProxy(pg.host or "127.0.0.1", pg.port or 5432) as tracking_proxy:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import _servers  # noqa: E402 - real servers on loopback, shared with the benchmarks
+from _servers import free_port  # noqa: E402,F401 - tests import it from here
+
 
 @pytest.fixture
 def tiny_signal(tmp_path: Path) -> Path:
@@ -36,71 +42,16 @@ def tiny_csv(tmp_path: Path) -> tuple[Path, Path]:
 def pg_url() -> str:
     """A fresh PostgreSQL database of its own (dropped afterwards); skips only if SWEEP_TEST_POSTGRES_URL is unset."""
     import os
-    import uuid
 
     url = os.environ.get("SWEEP_TEST_POSTGRES_URL")
     if not url:
         pytest.skip("SWEEP_TEST_POSTGRES_URL is not set")
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    db = f"sweep_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{db}"')
-    try:
-        yield make_url(url).set(drivername="postgresql+psycopg", database=db).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    with _servers.postgres_database(url, prefix="sweep_test") as db:
+        yield db
 
 
 @pytest.fixture
 def mlflow_server(tmp_path: Path):
     """A real `mlflow server` on 127.0.0.1 with proxied artifacts (SQLite backend); yields its URL."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    port = free_port()
-    store, artifacts = tmp_path / "server-mlflow.db", tmp_path / "server-artifacts"
-    log = (tmp_path / "mlflow-server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{store}", "--artifacts-destination", str(artifacts), "--serve-artifacts"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise RuntimeError(f"mlflow server did not start: {(tmp_path / 'mlflow-server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
-    try:
+    with _servers.mlflow_server(f"sqlite:///{tmp_path / 'server-mlflow.db'}", tmp_path, start_timeout=90) as url:
         yield url
-    finally:
-        import os
-        import signal
-
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
