@@ -93,27 +93,9 @@ def cheap_objective(space: Any, *, seconds: float, epochs: int) -> Any:
 
 def instrument(storage: Any, samples: list[tuple[str, float]]) -> None:
     """Time every call into ``storage`` (outermost calls only), appending ``(method, seconds)``."""
-    import functools
+    from sweep.storage_timing import instrument as time_calls
 
-    local = threading.local()
-
-    def timed(fn: Any) -> Any:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kw: Any) -> Any:
-            depth = getattr(local, "depth", 0)
-            local.depth = depth + 1
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kw)
-            finally:
-                local.depth = depth
-                if not depth and fn.__name__ not in NOT_CALLS:
-                    samples.append((fn.__name__, time.perf_counter() - t0))
-        return wrapper
-
-    for name in dir(type(storage)):
-        if not name.startswith("__") and callable(getattr(storage, name, None)):
-            setattr(storage, name, timed(getattr(storage, name)))
+    time_calls(storage, lambda name, seconds: None if name in NOT_CALLS else samples.append((name, seconds)))
 
 
 def worker_main(url: str, n_trials: int, folder: str, seconds: float, epochs: int, env: dict[str, str]) -> None:
