@@ -192,34 +192,30 @@ def _check_order(name: str, low: Any, high: Any, limits: tuple[Any, Any]) -> Non
         raise ConfigError(f"{name}: [{low}, {high}] is outside the allowed [{limits[0]}, {limits[1]}]")
 
 
+# Knobs whose choices are names from a fixed list: (what the error calls one, the allowed names).
+_NAMED_CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "class_weight": ("strategy", CLASS_WEIGHT_STRATEGIES),
+    "pooling": ("pooling", POOLINGS),
+    "architecture": ("architecture", ARCHITECTURES),
+    "lr_schedule": ("schedule", LR_SCHEDULES),
+}
+
+
 def _choices(name: str, key: str, value: Any) -> tuple[Any, ...]:
     if not isinstance(value, list) or not value:
         raise ConfigError(f"{name}: expected a non-empty list of choices, got {value!r}")
     if len(set(value)) != len(value):
         raise ConfigError(f"{name}: {value} lists a choice twice; remove the duplicate")
-    if key == "class_weight":
-        bad = [v for v in value if v not in CLASS_WEIGHT_STRATEGIES]
+    named = _NAMED_CHOICES.get(key)
+    if named is not None:
+        what, allowed = named
+        bad = [v for v in value if v not in allowed]
         if bad:
-            raise ConfigError(f"{name}: unknown strategy {bad[0]!r}; choose from {', '.join(CLASS_WEIGHT_STRATEGIES)}")
+            raise ConfigError(f"{name}: unknown {what} {bad[0]!r}; choose from {', '.join(allowed)}")
         return tuple(value)
     if key in ("bidirectional", "masking"):
         if any(not isinstance(v, bool) for v in value):
             raise ConfigError(f"{name}: expected a list of true/false, got {value}")
-        return tuple(value)
-    if key == "pooling":
-        bad = [v for v in value if v not in POOLINGS]
-        if bad:
-            raise ConfigError(f"{name}: unknown pooling {bad[0]!r}; choose from {', '.join(POOLINGS)}")
-        return tuple(value)
-    if key == "architecture":
-        bad = [v for v in value if v not in ARCHITECTURES]
-        if bad:
-            raise ConfigError(f"{name}: unknown architecture {bad[0]!r}; choose from {', '.join(ARCHITECTURES)}")
-        return tuple(value)
-    if key == "lr_schedule":
-        bad = [v for v in value if v not in LR_SCHEDULES]
-        if bad:
-            raise ConfigError(f"{name}: unknown schedule {bad[0]!r}; choose from {', '.join(LR_SCHEDULES)}")
         return tuple(value)
     if key == "conv_filters":
         low, high = CONV_FILTERS_LIMITS

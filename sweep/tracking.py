@@ -187,29 +187,24 @@ class MlflowTracker:
 
     def attach(self, parent_run_id: str) -> None:
         """Use the study's parent run as it is (``sweep sync``): no status change."""
-        try:
-            run = self.client.get_run(parent_run_id)
-        except Exception as exc:  # noqa: BLE001 - store/HTTP errors vary
-            raise SweepError(
-                f"cannot find the study's MLflow run {parent_run_id} in {self.tracking_uri}: "
-                f"{redact(first_line(exc))[:200]}; pass the --tracking-uri the study was started with"
-            ) from None
-        self.experiment_id = run.info.experiment_id
-        self.parent_run_id = parent_run_id
+        self._attach(parent_run_id)
 
     def parent_status(self) -> str | None:
         return self.client.get_run(self.parent_run_id).info.status if self.parent_run_id else None
 
     def join_sweep(self, parent_run_id: str) -> None:
         """Log this worker's trials under a parent run another process created (``sweep worker``)."""
+        self._attach(parent_run_id, running=True)
+
+    def _attach(self, parent_run_id: str, *, running: bool = False) -> None:
         try:
             run = self.client.get_run(parent_run_id)
-            if run.info.status != "RUNNING":
+            if running and run.info.status != "RUNNING":
                 self.client.update_run(parent_run_id, status="RUNNING")
         except Exception as exc:  # noqa: BLE001 - store/HTTP errors vary
             raise SweepError(
                 f"cannot find the study's MLflow run {parent_run_id} in {mask_url(self.tracking_uri)}: "
-                f"{redact(first_line(exc))}; pass the --tracking-uri the study was started with"
+                f"{redact(first_line(exc))[:200]}; pass the --tracking-uri the study was started with"
             ) from None
         self.experiment_id = run.info.experiment_id
         self.parent_run_id = parent_run_id
