@@ -450,7 +450,7 @@ def test_rich_markup_in_study_names_and_labels_is_printed_as_text(tmp_path):
     r = _sweep_env("run", "d.npz", "--study", "[bold]x", "--create-only", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "[bold]x" in r.stdout and "[/]a: 30, [bold]b: 10" in r.stdout and "Traceback" not in r.stderr
-    assert "-- '[bold]x'" in r.stdout  # the worker hint is a runnable command line
+    assert "sweep worker '[bold]x' --data" in r.stdout  # the worker hint is a runnable command line
     r = _sweep_env("status", "[bold]x", cwd=tmp_path)
     assert r.returncode == 0 and "study [bold]x:" in r.stdout, r.stderr
     r = _sweep_env("diagnose", "d.npz", cwd=tmp_path)
