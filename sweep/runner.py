@@ -209,7 +209,7 @@ def importances(study: Any) -> dict[str, float] | None:
     try:
         with warnings.catch_warnings():  # e.g. "importances will be equal" when every trial scores alike
             warnings.simplefilter("ignore")
-            return {k: float(v) for k, v in optuna.importance.get_paramimportances(study).items()}
+            return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
     except (RuntimeError, ValueError) as exc:  # e.g. a parameter with a single value everywhere
         _logger.warning("no parameter importances: %s", exc)
         return None

@@ -389,7 +389,7 @@ def test_mlflow_down_until_the_end_exits_0_and_sweep_sync_logs_the_rest(tmp_path
         tracking = f"http://127.0.0.1:{proxy.port}"
         cmd = [SWEEP, "run", str(tiny_signal), "--study", "away", "--n-trials", "2", *TINY, "--storage", storage,
                "--tracking-uri", tracking]
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=clean_env(SWEEP_MLFLOW_CATCHUP_SECONDS="2"),
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=clean_env(SWEEP_MLFLOW_CATCHUP_SECONDS="2", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="0"),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         out: dict[str, str] = {}
         reader = threading.Thread(target=lambda: out.update(zip(("stdout", "stderr"), proc.communicate(timeout=400))))
