@@ -55,3 +55,9 @@ def mlflow_server(tmp_path: Path):
     """A real `mlflow server` on 127.0.0.1 with proxied artifacts (SQLite backend); yields its URL."""
     with _servers.mlflow_server(f"sqlite:///{tmp_path / 'server-mlflow.db'}", tmp_path, start_timeout=90) as url:
         yield url
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow (end-to-end) tests first, each group in file order: with two test processes the long
+    ones then overlap each other instead of one running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

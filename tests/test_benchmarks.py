@@ -194,3 +194,13 @@ def test_limit_checks_and_report(quality):
     assert "| A | 0.800 | 0.900 (2 s) | - | 0.880 ≥1-NN, within 0.03 of MR |" in report
     assert "| B | 0.700 | 0.750 (2 s) | 0.710 ≥1-NN, >0.03 below MR | 0.690 <1-NN, >0.03 below MR |" in report
     assert "| lstm_sweep | 1 of 2 | 1 of 2 | 0.785 | 0.750 | 0.825 |" in report
+
+
+def test_startup_benchmark_times_real_commands_on_its_demo_study(quality, tmp_path):
+    startup = importlib.import_module("startup")
+    storage = startup._make_study(tmp_path)
+    status = startup._time([startup.SWEEP, "status", "demo", "--storage", storage], cwd=tmp_path, repeat=2)
+    best = startup._time([startup.SWEEP, "best", "demo", "--storage", storage], cwd=tmp_path, repeat=2)
+    refused = startup._time([startup.SWEEP, "run", "no-such.npz", "--storage", storage], cwd=tmp_path, repeat=2)
+    assert (status["exit_code"], best["exit_code"], refused["exit_code"]) == (0, 0, 2)
+    assert status["runs"] == 1 and 0 < status["median_s"] <= status["max_s"]

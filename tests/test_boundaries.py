@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 SWEEP = Path(sys.executable).parent / "sweep"
@@ -89,13 +88,12 @@ def test_the_probe_notices_a_module_that_pulls_in_a_heavy_package(tmp_path):
         "pulls_keras imported ['keras']")
 
 
-def test_sweep_help_exits_0_in_under_3_seconds(tmp_path):
+def test_sweep_help_exits_0_and_lists_the_commands(tmp_path):
+    # How fast it answers is a benchmark figure (benchmarks/startup.py), not a bound a busy machine
+    # can break; that it stays fast is the import checks above.
     assert SWEEP.exists(), f"console script not installed at {SWEEP}"
-    t0 = time.perf_counter()
     result = subprocess.run([str(SWEEP), "--help"], cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=30)
-    elapsed = time.perf_counter() - t0
     assert result.returncode == 0, result.stderr
     for command in ("run", "worker", "diagnose", "status", "best", "studies", "export", "make-data", "ui"):
         assert command in result.stdout
-    assert elapsed < 3.0, f"sweep --help took {elapsed:.1f}s"
     assert list(tmp_path.iterdir()) == []
