@@ -170,7 +170,12 @@ class Objective:
         training = None
 
         study = getattr(trial, "study", None)
-        prunes = study is not None and not isinstance(study.pruner, optuna.pruners.NopPruner)
+        # A queued recipe (trial 0 / 1 of a new study) is the reference the search starts from: it
+        # trains to its cap or its patience. Asked at Hyperband's first rung (5 epochs), LSTM-FCN's
+        # recipe, whose cosine schedule is still at full rate then, was stopped for a stacked LSTM's
+        # quicker start. A recipe that collapses is still stopped.
+        recipe = bool(getattr(trial, "user_attrs", {}).get("baseline"))
+        prunes = study is not None and not recipe and not isinstance(study.pruner, optuna.pruners.NopPruner)
 
         warmup, min_epochs = self._warmup(params), self._min_epochs(params)
         watch = CollapseWatch(warmup=warmup, patience=self.collapse_patience, chance=1 / self.n_classes)
