@@ -4,7 +4,8 @@ Loading an MLflow pyfunc model runs its code, and anyone who can write to the tr
 register a model version or move the ``champion`` alias. So the sweep records, in the Optuna
 study (a store MLflow users cannot write), the registry version and a digest of the files of every
 model it registers; ``sweep predict`` and ``sweep serve`` load a champion only when the alias
-points at the study's best trial's version and the files hash to what was recorded.
+points at the version of the study's champion trial (the search's winner, or the one the top-k
+re-training chose) and the files hash to what was recorded.
 
 Pure standard library (the download itself is in :mod:`sweep.tracking`).
 """
@@ -66,16 +67,16 @@ def model_record(study: Any, number: int) -> dict[str, Any]:
 
 
 def champion_record(study: Any) -> ChampionRecord:
-    """The study's champion as the sweep recorded it: its best trial's registered version and digest.
+    """The study's champion as the sweep recorded it: the shipped trial's registered version and digest.
 
     Raises:
         ModelIntegrityError: the study has no registered champion, or none the sweep could verify.
     """
-    from sweep.ranking import best_trial
+    from sweep.ranking import champion_trial
     from sweep.records import record_of
 
     name = study.study_name
-    best = best_trial(study)
+    best, _ = champion_trial(study)  # the configuration that ships: the re-training may choose another
     if best is None:
         raise ModelIntegrityError(f"study {name!r} has no completed trial, so no champion model; run `sweep run` first")
     if record_of(best).collapsed:

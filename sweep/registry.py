@@ -61,24 +61,29 @@ class Registry:
             return tree_digest(_download_version(self.client, tracking_uri, self.study_name, version, Path(tmp)))
 
     def sync_champion(self, trial_number: int, *, model_uri: str | None = None, run_id: str | None = None,
-                      score: float | None = None) -> None:
+                      score: float | None = None) -> str | None:
         """At the sweep's end, point ``champion`` at the shipped trial's model: two workers that finish
         tied trials at the same moment may both have registered theirs (the first to register holds
         the alias, while the study's best is the first to finish); a trial the re-training chose
-        that was never a new best has its logged model (``model_uri``, ``run_id``) registered now."""
+        that was never a new best has its logged model (``model_uri``, ``run_id``) registered now.
+
+        Returns the version registered now (its digest is then still to be recorded in the study),
+        else None."""
         name, number = self.study_name, str(trial_number)
         versions = self.client.search_model_versions(f"name = '{name}'")
         mine = [v for v in versions if v.tags.get("sweep.trial_number") == number]
+        registered = None
         if not mine:
             # The re-training chose a configuration that was never a new best: register its model now.
             uri = model_uri
             if not uri:
-                return
+                return None
             model_id = uri.split("/", 1)[1] if uri.startswith("models:/m-") else None
             mine = [self.client.create_model_version(
                 name, uri, run_id=run_id, model_id=model_id,
                 tags={"sweep.trial_number": number, "sweep.val_score": repr(score),
                       "sweep.selected_by": "re-training (mean over seeds beyond their spread)"})]
+            registered = str(mine[0].version)
         version = str(max(mine, key=lambda v: int(v.version)).version)  # an int from SQL stores, a str over REST
         try:
             current = str(self.client.get_model_version_by_alias(name, CHAMPION).version)
@@ -86,6 +91,7 @@ class Registry:
             current = None
         if current != version:
             self.point_champion(version, trial_number)
+        return registered
 
     def point_champion(self, version: str | int, trial_number: int) -> None:
         self.client.set_registered_model_alias(self.study_name, CHAMPION, str(version))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
@@ -26,9 +26,11 @@ def log_report(
     client: MlflowClient, run_id: str, *, study_name: str, labels: list[Any], registry: Registry,
     records: list[TrialRecord], best: BestTrial | None, summary: CollapseSummary | None = None,
     importances: dict[str, float] | None = None, retrained: list[RetrainEntry] | None = None,
+    tracking_uri: str | None = None, record_model: Callable[[int, dict[str, str]], None] | None = None,
 ) -> None:
     """Log the optimization history, the collapse summary and the best trial on the parent run
-    ``run_id``; point the registry's champion at the shipped trial's model."""
+    ``run_id``; point the registry's champion at the shipped trial's model. A model registered now
+    (a configuration the re-training chose) has its version and digest told to ``record_model``."""
     fig = plots.history_figure(records, title=f"{study_name}: optimization history")
     client.log_figure(run_id, fig, "plots/optimization_history.png")
     done = [r for r in records if r.state in ("COMPLETE", "PRUNED")]
@@ -72,8 +74,12 @@ def log_report(
             metrics["collapse_rate"] = summary.collapse_rate
     if best is not None and best.model_uri and not best.result.collapsed:
         try:
-            registry.sync_champion(best.number, model_uri=best.model_uri, run_id=best.mlflow_run_id,
-                               score=best.value)
+            registered = registry.sync_champion(best.number, model_uri=best.model_uri, run_id=best.mlflow_run_id,
+                                                score=best.value)
+            if registered is not None and record_model is not None and tracking_uri is not None:
+                # What `sweep predict` and `sweep serve` check before they load the champion.
+                record_model(best.number, {"model_version": registered,
+                                           "model_digest": registry.model_digest(registered, tracking_uri)})
         except Exception as exc:  # noqa: BLE001 - a store without a registry must not fail the sweep
             _logger.warning("could not point the champion alias at trial %s: %s", best.number, redact(first_line(exc)))
     if best is not None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sweep.errors import StudyError
 from sweep.loop import count_finished
 from sweep.records import best_of, stored_retraining, trial_records
-from sweep.runner import importances
+from sweep.runner import importances, link_models
 from sweep.storage import open_storage
 from sweep.study import join_study
 from sweep.summary import collapse_summary
@@ -44,6 +44,7 @@ def sync_study(name: str, storage_url: str, *, tracking_uri: str | None = None) 
         timesteps=int(attrs.get("timesteps", 0)), features=int(attrs.get("features", 0)), mean=[], std=[],
     )
     tracker.attach(parent)
+    link_models(study, tracker)  # a champion registered at the end records its version and digest
     trials = study.get_trials(deepcopy=False)
     try:
         logged = tracker.sync_trials(trials)

@@ -225,7 +225,8 @@ class MlflowTracker:
                 mlflow.end_run(status="KILLED")
             log_report(self.client, self.parent_run_id, study_name=self.study_name, labels=self.labels,
                        registry=self.registry, records=records, best=best, summary=summary,
-                       importances=importances, retrained=retrained)
+                       importances=importances, retrained=retrained, tracking_uri=self.tracking_uri,
+                       record_model=self.record_model)
         finally:
             self.client.set_terminated(self.parent_run_id, status=status)
 

@@ -137,3 +137,38 @@ def test_predict_and_serve_refuse_a_tampered_champion_with_one_line(registered, 
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "refusing to load" in lines[0], r.stderr
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_champion_the_retraining_chose_is_registered_with_its_digest_and_verifies(tmp_path, monkeypatch):
+    """The margin rule may ship a configuration that was never a new best, so never registered: the
+    sweep's end registers it, points the alias at it and records its version and digest in the
+    study, and `sweep predict` / `sweep serve` then accept it (they once refused the README's own
+    demo study)."""
+    from sweep.records import best_of, trial_records
+    from sweep.runner import link_models
+    from sweep.tracking import MlflowTracker, fetch_champion
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = MlflowTracker(tracking_uri=uri, study_name="s", log_models="best", labels=[0, 1], timesteps=3,
+                            features=1, mean=[0.0], std=[1.0])
+    tracker.start_sweep(params={}, tags={})
+    winner_version = _register(tracker, 0)
+    with mlflow.start_run(experiment_id=tracker.experiment_id) as run:
+        chosen_uri = mlflow.pyfunc.log_model(name="model", python_model=Echo()).model_uri
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path}/sweep.db", direction="maximize")
+    dist = {"units": optuna.distributions.IntDistribution(8, 64)}
+    study.add_trial(optuna.trial.create_trial(value=0.9, params={"units": 16}, distributions=dist, user_attrs={
+        "model_version": winner_version, "model_digest": tracker.registry.model_digest(winner_version, uri)}))
+    study.add_trial(optuna.trial.create_trial(value=0.85, params={"units": 32}, distributions=dist, user_attrs={
+        "model_uri": chosen_uri, "mlflow_run_id": run.info.run_id}))
+    study.set_user_attr("champion", {"trial": 1, "search_winner": 0, "reason": "re-trained mean beyond the spread"})
+    link_models(study, tracker)
+
+    tracker.end_sweep(trial_records(study), best_of(study), status="FINISHED")
+
+    record = champion_record(study)
+    assert record.trial == 1 and record.version != winner_version
+    assert tracker.client.get_model_version_by_alias("s", "champion").version == int(record.version)
+    local = fetch_champion(record, uri, tmp_path / "chosen")
+    assert tree_digest(local) == record.digest
