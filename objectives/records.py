@@ -82,6 +82,7 @@ class RetrainRun:
     val_balanced_accuracy: float
     near_collapse: bool  # ended with a collapse penalty: predicted (nearly) one class
     test_balanced_accuracy: float | None
+    split_seed: int | None = None  # its own train/validation split's seed (None: the search's split, older studies)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

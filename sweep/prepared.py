@@ -91,13 +91,14 @@ class OpenSweep:
 
 
 def make_objective(prep: PreparedSweep, *, tracker: Any = None, adjust_decision: bool = False,
-               deadline: Deadline | None = None, keep_top: int = 1) -> Any:
-    """The objective with the sweep's data and training settings (imports TensorFlow)."""
+                   deadline: Deadline | None = None, keep_top: int = 1, split: Split | None = None) -> Any:
+    """The objective with the sweep's data and training settings (imports TensorFlow); ``split``:
+    another train/validation split of the same training part (the top-k re-training)."""
     from objectives.objective import Objective
 
     cfg = prep.cfg
     return Objective(
-        prep.split, n_classes=prep.data.n_classes, space=cfg.space, epochs=cfg.train.epochs,
+        split if split is not None else prep.split, n_classes=prep.data.n_classes, space=cfg.space, epochs=cfg.train.epochs,
         patience=cfg.train.patience, seed=cfg.seed, tracker=tracker,
         collapse_warmup=cfg.train.collapse_warmup, collapse_patience=cfg.train.collapse_patience,
         warmup_steps=cfg.train.warmup_steps, warmup_fraction=cfg.train.warmup_fraction,

@@ -404,6 +404,9 @@ def test_the_top_k_are_retrained_with_new_seeds_once(tmp_path, tiny_signal):
     for e in retrained:
         seeds = [r["seed"] for r in e["runs"]]
         assert len(seeds) == 2 and len(set(seeds)) == 2 and e["trial"] not in seeds
+        # each run validates on its own split of the training part, never the search's (seed 0)
+        splits = [r["split_seed"] for r in e["runs"]]
+        assert len(set(splits)) == 2 and 0 not in splits
         vals = [r["val_balanced_accuracy"] for r in e["runs"]]
         assert e["val_balanced_accuracy_mean"] == pytest.approx(np.mean(vals))
         assert e["test_balanced_accuracy_std"] == pytest.approx(np.std([r["test_balanced_accuracy"] for r in e["runs"]]))
