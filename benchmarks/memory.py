@@ -54,6 +54,7 @@ def tf_custom_gradients() -> int | None:
 def measure(trials: int, epochs: int) -> dict[str, Any]:
     from objectives.search_space import SearchSpace
     from sweep.prepared import prepare
+    from sweep.records import BestTrial, TrialRecord
     from sweep.runner import run_sweep
 
     marks = sorted({m for m in MARKS if m <= trials} | {trials} | ({1} if trials < MARKS[0] else set()))
@@ -67,11 +68,11 @@ def measure(trials: int, epochs: int) -> dict[str, Any]:
         rss_start = _common.rss_mib()
         last = [time.perf_counter()]
 
-        def on_trial_end(row: dict[str, Any], best: dict[str, Any] | None) -> None:
+        def on_trial_end(row: TrialRecord, best: BestTrial | None) -> None:
             now = time.perf_counter()
             n = len(samples) + 1  # trials finished so far, failed ones included
             sample = {
-                "trial": n, "number": row["number"], "state": row["state"], "params": row["params"],
+                "trial": n, "number": row.number, "state": row.state, "params": row.params,
                 "rss_mib": _common.rss_mib(), "python_objects": len(gc.get_objects()),
                 "threads": threading.active_count(), "open_fds": _common.open_fds(),
                 "tf_custom_gradients": tf_custom_gradients(),
