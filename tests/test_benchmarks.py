@@ -204,3 +204,17 @@ def test_startup_benchmark_times_real_commands_on_its_demo_study(quality, tmp_pa
     refused = startup._time([startup.SWEEP, "run", "no-such.npz", "--storage", storage], cwd=tmp_path, repeat=2)
     assert (status["exit_code"], best["exit_code"], refused["exit_code"]) == (0, 0, 2)
     assert status["runs"] == 1 and 0 < status["median_s"] <= status["max_s"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["overhead", "memory"])
+def test_in_process_benchmarks_run_a_tiny_study(quality, name):
+    """overhead.py and memory.py drive run_sweep in-process through its on_trial_end callback: a change
+    to the records it passes once broke both at their first trial, found only when they were run."""
+    bench = importlib.import_module(name)
+    measured = bench.measure(trials=2, epochs=1)
+    if name == "overhead":
+        assert [r["state"] for r in measured["rows"]] == ["COMPLETE"] * 3  # one warm-up + 2 measured pairs
+        assert all(r["params"] == bench.PARAMS for r in measured["rows"])
+    else:
+        assert len(measured["samples"]) == 2 and all(s["state"] for s in measured["samples"])
