@@ -54,6 +54,17 @@ def postgres_database(base: str | None = None, *, prefix: str = "sweep_bench") -
         yield url
 
 
+def stop_session(proc: subprocess.Popen, *, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+    """Stop a server started with ``start_new_session=True`` and its children: ``sig`` to its
+    process group, SIGKILL if it has not exited after ``timeout`` seconds."""
+    os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 @contextlib.contextmanager
 def mlflow_server(backend: str, folder: Path, *, start_timeout: float = 120.0) -> Iterator[str]:
     """A real ``mlflow server`` on 127.0.0.1 with proxied artifacts (in ``folder``) over ``backend``;
@@ -82,9 +93,5 @@ def mlflow_server(backend: str, folder: Path, *, start_timeout: float = 120.0) -
             time.sleep(0.5)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_session(proc)
         log.close()

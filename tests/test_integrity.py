@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -75,16 +76,22 @@ def _register(tracker, number: int) -> str:
     return str(version)
 
 
-@pytest.fixture
-def registered(tmp_path, monkeypatch):
-    """A study's MLflow store with one registered champion, and the Optuna study that recorded it."""
+def _tracker(tmp_path: Path) -> tuple[Any, str]:
+    """The study's tracker on an MLflow SQLite store in ``tmp_path``, its parent run started; and the store's URI."""
     from sweep.tracking import MlflowTracker
 
-    monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = MlflowTracker(tracking_uri=uri, study_name="s", log_models="best", labels=[0, 1], timesteps=3,
                             features=1, mean=[0.0], std=[1.0])
     tracker.start_sweep(params={}, tags={})
+    return tracker, uri
+
+
+@pytest.fixture
+def registered(tmp_path, monkeypatch):
+    """A study's MLflow store with one registered champion, and the Optuna study that recorded it."""
+    monkeypatch.chdir(tmp_path)
+    tracker, uri = _tracker(tmp_path)
     version = _register(tracker, 1)
     storage = f"sqlite:///{tmp_path}/sweep.db"
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
@@ -146,13 +153,10 @@ def test_a_champion_the_retraining_chose_is_registered_with_its_digest_and_verif
     demo study)."""
     from sweep.records import best_of, trial_records
     from sweep.runner import link_models
-    from sweep.tracking import MlflowTracker, fetch_champion
+    from sweep.tracking import fetch_champion
 
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    tracker = MlflowTracker(tracking_uri=uri, study_name="s", log_models="best", labels=[0, 1], timesteps=3,
-                            features=1, mean=[0.0], std=[1.0])
-    tracker.start_sweep(params={}, tags={})
+    tracker, uri = _tracker(tmp_path)
     winner_version = _register(tracker, 0)
     with mlflow.start_run(experiment_id=tracker.experiment_id) as run:
         chosen_uri = mlflow.pyfunc.log_model(name="model", python_model=Echo()).model_uri

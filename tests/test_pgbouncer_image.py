@@ -26,6 +26,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+from _servers import stop_session
 from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,12 +76,7 @@ def deployed_pgbouncer(pg_url):
             time.sleep(0.1)
         yield port, user, password, proc.pid, folder / "auth" / "userlist.txt"
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_session(proc, sig=signal.SIGINT, timeout=10)
         log.close()
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -238,6 +238,7 @@ def test_mlflow_behind_basic_auth_as_compose_runs_it(tmp_path, tiny_signal):
     import urllib.request
 
     import test_compose as compose
+    from _servers import stop_session
     from conftest import free_port
     from deploy_checks import option
 
@@ -304,9 +305,5 @@ def test_mlflow_behind_basic_auth_as_compose_runs_it(tmp_path, tiny_signal):
         finally:
             del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        stop_session(server)
         log.close()
