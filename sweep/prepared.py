@@ -81,13 +81,13 @@ class OpenSweep:
     lead: bool = True  # the process the user started (not a `sweep worker`): it re-trains the top-k at the end
     deadline: Deadline | None = None  # the time budget of the invocation (sweep.budget); None: no time box
     started: float | None = None  # when the command started (time.time()), for the budget's clock
+    objective: Any = None  # set by work(): holds trial ends not yet told to the tracker
 
     def search_done(self) -> bool:
         """The study holds its N trials, or the time budget's search is over."""
         if self.deadline is not None and self.deadline.search_over():
             return True
         return count_finished(self.study) >= self.prep.cfg.n_trials
-    objective: Any = None  # set by work(): holds trial ends not yet told to the tracker
 
 
 def make_objective(prep: PreparedSweep, *, tracker: Any = None, adjust_decision: bool = False,

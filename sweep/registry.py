@@ -49,6 +49,11 @@ class Registry:
             self.point_champion(version.version, trial_number)
         return str(version.version)
 
+    def model_links(self, version: str, tracking_uri: str) -> dict[str, str]:
+        """What the study records of a registered version, for `sweep predict` and `sweep serve` to
+        check before they load it: ``model_version`` and ``model_digest``."""
+        return {"model_version": version, "model_digest": self.model_digest(version, tracking_uri)}
+
     def model_digest(self, version: str, tracking_uri: str) -> str:
         """:func:`sweep.integrity.tree_digest` of a registered version's files, as the store serves them
         (what `sweep predict` will download and check against the study's record)."""

@@ -26,7 +26,7 @@ def log_report(
     client: MlflowClient, run_id: str, *, study_name: str, labels: list[Any], registry: Registry,
     records: list[TrialRecord], best: BestTrial | None, summary: CollapseSummary | None = None,
     importances: dict[str, float] | None = None, retrained: list[RetrainEntry] | None = None,
-    tracking_uri: str | None = None, record_model: Callable[[int, dict[str, str]], None] | None = None,
+    tracking_uri: str, record_model: Callable[[int, dict[str, str]], None],
 ) -> None:
     """Log the optimization history, the collapse summary and the best trial on the parent run
     ``run_id``; point the registry's champion at the shipped trial's model. A model registered now
@@ -76,10 +76,8 @@ def log_report(
         try:
             registered = registry.sync_champion(best.number, model_uri=best.model_uri, run_id=best.mlflow_run_id,
                                                 score=best.value)
-            if registered is not None and record_model is not None and tracking_uri is not None:
-                # What `sweep predict` and `sweep serve` check before they load the champion.
-                record_model(best.number, {"model_version": registered,
-                                           "model_digest": registry.model_digest(registered, tracking_uri)})
+            if registered is not None:
+                record_model(best.number, registry.model_links(registered, tracking_uri))
         except Exception as exc:  # noqa: BLE001 - a store without a registry must not fail the sweep
             _logger.warning("could not point the champion alias at trial %s: %s", best.number, redact(first_line(exc)))
     if best is not None:

@@ -71,13 +71,13 @@ def retrain_top(
                 if deadline.retrain_left() < max(1.0, expected):
                     skipped += 1
                     continue
+            resplit = split_seed(cfg.seed, i)
             if i not in objectives:
-                prep = opened.prep
-                split = split_stratified(prep.data, val_fraction=cfg.train.val_fraction, seed=split_seed(cfg.seed, i))
-                objectives[i] = make_objective(prep, split=split)
+                split = split_stratified(opened.prep.data, val_fraction=cfg.train.val_fraction, seed=resplit)
+                objectives[i] = make_objective(opened.prep, split=split)
             run = objectives[i].train_once(LstmParams(**trial.params), seed=cfg.seed + 10_000 * (i + 1) + trial.number,
                                            stop_at=deadline.retrain_ends_at if deadline else None)
-            runs[trial.number].append(dataclasses.replace(run, split_seed=split_seed(cfg.seed, i)))
+            runs[trial.number].append(dataclasses.replace(run, split_seed=resplit))
     if skipped:
         _logger.warning("time budget: %d of %d re-training runs did not fit and were skipped", skipped,
                         len(top) * cfg.retrain_seeds)

@@ -296,8 +296,7 @@ class TrialRun:
                 try:
                     version = self.tracker.registry.crown(info.model_uri, model_id=info.model_id, trial_number=self.number,
                                                  score=outcome.val.score, val_loss=outcome.val_loss)
-                    attrs.update(model_version=version,
-                                 model_digest=self.tracker.registry.model_digest(version, self.tracker.tracking_uri))
+                    attrs.update(self.tracker.registry.model_links(version, self.tracker.tracking_uri))
                 except Exception as exc:  # noqa: BLE001 - a store without a registry must not fail the trial
                     _logger.warning("trial %d: model logged (%s) but not registered: %s", self.number, info.model_uri,
                                     redact(first_line(exc)))
