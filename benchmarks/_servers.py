@@ -56,12 +56,16 @@ def postgres_database(base: str | None = None, *, prefix: str = "sweep_bench") -
 
 def stop_session(proc: subprocess.Popen, *, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
     """Stop a server started with ``start_new_session=True`` and its children: ``sig`` to its
-    process group, SIGKILL if it has not exited after ``timeout`` seconds."""
-    os.killpg(proc.pid, sig)
+    process group, SIGKILL if it has not exited after ``timeout`` seconds. A server that already
+    exited (it failed to start) is only reaped: stopping it must not hide why it failed."""
     try:
+        os.killpg(proc.pid, sig)
         proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        proc.wait()
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 

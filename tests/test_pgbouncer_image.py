@@ -56,7 +56,11 @@ def deployed_pgbouncer(pg_url):
     ini = _rewrite(ini, r"^listen_port = 6432$", f"listen_port = {port}")
     ini = _rewrite(ini, r"^auth_file = /tmp/pgbouncer/userlist.txt$", f"auth_file = {folder}/auth/userlist.txt")
     (folder / "pgbouncer.ini").write_text(ini)
-    cmd = [str(ROOT / "docker" / "pgbouncer-entrypoint.sh")]
+    # The image's script, copied beside the config: the unprivileged user below may not be able to
+    # reach the checkout (a clone under a private `mktemp -d` folder, mode 700).
+    entrypoint = folder / "pgbouncer-entrypoint.sh"
+    shutil.copy2(ROOT / "docker" / "pgbouncer-entrypoint.sh", entrypoint)
+    cmd = [str(entrypoint)]
     if os.geteuid() == 0:  # as in the image: never root (pgbouncer refuses it)
         os.chown(folder, NOBODY, NOBODY)
         cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *cmd]
