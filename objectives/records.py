@@ -83,6 +83,7 @@ class RetrainRun:
     near_collapse: bool  # ended with a collapse penalty: predicted (nearly) one class
     test_balanced_accuracy: float | None
     split_seed: int | None = None  # its own train/validation split's seed (None: the search's split, older studies)
+    fold: int | None = None  # the fold it validated on, of the training part's k folds (None: a resampled split)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

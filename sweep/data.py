@@ -491,3 +491,22 @@ def split_stratified(data: Dataset, *, val_fraction: float, seed: int) -> Split:
         X_val=data.X_train[idx_val], y_val=data.y_train[idx_val],
         X_test=data.X_test, y_test=data.y_test,
     )
+
+
+def split_folds(data: Dataset, *, k: int, seed: int) -> list[Split] | None:
+    """The training part in ``k`` stratified, seeded folds: split ``i`` validates on fold ``i`` and
+    trains on the others, so every training sequence is validated on exactly once and two
+    configurations trained on the same folds are compared on the same sequences. The test part is
+    kept apart. None when ``k`` < 2 or a class has fewer than ``k`` sequences (a fold would miss it).
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = np.bincount(data.y_train, minlength=data.n_classes)
+    if k < 2 or int(counts.min()) < k:
+        return None
+    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(data.y_train)), data.y_train)
+    return [
+        Split(X_train=data.X_train[tr], y_train=data.y_train[tr], X_val=data.X_train[va], y_val=data.y_train[va],
+              X_test=data.X_test, y_test=data.y_test)
+        for tr, va in folds
+    ]

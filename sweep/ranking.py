@@ -9,7 +9,7 @@ registry's ``champion`` alias and the top-k re-training all ask this module.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -71,9 +71,21 @@ def champion_trial(study: optuna.Study) -> tuple[FrozenTrial | None, dict[str, A
     return (chosen, choice) if chosen is not None else (best, None)
 
 
-def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
-    """The ``k`` best complete trials, best first (the top-k re-training)."""
-    return ranked(complete_trials(study))[:k]
+def top_trials(study: optuna.Study, k: int, *, family: Callable[[FrozenTrial], Any] | None = None) -> list[FrozenTrial]:
+    """The ``k`` best complete trials, best first (the top-k re-training).
+
+    ``family`` (a trial's kind, e.g. its architecture): when ``k`` >= 2 and the k best are all of
+    the best trial's kind, the last place goes to the best trial of another kind, if there is one.
+    """
+    order = ranked(complete_trials(study))
+    top = order[:k]
+    if family is None or k < 2 or len(top) < k:
+        return top
+    kind = family(top[0])
+    if any(family(t) != kind for t in top):
+        return top
+    other = next((t for t in order[k:] if family(t) != kind), None)
+    return top if other is None else [*top[:-1], other]
 
 
 def ranked_ahead(trial: Any, score: float, val_loss: float | None) -> int:

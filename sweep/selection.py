@@ -1,16 +1,19 @@
 """Which configuration ships as the champion: the search's winner, unless the re-training shows that
-another one holds up better by more than the seeds' spread. Pure: plain numbers in, a decision out.
+another one holds up better by more than its noise. Pure: plain numbers in, a decision out.
 
 On a small validation split (ECG200: 20 sequences) the best of many one-seed scores is mostly luck.
-The top-k re-training (``sweep.retrain.retrain_top``) trains each top configuration again with other
-seeds; its means are free of the search's selection, but they are noisy too: a difference smaller
-than the seeds' own spread is not evidence. So the winner is replaced only by a configuration whose
-re-trained mean validation balanced accuracy beats the winner's by more than
+The top-k re-training (``sweep.retrain.retrain_top``) trains each top configuration again on the
+training part's k folds (run ``i`` of every configuration validates on fold ``i``); its scores are
+free of the search's selection, but they are noisy too. So the runs are compared fold by fold
+(paired: a fold that is hard for one configuration is hard for the other), and the winner is
+replaced only by a configuration whose mean lead over the winner on their shared folds exceeds
 
-    margin = max(std of the challenger's seeds, std of the winner's seeds, one validation step)
+    margin = max(standard error of the per-fold differences, one validation step)
 
-where one validation step is the smallest change of balanced accuracy one sequence can make. The
-test split is never looked at.
+where one validation step is the smallest change of balanced accuracy one sequence can make
+(over k folds: one sequence of the whole training part). Runs without a fold (re-training on
+resampled splits) pair by their order: run ``i`` of every configuration used split ``i``. The test
+split is never looked at.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ class Choice:
     trial: int  # the trial whose configuration ships
     search_winner: int  # the search's best trial (one seed)
     switched: bool  # trial != search_winner
-    lead: float | None  # re-trained mean of the best challenger minus the winner's
+    lead: float | None  # the best challenger's mean lead over the winner on their shared folds
     margin: float | None  # what the lead had to exceed
     challenger: int | None  # the re-trained configuration with the highest mean other than the winner
     reason: str  # one sentence for the summary
@@ -47,13 +50,24 @@ def validation_step(class_counts: Sequence[int]) -> float:
     return 1.0 / (len(counts) * min(counts))
 
 
-def _val_scores(entry: dict[str, Any]) -> list[float]:
-    return [float(r["val_balanced_accuracy"]) for r in entry.get("runs", []) if r.get("val_balanced_accuracy") is not None]
+def _val_by_fold(entry: dict[str, Any]) -> dict[int, float]:
+    """A configuration's validation balanced accuracy per fold (or per run, for resampled splits)."""
+    scores = {}
+    for i, r in enumerate(entry.get("runs", [])):
+        if r.get("val_balanced_accuracy") is not None:
+            scores[int(r["fold"]) if r.get("fold") is not None else i] = float(r["val_balanced_accuracy"])
+    return scores
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    return mean, (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+def _paired(challenger: dict[int, float], winner: dict[int, float]) -> tuple[float, float] | None:
+    """Mean and standard error of the challenger's lead over the winner on their shared folds
+    (None: fewer than two shared folds)."""
+    diffs = [challenger[f] - winner[f] for f in challenger.keys() & winner.keys()]
+    if len(diffs) < MIN_SEEDS:
+        return None
+    mean = sum(diffs) / len(diffs)
+    sd = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5
+    return mean, sd / len(diffs) ** 0.5
 
 
 def choose_champion(retrained: Sequence[dict[str, Any]] | None, *, search_winner: int, step: float = 0.0) -> Choice:
@@ -63,10 +77,10 @@ def choose_champion(retrained: Sequence[dict[str, Any]] | None, *, search_winner
         retrained: entries with ``trial`` and ``runs`` (each with ``val_balanced_accuracy`` and
             ``collapsed``); None or empty: no re-training, the search winner ships.
         search_winner: the search's best trial number.
-        step: :func:`validation_step` of the validation split (the margin is never below it).
+        step: :func:`validation_step` of the runs' validation sequences (the margin is never below it).
 
-    A challenger whose re-training collapsed in most of its runs is never chosen, nor one with
-    fewer than two re-trained runs (no spread to compare with).
+    A challenger whose re-training collapsed in most of its runs is never chosen, nor one that
+    shares fewer than two folds with the winner (a budget may skip the last runs).
     """
     def keep(reason: str, *, lead: float | None = None, margin: float | None = None,
              challenger: int | None = None) -> Choice:
@@ -77,36 +91,36 @@ def choose_champion(retrained: Sequence[dict[str, Any]] | None, *, search_winner
     if not entries:
         return keep(f"trial {search_winner} ships: the search's winner (no re-training to compare with)")
     winner = next((e for e in entries if e["trial"] == search_winner), None)
-    if winner is None or len(_val_scores(winner)) < MIN_SEEDS:
+    w_scores = _val_by_fold(winner) if winner is not None else {}
+    if len(w_scores) < MIN_SEEDS:
         return keep(f"trial {search_winner} ships: the search's winner (its re-training has fewer than "
-                    f"{MIN_SEEDS} runs, so there is no spread to compare with)")
-    w_mean, w_std = _mean_std(_val_scores(winner))
+                    f"{MIN_SEEDS} runs, so there is nothing to compare with)")
     rivals = []
     for e in entries:
-        scores = _val_scores(e)
-        if e["trial"] == search_winner or len(scores) < MIN_SEEDS:
+        if e["trial"] == search_winner:
             continue
         near = e.get("near_collapse_runs", e.get("collapsed_runs"))  # older studies stored "collapsed_runs"
         if near is None:
             near = sum(1 for r in e.get("runs", []) if r.get("near_collapse", r.get("collapsed")))
         if 2 * int(near) > len(e["runs"]):
             continue
-        rivals.append((e["trial"], *_mean_std(scores)))
+        paired = _paired(_val_by_fold(e), w_scores)
+        if paired is not None:
+            rivals.append((e["trial"], *paired))
     if not rivals:
         return keep(f"trial {search_winner} ships: the search's winner (no other configuration was re-trained "
-                    f"with {MIN_SEEDS}+ seeds without collapsing)")
-    trial, mean, std = max(rivals, key=lambda r: (r[1], -r[2], -r[0]))
-    lead = mean - w_mean
-    margin = max(std, w_std, step)
+                    f"on {MIN_SEEDS}+ of its folds without collapsing)")
+    trial, lead, se = max(rivals, key=lambda r: (r[1], -r[2], -r[0]))
+    margin = max(se, step)
     if lead > margin:
         return Choice(trial=trial, search_winner=search_winner, switched=True, lead=lead, margin=margin,
                       challenger=trial, reason=(
-                          f"trial {trial} ships instead of the search's winner {search_winner}: re-trained with other "
-                          f"seeds it scores {lead:+.4f} val balanced accuracy above it, more than the seeds' spread "
-                          f"({margin:.4f})"))
+                          f"trial {trial} ships instead of the search's winner {search_winner}: re-trained on the "
+                          f"same folds it scores {lead:+.4f} val balanced accuracy above it, more than the "
+                          f"difference's noise ({margin:.4f})"))
     if lead > 0:
-        return keep(f"trial {search_winner} ships: trial {trial}'s re-trained mean is {lead:+.4f} higher, "
-                    f"within the seeds' spread ({margin:.4f}), which is no evidence that it is better",
+        return keep(f"trial {search_winner} ships: trial {trial} scores {lead:+.4f} higher re-trained on the same "
+                    f"folds, within the difference's noise ({margin:.4f}), which is no evidence that it is better",
                     lead=lead, margin=margin, challenger=trial)
-    return keep(f"trial {search_winner} ships: the search's winner also has the best re-trained mean",
+    return keep(f"trial {search_winner} ships: the search's winner also leads when re-trained on the same folds",
                 lead=lead, margin=margin, challenger=trial)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweep.data import load_dataset, split_stratified, standardization
+from sweep.data import load_dataset, split_folds, split_stratified, standardization
 from sweep.errors import DataError
 
 
@@ -225,6 +225,33 @@ def test_split_is_seeded(tmp_path):
     np.testing.assert_array_equal(a.X_val, b.X_val)
     np.testing.assert_array_equal(a.y_train, b.y_train)
     assert set(a.X_val[:, 0, 0].tolist()) != set(c.X_val[:, 0, 0].tolist())
+
+
+def test_folds_validate_every_training_sequence_once_and_are_stratified(tmp_path):
+    y = np.array([0] * 69 + [1] * 31)  # ECG200's training part
+    d = _dataset(tmp_path, y)
+    splits = split_folds(d, k=3, seed=7919)
+    assert splits is not None and len(splits) == 3
+    seen = np.concatenate([s.X_val[:, 0, 0] for s in splits]).astype(int)
+    assert sorted(seen.tolist()) == list(range(100))  # each sequence validated on exactly once
+    for s in splits:
+        ids = np.concatenate([s.X_train[:, 0, 0], s.X_val[:, 0, 0]]).astype(int)
+        assert sorted(ids.tolist()) == list(range(100))  # each split holds the whole training part
+        assert np.bincount(s.y_val, minlength=2).tolist() in ([23, 10], [23, 11])
+        np.testing.assert_array_equal(s.y_val, y[s.X_val[:, 0, 0].astype(int)])
+        assert s.X_test is None
+    again = split_folds(d, k=3, seed=7919)
+    other = split_folds(d, k=3, seed=1)
+    assert again is not None and other is not None
+    np.testing.assert_array_equal(splits[0].X_val, again[0].X_val)
+    assert set(splits[0].X_val[:, 0, 0].tolist()) != set(other[0].X_val[:, 0, 0].tolist())
+
+
+def test_no_folds_when_a_class_is_smaller_than_k_or_k_below_two(tmp_path):
+    d = _dataset(tmp_path, np.array([0] * 20 + [1] * 2))
+    assert split_folds(d, k=3, seed=0) is None  # a fold would have no sequence of class 1
+    assert split_folds(d, k=2, seed=0) is not None
+    assert split_folds(d, k=1, seed=0) is None
 
 
 def test_split_keeps_the_test_part_apart(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sweep.selection import choose_champion, validation_step
 
 
@@ -22,7 +24,7 @@ def test_a_difference_inside_the_seeds_spread_keeps_the_search_winner():
     choice = choose_champion(retrained, search_winner=4, step=1 / 14)
     assert choice.trial == 4 and not choice.switched and choice.challenger == 9
     assert 0 < choice.lead < choice.margin
-    assert "within the seeds' spread" in choice.reason
+    assert "within the difference's noise" in choice.reason
 
 
 def test_a_lead_larger_than_the_spread_switches():
@@ -52,7 +54,37 @@ def test_no_evidence_keeps_the_winner():
 
 def test_the_winner_with_the_best_mean_stays():
     choice = choose_champion([entry(3, [0.9, 0.92]), entry(5, [0.7, 0.8])], search_winner=3)
-    assert choice.trial == 3 and choice.lead < 0 and "best re-trained mean" in choice.reason
+    assert choice.trial == 3 and choice.lead < 0 and "also leads when re-trained" in choice.reason
+
+
+def folds(trial, by_fold, collapsed=0):
+    return {"trial": trial, "collapsed_runs": collapsed,
+            "runs": [{"val_balanced_accuracy": v, "fold": f, "collapsed": False} for f, v in by_fold.items()]}
+
+
+def test_runs_are_compared_fold_by_fold():
+    # ECG200 (3 folds of its 100 training sequences): the stacked recipe won the search's 20
+    # validation sequences; LSTM-FCN leads it on every fold. The folds differ in difficulty far more
+    # than the lead does: unpaired, the spread (0.03-0.04) would hide a lead that every fold shows.
+    winner = folds(0, {0: 0.775, 1: 0.813, 2: 0.857})
+    fcn = folds(1, {0: 0.913, 1: 0.907, 2: 0.957})
+    choice = choose_champion([winner, fcn], search_winner=0, step=1 / 62)
+    assert choice.switched and choice.trial == 1
+    assert choice.lead == pytest.approx(0.1107, abs=1e-4) and choice.margin < choice.lead
+    assert "re-trained on the same folds" in choice.reason
+    # a lead of the same size that one fold contradicts is noise
+    mixed = folds(1, {0: 0.975, 1: 0.713, 2: 0.990})
+    assert not choose_champion([winner, mixed], search_winner=0, step=1 / 62).switched
+
+
+def test_only_shared_folds_count():
+    # the budget skipped fold 2 of the challenger: folds 0 and 1 are compared, fold 2 of the winner is not
+    winner = folds(0, {0: 0.70, 1: 0.72, 2: 0.99})
+    short = folds(1, {0: 0.80, 1: 0.83})
+    choice = choose_champion([winner, short], search_winner=0, step=0.01)
+    assert choice.switched and choice.lead == pytest.approx(0.105)
+    # one shared fold is no comparison at all
+    assert not choose_champion([winner, folds(1, {2: 1.0})], search_winner=0).switched
 
 
 # -- the choice reaches the summary, `sweep best` and the registry through best_summary ---------
@@ -85,3 +117,24 @@ def test_best_summary_reports_the_chosen_configuration_while_the_winner_it_was_m
     study.add_trial(optuna.trial.create_trial(value=0.95, params={}, distributions={},
                                               user_attrs={"result": {"val_loss": 0.4}}))
     assert best_of(study).to_dict()["number"] == 3 and best_of(study).to_dict()["selection"] is None
+
+
+def test_the_top_k_keep_a_place_for_another_architecture():
+    import optuna
+
+    from sweep.ranking import top_trials
+
+    study = optuna.create_study(direction="maximize")
+    for value, arch in [(0.93, "stacked"), (0.92, "stacked"), (0.91, "stacked"), (0.89, "lstm_fcn"), (0.85, "stacked")]:
+        study.add_trial(optuna.trial.create_trial(
+            value=value, params={"architecture": arch},
+            distributions={"architecture": optuna.distributions.CategoricalDistribution(["stacked", "lstm_fcn"])},
+            user_attrs={"result": {"val_loss": 0.5}}))
+
+    def family(t):
+        return t.params["architecture"]
+
+    assert [t.number for t in top_trials(study, 3)] == [0, 1, 2]
+    assert [t.number for t in top_trials(study, 3, family=family)] == [0, 1, 3]
+    assert [t.number for t in top_trials(study, 4, family=family)] == [0, 1, 2, 3]  # already mixed
+    assert [t.number for t in top_trials(study, 1, family=family)] == [0]
