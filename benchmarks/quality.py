@@ -209,7 +209,8 @@ def job_recipe(path: Path, seed: int, trials: int, budget: Budget | None = None)
 def _space_params(get: Any, padded: bool, features: int) -> Any:
     """LstmParams from any sampler, over lstm-sweep's default space (``get(name, kind, spec)``), asking
     what lstm-sweep asks (``asked_params``: the architecture first, Conv1D filters only for the
-    stacked LSTM, pooling not for LSTM-FCN on univariate data, masking only where it can matter)."""
+    stacked LSTM, pooling not for LSTM-FCN on univariate data, masking only where it can matter, the
+    FCN width only for LSTM-FCN)."""
     from objectives.search_space import LstmParams, SearchSpace, asked_params
 
     s = SearchSpace()
@@ -220,6 +221,8 @@ def _space_params(get: Any, padded: bool, features: int) -> Any:
         chosen["masking"] = get("masking", "choice", list(s.masking))
     if "pooling" in asked:
         chosen["pooling"] = get("pooling", "choice", list(s.pooling))
+    if "fcn_filters" in asked:  # asked since 2026-12-01; earlier peer jobs trained LSTM-FCN at 128
+        chosen["fcn_filters"] = get("fcn_filters", "choice", list(s.fcn_filters))
     return LstmParams(
         **chosen,
         units=get("units", "int_log", (s.units.low, s.units.high)),

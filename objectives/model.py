@@ -35,8 +35,9 @@ tf.get_logger().setLevel(logging.ERROR)
 _logger = logging.getLogger(__name__)
 
 PREDICT_BATCH = 1024
-# LSTM-FCN's convolutional branch (Karim et al. 2017): (filters, kernel size) of its three blocks.
-FCN_BLOCKS = ((128, 8), (256, 5), (128, 3))
+# LSTM-FCN's convolutional branch (Karim et al. 2017): (filters in units of LstmParams.fcn_filters,
+# kernel size) of its three blocks; published: 128, 256, 128 filters.
+FCN_BLOCKS = ((1, 8), (2, 5), (1, 3))
 # Batch norm's moving statistics (what a trained model predicts with) follow the batches 10x faster
 # than Keras's default 0.99: on small sets (ECG200: 5 steps an epoch) the default left validation
 # balanced accuracy at 0.50 for the first 11-14 epochs; with 0.9 it was 0.67 after epoch 1.
@@ -145,14 +146,16 @@ def _lstm_stack(params: LstmParams, x: Any) -> Any:
 def _lstm_fcn(params: LstmParams, x: Any, *, features: int) -> Any:
     """LSTM-FCN (Karim et al. 2017): a fully convolutional branch beside an LSTM branch, concatenated.
 
-    FCN branch: Conv1D 128/k8, 256/k5, 128/k3, each BatchNorm + ReLU, then the mean over time; on
+    FCN branch: Conv1D f/k8, 2f/k5, f/k3 (f = ``fcn_filters``, published: 128), each BatchNorm + ReLU,
+    then the mean over time; on
     multivariate data a squeeze-and-excite block after the first two (MLSTM-FCN, Karim et al. 2019).
     LSTM branch: the dimension-shuffled series (``Permute``: ``features`` steps of ``timesteps``-wide
     vectors; one step on univariate data) through the same (Bi)LSTM stack and pooling as
     ``"stacked"``; with ``pooling="attention"`` over the steps it is the attention variant (ALSTM-FCN).
     """
     conv = x
-    for i, (filters, kernel) in enumerate(FCN_BLOCKS):
+    for i, (scale, kernel) in enumerate(FCN_BLOCKS):
+        filters = scale * params.fcn_filters
         conv = keras.layers.Conv1D(filters, kernel, padding="same", kernel_initializer="he_uniform",
                                    name=f"fcn_conv_{i + 1}")(conv)
         conv = keras.layers.BatchNormalization(momentum=FCN_NORM_MOMENTUM, name=f"fcn_norm_{i + 1}")(conv)

@@ -36,7 +36,7 @@ MAX_BUDGET_SECONDS = 7 * 24 * 3600.0
 # Summary, plots, parameter importances, closing MLflow runs, pointing the registry alias: measured
 # at 4-9 s on this 2-core machine with a local SQLite MLflow store (more on a busy machine).
 FINISH_SECONDS = 15.0
-# Share of the rest of the budget kept for re-training the top configurations with other seeds
+# Share of the rest of the budget kept for re-training the top configurations (sweep.retrain)
 # (0.2 left ECG200 at 3 min no re-training run at all on a busy machine).
 RETRAIN_SHARE = 0.3
 # Epochs a budgeted trial may reach (successive halving gives most trials far fewer) and the

@@ -63,8 +63,8 @@ class SweepConfig:
     # Fit per-class decision offsets on validation after each complete trial and record the
     # adjusted balanced accuracy beside the plain one (never the objective value).
     adjust_decision: bool = False
-    # After the search: train the top-k configurations again with retrain_seeds other seeds each and
-    # report mean +- std, so one lucky seed does not pick the winner (0 = skip).
+    # After the search: train the top-k configurations again on retrain_seeds folds of the training part
+    # (a new seed per run) and report mean +- std, so one lucky split does not pick the winner (0 = skip).
     retrain_top: int = 3
     retrain_seeds: int = 3
     # Start a new study with the classic stacked-LSTM recipe and the LSTM-FCN recipe as trials 0-1

@@ -149,12 +149,13 @@ def run_with_progress(opened: Any, workers: int, execute: Callable[..., Any]) ->
     def on_retrain(entry: Any) -> None:
         cfg = opened.prep.cfg
         if entry is None and timed:
-            progress.console.print(f"search over; re-training the top {cfg.retrain_top} configurations with up to "
-                                   f"{cfg.retrain_seeds} new seeds each in the time left, to choose the champion")
+            progress.console.print(f"search over; re-training the top {cfg.retrain_top} configurations on up to "
+                                   f"{cfg.retrain_seeds} folds each in the time left, to choose the champion")
             return
         if entry is None:
-            progress.console.print(f"re-training the top {cfg.retrain_top} configurations with {cfg.retrain_seeds} new "
-                                   "seeds each, for numbers one lucky seed cannot make (--retrain-top 0 skips this)")
+            progress.console.print(f"re-training the top {cfg.retrain_top} configurations on {cfg.retrain_seeds} folds "
+                                   "of the training part, new seeds each, for numbers one lucky split cannot make "
+                                   "(--retrain-top 0 skips this)")
             return
         if not entry.runs:  # the time budget left no room for it
             return
@@ -224,8 +225,8 @@ def print_summary(result: Any, prep: Any) -> None:
     out.print(esc(f"params: {short_params(best.params)}"))
     if result.retrained and any(e.runs for e in result.retrained):
         table = Table("trial", "search val bal.acc", "re-trained val bal.acc", "re-trained test bal.acc", "collapsed runs",
-                      title=f"top {len(result.retrained)} re-trained with {len(result.retrained[0].runs)} new seeds each "
-                            "(mean +- std)", title_justify="left", box=box.SIMPLE_HEAD)
+                      title=f"top {len(result.retrained)} re-trained {len(result.retrained[0].runs)} times each, "
+                            "a fold and a new seed per run (mean +- std)", title_justify="left", box=box.SIMPLE_HEAD)
         for e in result.retrained:
             mark = " *" if e.trial == best.number else ""
             table.add_row(f"{e.trial}{mark}", fmt(e.search_val_balanced_accuracy), mean_std(e, "val"),

@@ -287,7 +287,7 @@ def no_signal(e: Evidence) -> Verdict:
             "small_validation", f"The validation split ({b.n_val} sequences) is too small to tell the best "
             "score from luck", [inside + f", because {b.n_val} validation sequences give coarse scores", *elsewhere],
             "raise --val-fraction (or add data) so that selection sees more sequences, and prefer the "
-            "configuration that holds up when re-trained with other seeds (--retrain-top)")],
+            "configuration that holds up when re-trained on the training part's folds (--retrain-top)")],
             "not concluded: the test set or the data check shows signal")
     evidence = [inside]
     if test_ba is not None:

@@ -74,8 +74,9 @@ def champion_trial(study: optuna.Study) -> tuple[FrozenTrial | None, dict[str, A
 def top_trials(study: optuna.Study, k: int, *, family: Callable[[FrozenTrial], Any] | None = None) -> list[FrozenTrial]:
     """The ``k`` best complete trials, best first (the top-k re-training).
 
-    ``family`` (a trial's kind, e.g. its architecture): when ``k`` >= 2 and the k best are all of
-    the best trial's kind, the last place goes to the best trial of another kind, if there is one.
+    ``family`` (a trial's kind, e.g. its architecture; None: not eligible): when ``k`` >= 2 and the
+    k best are all of the best trial's kind, the last place goes to the best eligible trial of
+    another kind, if there is one.
     """
     order = ranked(complete_trials(study))
     top = order[:k]
@@ -84,7 +85,7 @@ def top_trials(study: optuna.Study, k: int, *, family: Callable[[FrozenTrial], A
     kind = family(top[0])
     if any(family(t) != kind for t in top):
         return top
-    other = next((t for t in order[k:] if family(t) != kind), None)
+    other = next((t for t in order[k:] if family(t) not in (None, kind)), None)
     return top if other is None else [*top[:-1], other]
 
 

@@ -227,7 +227,7 @@ def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None
 
 @dataclass(frozen=True)
 class RetrainEntry:
-    """One of the top-k configurations trained again with other seeds after the search."""
+    """One of the top-k configurations trained again after the search (a fold and a new seed per run)."""
 
     rank: int
     trial: int

@@ -11,7 +11,7 @@ from objectives.records import RetrainRun
 from sweep import ranking
 from sweep.data import split_folds, split_stratified
 from sweep.prepared import OpenSweep, make_objective
-from sweep.records import RetrainEntry, record_of, stored_retraining
+from sweep.records import RetrainEntry, model_links, record_of, stored_retraining
 
 _logger = logging.getLogger(__name__)
 
@@ -22,9 +22,17 @@ def split_seed(seed: int, run: int) -> int:
     return seed + 7919 * (run + 1)
 
 
-def architecture_of(trial: Any) -> Any:
-    """The kind of model a trial trains (the top-k re-training keeps a place for another kind)."""
-    return trial.params.get("architecture")
+def _architecture(opened: OpenSweep) -> Callable[[Any], Any]:
+    """A trial's kind of model for the top-k's place for another architecture; None for a trial that
+    could not ship (``--log-models best`` logged no model for it: never among the best when it ended)."""
+    cfg, attrs = opened.prep.cfg, opened.study.user_attrs
+
+    def family(trial: Any) -> Any:
+        if cfg.log_models == "best" and model_links(trial, attrs)["model_uri"] is None:
+            return None
+        return trial.params.get("architecture")
+
+    return family
 
 
 def retrain_top(
@@ -44,8 +52,9 @@ def retrain_top(
     than S sequences, run ``i`` validates on its own resampled split instead (:func:`split_seed`).
 
     The k configurations are the k best, except that when all of them are of the winner's
-    architecture the last place goes to the best trial of another one: near-copies of the winner
-    (TPE exploits around it) cannot show that the search's split favoured its kind of model.
+    architecture the last place goes to the best trial of another one that has a model to ship:
+    near-copies of the winner (TPE exploits around it) cannot show that the search's split favoured
+    its kind of model.
 
     Each entry: the trial, its search score, and per run the validation and test balanced accuracy
     (``runs``), with their mean and standard deviation. Done once per set of top trials and seeds:
@@ -55,7 +64,7 @@ def retrain_top(
     cfg, study = opened.prep.cfg, opened.study
     if not opened.lead or cfg.retrain_top <= 0 or not opened.search_done():
         return []
-    top = ranking.top_trials(study, cfg.retrain_top, family=architecture_of)
+    top = ranking.top_trials(study, cfg.retrain_top, family=_architecture(opened))
     if not top:
         return []
     folds = split_folds(opened.prep.data, k=cfg.retrain_seeds, seed=split_seed(cfg.seed, 0))

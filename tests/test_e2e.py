@@ -393,8 +393,8 @@ def test_the_top_k_are_retrained_with_new_seeds_once(tmp_path, tiny_signal):
             *TINY, *_stores(tmp_path)]
     result = run_sweep_cli(*args, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
-    assert "re-training the top 2 configurations with 2 new seeds" in result.stdout
-    assert "top 2 re-trained with 2 new seeds each" in result.stdout
+    assert "re-training the top 2 configurations on 2 folds of the training part" in result.stdout
+    assert "top 2 re-trained 2 times each, a fold and a new seed per run" in result.stdout
     retrained = _study(tmp_path, "rt").user_attrs["retrained"]["results"]
     from objectives.metrics import rank_key
 

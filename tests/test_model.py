@@ -56,7 +56,8 @@ def test_each_architecture_trains_records_gradients_and_reloads_to_the_same_pred
     (LstmParams(units=8, layers=1, dropout=0.8, architecture="lstm_fcn"), 1),
     (LstmParams(units=8, layers=2, architecture="lstm_fcn", bidirectional=True), 1),
     (LstmParams(units=8, layers=1, architecture="lstm_fcn", pooling="attention", lr_schedule="cosine"), 2),
-], ids=["lstm-fcn-univariate", "bilstm-fcn-2-layers", "alstm-fcn-multivariate"])
+    (LstmParams(units=8, layers=1, architecture="lstm_fcn", fcn_filters=32), 1),
+], ids=["lstm-fcn-univariate", "bilstm-fcn-2-layers", "alstm-fcn-multivariate", "lstm-fcn-narrow"])
 def test_lstm_fcn_trains_saves_and_reloads_through_the_pyfunc_to_the_same_predictions(tmp_path, params, features):
     """LSTM-FCN: the FCN branch (128/k8, 256/k5, 128/k3) sees the series, the LSTM branch its
     dimension shuffle (``features`` steps of ``timesteps``-wide vectors); squeeze-and-excite blocks
@@ -73,7 +74,8 @@ def test_lstm_fcn_trains_saves_and_reloads_through_the_pyfunc_to_the_same_predic
                       std=np.ones(features, "float32"), epochs=2)
     model = training.model
     assert len(training.history) == 2 and training.history[-1].grad_norm_first > 0
-    assert [model.get_layer(f"fcn_conv_{i}").filters for i in (1, 2, 3)] == [128, 256, 128]
+    f = params.fcn_filters  # published: 128
+    assert [model.get_layer(f"fcn_conv_{i}").filters for i in (1, 2, 3)] == [f, 2 * f, f]
     assert [model.get_layer(f"fcn_conv_{i}").kernel_size for i in (1, 2, 3)] == [(8,), (5,), (3,)]
     assert model.get_layer("fcn_norm_1").momentum == 0.9  # moving statistics that keep up on small sets
     assert model.get_layer("lstm_1").input.shape[1:] == (features, 64)  # the dimension shuffle

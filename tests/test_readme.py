@@ -45,3 +45,4 @@ def test_the_readme_config_example_is_a_valid_config_file(tmp_path):
     assert cfg.space.pooling == ("last", "mean", "attention") and cfg.space.conv_filters == (0, 64)
     assert cfg.space.masking == (False, True) and cfg.space.bidirectional == (False, True)
     assert cfg.space.architecture == ("stacked", "lstm_fcn") and cfg.space.lr_schedule == ("plateau", "cosine")
+    assert cfg.space.fcn_filters == (64, 128)

@@ -40,11 +40,12 @@ def test_fixed_trial_gives_params_equal_to_the_fixed_values():
 def test_trial_parameter_names_are_the_params_fields_so_best_params_round_trip():
     trial = optuna.trial.FixedTrial(FIXED)
     params = suggest_params(trial, SearchSpace())
-    # masking is a trial parameter only on padded data (next tests); elsewhere it stays False.
-    assert set(trial.params) == {f.name for f in dataclasses.fields(LstmParams)} - {"masking"}
+    # masking is a trial parameter only on padded data (next tests); elsewhere it stays False; a
+    # stacked LSTM has no FCN branch to size (fcn_filters keeps the published 128).
+    assert set(trial.params) == {f.name for f in dataclasses.fields(LstmParams)} - {"masking", "fcn_filters"}
     assert LstmParams(**trial.params) == params
     assert LstmParams(**params.to_dict()) == params
-    assert params.to_dict() == {**FIXED, "masking": False}
+    assert params.to_dict() == {**FIXED, "masking": False, "fcn_filters": 128}
 
 
 def test_masking_is_searched_only_on_padded_data_without_a_conv_front_end():
@@ -92,7 +93,7 @@ def test_lstm_fcn_asks_no_conv_front_end_nor_masking_and_pooling_only_on_multiva
     """LSTM-FCN's convolutional branch is fixed, so ``conv_filters`` is not asked; its LSTM reads the
     dimension-shuffled series, one step on univariate data, where pooling over steps means nothing."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=4))
-    seen: dict[str, set] = {"architecture": set(), "pooling_fcn": set(), "masking_stacked": set()}
+    seen: dict[str, set] = {"architecture": set(), "pooling_fcn": set(), "masking_stacked": set(), "fcn_filters": set()}
     for _ in range(80):
         trial = study.ask()
         p = suggest_params(trial, SearchSpace(), padded=True, features=features)
@@ -103,14 +104,17 @@ def test_lstm_fcn_asks_no_conv_front_end_nor_masking_and_pooling_only_on_multiva
             assert p.conv_filters == 0 and p.masking is False
             assert ("pooling" in trial.params) == (features > 1)
             seen["pooling_fcn"].add(p.pooling)
+            seen["fcn_filters"].add(trial.params["fcn_filters"])
         else:
             assert "conv_filters" in trial.params and "pooling" in trial.params
+            assert "fcn_filters" not in trial.params and p.fcn_filters == 128  # no FCN branch to size
             if p.conv_filters == 0:
                 seen["masking_stacked"].add(trial.params["masking"])
         assert LstmParams(**trial.params) == p  # best_params still rebuild the model
         study.tell(trial, 0.0)
     assert seen["architecture"] == {"stacked", "lstm_fcn"} and seen["masking_stacked"] == {False, True}
     assert seen["pooling_fcn"] == ({"last"} if features == 1 else set(POOLINGS))
+    assert seen["fcn_filters"] == {32, 64, 128}
 
 
 @pytest.mark.parametrize("features", [1, 6])
@@ -187,6 +191,21 @@ def test_a_stored_space_without_the_new_choices_resumes_with_them_fixed_at_their
             assert (p.bidirectional, p.conv_filters, p.pooling, p.masking) == (False, 0, "last", False)
         study.tell(trial, 0.0)
     assert SearchSpace.from_dict(SearchSpace().to_dict()) == SearchSpace()
+
+
+def test_a_stored_space_without_fcn_filters_keeps_the_published_width():
+    stored = SearchSpace().to_dict()
+    del stored["fcn_filters"]
+    space = SearchSpace.from_dict(stored)
+    assert space.fcn_filters == (128,) and space.architecture == ("stacked", "lstm_fcn")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    widths = set()
+    for _ in range(20):
+        trial = study.ask()
+        p = suggest_params(trial, space, features=1)
+        widths.add(p.fcn_filters)
+        study.tell(trial, 0.0)
+    assert widths == {128}
 
 
 @pytest.mark.parametrize("timesteps, pool", [(1, 1), (96, 1), (128, 1), (129, 2), (235, 2), (256, 2), (512, 4), (513, 5)])
@@ -330,6 +349,8 @@ def test_ranges_at_the_hard_limits_are_allowed():
         ({"pooling": ["last", "max"]}, ["unknown pooling 'max'", "last, mean, attention"]),
         ({"conv_filters": [0, -8]}, ["filter counts must be integers in [0, 512]"]),
         ({"conv_filters": [True]}, ["filter counts must be integers"]),
+        ({"fcn_filters": [0, 64]}, ["LSTM-FCN filter counts must be integers in [8, 512]"]),
+        ({"fcn_filters": [64.0]}, ["LSTM-FCN filter counts must be integers"]),
         ({"architecture": ["stacked", "fcn"]}, ["unknown architecture 'fcn'", "stacked, lstm_fcn"]),
         ({"architecture": "lstm_fcn"}, ["search_space.architecture: expected a non-empty list"]),
         ({"lr_schedule": ["cosine", "step"]}, ["unknown schedule 'step'", "plateau, cosine"]),

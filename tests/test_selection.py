@@ -138,3 +138,8 @@ def test_the_top_k_keep_a_place_for_another_architecture():
     assert [t.number for t in top_trials(study, 3, family=family)] == [0, 1, 3]
     assert [t.number for t in top_trials(study, 4, family=family)] == [0, 1, 2, 3]  # already mixed
     assert [t.number for t in top_trials(study, 1, family=family)] == [0]
+
+    def shippable(t):  # trial 3 has no model logged (--log-models best): it could not ship
+        return None if t.number == 3 else t.params["architecture"]
+
+    assert [t.number for t in top_trials(study, 3, family=shippable)] == [0, 1, 2]
