@@ -218,3 +218,28 @@ def test_in_process_benchmarks_run_a_tiny_study(quality, name):
         assert all(r["params"] == bench.PARAMS for r in measured["rows"])
     else:
         assert len(measured["samples"]) == 2 and all(s["state"] for s in measured["samples"])
+
+
+def test_retrained_benchmark_trains_fold_models_and_widths(quality, tiny_set, tmp_path):
+    """benchmarks/retrained.py on a tiny LSTM-FCN configuration: one model per fold, their average,
+    and each width on the search's split, as a quality result names them."""
+    import argparse
+    import json
+
+    retrained = importlib.import_module("retrained")
+    params = {"architecture": "lstm_fcn", "units": 4, "layers": 1, "dropout": 0.0, "learning_rate": 1e-2,
+              "class_weight": "balanced", "batch_size": 16, "clipnorm": 0.0, "lr_schedule": "plateau",
+              "bidirectional": False, "fcn_filters": 8}
+    result = tmp_path / "quality.json"
+    result.write_text(json.dumps({"settings": {"val_fraction": 0.2}, "jobs": [
+        {"method": "lstm_sweep", "set": "tiny", "seed": 0, "trial_rows": [
+            {"number": 3, "value": 0.8, "test_balanced_accuracy": 0.7, "epochs_run": 4, "params": params}]}]}))
+    args = argparse.Namespace(result=result, set="tiny", trials=[3], datasets=str(tiny_set.parent), folds=2,
+                              widths=[8, 16], epochs=2, patience=1)
+    measured = retrained.measure(args)
+    [entry] = measured["trials"]
+    assert [f["fold"] for f in entry["folds"]] == [0, 1]
+    assert all(1 <= f["epochs"] <= 2 and 0.0 <= f["test_balanced_accuracy"] <= 1.0 for f in entry["folds"])
+    assert 0.0 <= entry["ensemble_test_balanced_accuracy"] <= 1.0
+    assert [(w["fcn_filters"], w["seed"]) for w in entry["widths"]] == [(8, 1), (8, 2), (16, 1), (16, 2)]
+    retrained.report(measured)  # the tables print

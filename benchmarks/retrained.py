@@ -1,0 +1,154 @@
+"""What a budget sweep's shipped model leaves on the table: the same configurations trained to
+patience on the training part's k folds (each fold model alone, and their probabilities averaged:
+the ensemble a sweep could ship), and the LSTM-FCN branch at other widths (``fcn_filters``).
+
+Takes the lstm-sweep job of one set in a ``benchmarks/quality.py`` result (its trials' parameters
+and test scores) and trains the given trials again, outside any sweep:
+
+- folds: ``sweep.data.split_folds`` with the re-training's seed (as ``sweep.retrain`` cuts them),
+  one run per fold with its own seed, up to ``--epochs`` with ``--patience`` (best epoch kept);
+- widths: each trial at each ``--widths`` value on the search's own 80/20 split, with 2 seeds,
+  timed per epoch.
+
+Test balanced accuracy is reported only: nothing here chooses on it.
+
+    python benchmarks/retrained.py --result benchmarks/results/quality-budget10-quick-kfold.json \\
+        --set ECG200 --trials 34 1 5 [--folds 3] [--widths 128 64] [--out retrained-ECG200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import _common  # noqa: F401 - quiet TensorFlow, repository on sys.path
+import numpy as np
+from _common import print_table, write_result
+
+
+def _train(params: Any, split: Any, *, n_classes: int, epochs: int, patience: int, seed: int) -> dict[str, Any]:
+    """One training to patience (best epoch kept; no stop before the sweep's warm-up of 100 optimizer
+    steps): epochs, seconds, val/test balanced accuracy, test probabilities."""
+    from objectives import model as lstm
+    from objectives.imbalance import steps_per_epoch
+    from objectives.metrics import evaluate_predictions, warmup_epochs
+    from sweep.config import TrainSettings
+    from sweep.data import standardization
+
+    mean, std = standardization(split.X_train)
+    train = TrainSettings()
+    min_epochs = warmup_epochs(train.collapse_warmup, steps_per_epoch(split.y_train, params.class_weight, params.batch_size),
+                               min_steps=train.warmup_steps, epochs=epochs, fraction=0.0)
+    started = time.perf_counter()
+    training = lstm.start_training(params, X_train=split.X_train, y_train=split.y_train, X_val=split.X_val,
+                                   y_val=split.y_val, n_classes=n_classes, mean=mean, std=std, patience=patience,
+                                   seed=seed, on_epoch=lambda record: None, min_epochs=min_epochs)
+    lstm.fit(training, params, X_train=split.X_train, y_train=split.y_train, n_classes=n_classes, epochs=epochs,
+             seed=seed)
+    seconds = time.perf_counter() - started
+    val_proba = lstm.predict_proba(training.model, split.X_val)
+    test_proba = lstm.predict_proba(training.model, split.X_test)
+    return {
+        "epochs": len(training.history), "seconds": round(seconds, 1),
+        "seconds_per_epoch": round(seconds / max(1, len(training.history)), 2),
+        "val_balanced_accuracy": float(evaluate_predictions(split.y_val, val_proba.argmax(1), n_classes).balanced_accuracy),
+        "test_balanced_accuracy": float(evaluate_predictions(split.y_test, test_proba.argmax(1), n_classes).balanced_accuracy),
+        "test_proba": test_proba,
+    }
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    import dataclasses
+
+    from objectives import model as lstm
+    from objectives.metrics import evaluate_predictions
+    from objectives.search_space import LstmParams
+    from sweep.data import load_dataset, split_folds, split_stratified
+    from sweep.retrain import split_seed
+
+    lstm.configure_threads(1)
+    doc = json.loads(Path(args.result).read_text())
+    job = next(j for j in doc["jobs"] if j.get("method") == "lstm_sweep" and j["set"] == args.set)
+    rows = {r["number"]: r for r in job["trial_rows"]}
+    data = load_dataset(Path(args.datasets) / f"{args.set}.npz")
+    val_fraction = float(doc["settings"].get("val_fraction", 0.2))
+    folds = split_folds(data, k=args.folds, seed=split_seed(job["seed"], 0))
+    if folds is None:
+        raise SystemExit(f"{args.set}: a class has fewer than {args.folds} training sequences; use fewer --folds")
+    search_split = split_stratified(data, val_fraction=val_fraction, seed=job["seed"])
+    out: list[dict[str, Any]] = []
+    for number in args.trials:
+        row = rows[number]
+        params = LstmParams(**row["params"])
+        entry: dict[str, Any] = {"trial": number, "params": row["params"], "search_val_balanced_accuracy": row["value"],
+                                 "search_test_balanced_accuracy": row["test_balanced_accuracy"],
+                                 "search_epochs": row.get("epochs_run"), "folds": [], "widths": []}
+        probas = []
+        for i, split in enumerate(folds):
+            run = _train(params, split, n_classes=data.n_classes, epochs=args.epochs, patience=args.patience,
+                         seed=100 + i)
+            probas.append(run.pop("test_proba"))
+            entry["folds"].append({"fold": i, **run})
+            print(f"{args.set} trial {number} fold {i}: {run['epochs']} epochs, val {run['val_balanced_accuracy']:.3f}, "
+                  f"test {run['test_balanced_accuracy']:.3f} ({run['seconds']:.0f} s)", flush=True)
+        entry["ensemble_test_balanced_accuracy"] = float(evaluate_predictions(
+            data.y_test, np.mean(probas, axis=0).argmax(1), data.n_classes).balanced_accuracy)
+        if params.architecture == "lstm_fcn":
+            for width in args.widths:
+                for seed in (1, 2):
+                    run = _train(dataclasses.replace(params, fcn_filters=width), search_split, n_classes=data.n_classes,
+                                 epochs=args.epochs, patience=args.patience, seed=seed)
+                    run.pop("test_proba")
+                    entry["widths"].append({"fcn_filters": width, "seed": seed, **run})
+                    print(f"{args.set} trial {number} width {width} seed {seed}: {run['epochs']} epochs, "
+                          f"{run['seconds_per_epoch']:.2f} s/epoch, val {run['val_balanced_accuracy']:.3f}, "
+                          f"test {run['test_balanced_accuracy']:.3f}", flush=True)
+        out.append(entry)
+    return {"result": str(args.result), "set": args.set, "seed": job["seed"], "folds": args.folds,
+            "epochs": args.epochs, "patience": args.patience, "trials": out}
+
+
+def report(measured: dict[str, Any]) -> None:
+    rows = []
+    for e in measured["trials"]:
+        fold_tests = [f["test_balanced_accuracy"] for f in e["folds"]]
+        rows.append([e["trial"], e["params"]["architecture"], f"{e['search_val_balanced_accuracy']:.3f}",
+                     f"{e['search_test_balanced_accuracy']:.3f} ({e['search_epochs']} ep)",
+                     " ".join(f"{f['val_balanced_accuracy']:.3f}" for f in e["folds"]),
+                     " ".join(f"{t:.3f}" for t in fold_tests) + f" ({'/'.join(str(f['epochs']) for f in e['folds'])} ep)",
+                     f"{e['ensemble_test_balanced_accuracy']:.3f}"])
+    print_table(f"{measured['set']}: the search's model against {measured['folds']} fold models trained to patience",
+                ["trial", "architecture", "search val", "search test", "fold val", "fold test", "fold ensemble test"],
+                rows)
+    widths = [(e["trial"], w) for e in measured["trials"] for w in e["widths"]]
+    if widths:
+        print_table(f"{measured['set']}: LSTM-FCN width on the search's split (2 seeds each)",
+                    ["trial", "fcn_filters", "seed", "epochs", "s/epoch", "val", "test"],
+                    [[t, w["fcn_filters"], w["seed"], w["epochs"], f"{w['seconds_per_epoch']:.2f}",
+                      f"{w['val_balanced_accuracy']:.3f}", f"{w['test_balanced_accuracy']:.3f}"] for t, w in widths])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--result", required=True, help="a benchmarks/quality.py result file")
+    ap.add_argument("--set", required=True)
+    ap.add_argument("--trials", type=int, nargs="+", required=True)
+    ap.add_argument("--datasets", default=str(_common.REPO.parent / "shared" / "datasets"))
+    ap.add_argument("--folds", type=int, default=3)
+    ap.add_argument("--widths", type=int, nargs="*", default=[])
+    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--patience", type=int, default=10)
+    ap.add_argument("--out", default=None, help="result name under benchmarks/results/ (default retrained-SET)")
+    args = ap.parse_args()
+    measured = measure(args)
+    report(measured)
+    path = write_result(args.out or f"retrained-{args.set}", {"command": " ".join(sys.argv), **measured})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
