@@ -54,7 +54,7 @@ class LstmParams:
     # ReduceLROnPlateau); "cosine": cosine decay from learning_rate to 0 over the epoch cap.
     lr_schedule: str = "plateau"
     # LSTM-FCN's convolution widths: fcn_filters, 2 x fcn_filters, fcn_filters (Karim et al.: 128).
-    # Half the width trains Strawberry's 235-step series 2.8x faster per epoch at the same score.
+    # Half the width trains Strawberry's 235-step series 2.2x faster per epoch (benchmarks/retrained.py).
     fcn_filters: int = 128
 
     def to_dict(self) -> dict[str, Any]:
