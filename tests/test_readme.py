@@ -15,7 +15,7 @@ def _commands() -> list[str]:
 
 def test_readme_opens_with_two_commands_the_first_sweeps_seed_signal():
     main, tests = _commands()
-    assert "sweep make-data seed-signal" in main and "sweep run seed-signal.npz" in main
+    assert "sweep make-data seed-signal" in main and "sweep run seed-signal.npz --budget 6m" in main
     assert main.startswith("python3 -m venv .venv") and tests.startswith("python3 -m venv .venv")
     assert tests.rstrip().endswith("pytest")
 
