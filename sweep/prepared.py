@@ -84,9 +84,13 @@ class OpenSweep:
     objective: Any = None  # set by work(): holds trial ends not yet told to the tracker
 
     def search_done(self) -> bool:
-        """The study holds its N trials, or the time budget's search is over."""
-        if self.deadline is not None and self.deadline.search_over():
-            return True
+        """The study holds its N trials, or the time budget's search is over: its time is up, or no
+        new trial could reach its first rung in the time left (the search loop stops there too)."""
+        if self.deadline is not None:
+            from sweep.loop import budget_stop
+
+            if self.deadline.search_over() or budget_stop(self.deadline)(self.study):
+                return True
         return count_finished(self.study) >= self.prep.cfg.n_trials
 
 

@@ -91,3 +91,31 @@ def test_process_started_is_before_now():
     import time
 
     assert time.time() - 3600 < budget.process_started() <= time.time()
+
+
+def test_the_search_is_done_when_no_new_trial_fits_before_its_end():
+    """The search loop stops when a new trial could not reach its first rung in the time left; the
+    re-training must then start too (it once waited for the search's end and was skipped: the
+    README's demo at --budget 6m shipped without it)."""
+    import time
+    from types import SimpleNamespace
+
+    import optuna
+
+    from objectives.records import RESULT_ATTR
+    from sweep.prepared import OpenSweep
+
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs={RESULT_ATTR: {"epochs_run": 5, "train_seconds": 50.0}}))
+    now = time.time()
+    prep = SimpleNamespace(cfg=SimpleNamespace(n_trials=10_000))
+
+    def opened(search_left: float) -> OpenSweep:
+        deadline = budget.Deadline(started_at=now - 100, search_ends_at=now + search_left, ends_at=now + search_left + 60)
+        return OpenSweep(prep=prep, study=study, resumed=False, tracker=None, parent_run_id="r", deadline=deadline)
+
+    assert not opened(search_left=120).search_done()  # 5 epochs of 10 s fit in 120 s
+    assert opened(search_left=30).search_done()  # they do not fit in 30 s: the loop has stopped
+    assert opened(search_left=-1).search_done()
+    no_budget = OpenSweep(prep=prep, study=study, resumed=False, tracker=None, parent_run_id="r")
+    assert not no_budget.search_done()  # 1 of 10,000 trials
