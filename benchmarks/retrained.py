@@ -31,22 +31,21 @@ from _common import print_table, write_result
 
 
 def _train(params: Any, split: Any, *, n_classes: int, epochs: int, patience: int, seed: int) -> dict[str, Any]:
-    """One training to patience (best epoch kept; no stop before the sweep's warm-up of 100 optimizer
-    steps): epochs, seconds, val/test balanced accuracy, test probabilities."""
+    """One training to patience (best epoch kept; no stop before a budgeted trial's warm-up, as the
+    sweep's objective sets it): epochs, seconds, val/test balanced accuracy, test probabilities."""
     from objectives import model as lstm
-    from objectives.imbalance import steps_per_epoch
-    from objectives.metrics import evaluate_predictions, warmup_epochs
-    from sweep.config import TrainSettings
-    from sweep.data import standardization
+    from objectives.metrics import evaluate_predictions
+    from objectives.objective import Objective
+    from objectives.search_space import SearchSpace
+    from sweep.budget import BUDGET_WARMUP_FRACTION
 
-    mean, std = standardization(split.X_train)
-    train = TrainSettings()
-    min_epochs = warmup_epochs(train.collapse_warmup, steps_per_epoch(split.y_train, params.class_weight, params.batch_size),
-                               min_steps=train.warmup_steps, epochs=epochs, fraction=0.0)
+    objective = Objective(split, n_classes=n_classes, space=SearchSpace(), epochs=epochs, patience=patience, seed=seed,
+                          warmup_fraction=BUDGET_WARMUP_FRACTION)
     started = time.perf_counter()
     training = lstm.start_training(params, X_train=split.X_train, y_train=split.y_train, X_val=split.X_val,
-                                   y_val=split.y_val, n_classes=n_classes, mean=mean, std=std, patience=patience,
-                                   seed=seed, on_epoch=lambda record: None, min_epochs=min_epochs)
+                                   y_val=split.y_val, n_classes=n_classes, mean=objective.mean, std=objective.std,
+                                   patience=patience, seed=seed, on_epoch=lambda record: None,
+                                   min_epochs=objective._min_epochs(params))
     lstm.fit(training, params, X_train=split.X_train, y_train=split.y_train, n_classes=n_classes, epochs=epochs,
              seed=seed)
     seconds = time.perf_counter() - started

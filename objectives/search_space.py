@@ -206,6 +206,13 @@ _NAMED_CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+# Knobs whose choices are filter counts: (what the error calls them, inclusive limits, a note on 0).
+_FILTER_COUNTS: dict[str, tuple[str, tuple[int, int], str]] = {
+    "conv_filters": ("filter counts", CONV_FILTERS_LIMITS, " (0 = no Conv1D front-end)"),
+    "fcn_filters": ("LSTM-FCN filter counts", FCN_FILTERS_LIMITS, ""),
+}
+
+
 def _choices(name: str, key: str, value: Any) -> tuple[Any, ...]:
     if not isinstance(value, list) or not value:
         raise ConfigError(f"{name}: expected a non-empty list of choices, got {value!r}")
@@ -222,16 +229,11 @@ def _choices(name: str, key: str, value: Any) -> tuple[Any, ...]:
         if any(not isinstance(v, bool) for v in value):
             raise ConfigError(f"{name}: expected a list of true/false, got {value}")
         return tuple(value)
-    if key == "conv_filters":
-        low, high = CONV_FILTERS_LIMITS
+    counts = _FILTER_COUNTS.get(key)
+    if counts is not None:
+        what, (low, high), note = counts
         if any(isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high for v in value):
-            raise ConfigError(f"{name}: filter counts must be integers in [{low}, {high}] (0 = no Conv1D front-end), "
-                              f"got {value}")
-        return tuple(value)
-    if key == "fcn_filters":
-        low, high = FCN_FILTERS_LIMITS
-        if any(isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high for v in value):
-            raise ConfigError(f"{name}: LSTM-FCN filter counts must be integers in [{low}, {high}], got {value}")
+            raise ConfigError(f"{name}: {what} must be integers in [{low}, {high}]{note}, got {value}")
         return tuple(value)
     if key == "batch_size":
         if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
@@ -435,10 +437,8 @@ def sample_params(
         if name == "conv_filters" and chosen["architecture"] != "stacked":
             chosen[name] = 0
             continue
-        if name == "masking" and name not in asked_params(chosen, space, padded=padded, features=features):
-            continue
-        if name in ("pooling", "fcn_filters") and name not in asked_params(chosen, space, padded=padded,
-                                                                            features=features):
+        if name in ("masking", "pooling", "fcn_filters") and name not in asked_params(
+                chosen, space, padded=padded, features=features):
             continue
         allowed = getattr(space, name)
         if isinstance(allowed, IntRange):
