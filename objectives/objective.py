@@ -252,9 +252,10 @@ class Objective:
         finally:
             del training
 
-    def train_once(self, params: LstmParams, seed: int, *, stop_at: float | None = None) -> RetrainRun:
+    def train_once(self, params: LstmParams, seed: int, *, stop_at: float | None = None) -> tuple[RetrainRun, Any]:
         """Train ``params`` once more with another seed, exactly as a trial trains (patience, best
-        epoch kept, collapse stopping), outside Optuna; returns its validation and test scores.
+        epoch kept, collapse stopping), outside Optuna; returns its validation and test scores and
+        the trained model (the best epoch's weights).
         ``stop_at`` (wall-clock): stop at the first epoch boundary past it, keeping the best epoch."""
         warmup = self._warmup(params)
         watch = CollapseWatch(warmup=warmup, patience=self.collapse_patience, chance=1 / self.n_classes)
@@ -286,7 +287,7 @@ class Objective:
             seed=seed, epochs=len(training.history), stopped_for_collapse=stopped, stopped_for_deadline=deadline,
             val_score=val.score, val_balanced_accuracy=val.balanced_accuracy, near_collapse=val.penalty > 0,
             test_balanced_accuracy=test.balanced_accuracy if test is not None else None,
-        )
+        ), training.model
 
     def _warmup(self, params: LstmParams) -> int:
         """Epochs before a trial may be stopped for collapse: the configured warm-up epochs, and

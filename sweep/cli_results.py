@@ -89,6 +89,11 @@ def best(study: str = typer.Argument(..., help="Study name."), storage: str = St
     out.print(f"[bold]study {_e(study)}: best trial {top.number}[/]  score {_fmt(top.value)}")
     if (top.selection or {}).get("reason"):
         out.print(f"  [dim]{_e(top.selection['reason'])}[/]")
+    if top.shipped:
+        from sweep.display import ensemble_line
+
+        out.print(f"  {_e(ensemble_line(top.shipped))}: out-of-fold val balanced accuracy "
+                  f"{_fmt(top.shipped.get('oof_val_balanced_accuracy'))}, test {_fmt(top.shipped.get('test_balanced_accuracy'))}")
     for knob in KNOBS:
         if knob.name in top.params:
             out.print(_e(f"  {knob.name:<14} {top.params[knob.name]}"))

@@ -3,7 +3,7 @@
 A config file is TOML with up to three tables::
 
     [run]            # study, storage, n_trials, budget, seed, tracking_uri, log_models, pruner, threads, workers,
-                     # adjust_decision, retrain_top, retrain_seeds, baseline
+                     # adjust_decision, retrain_top, retrain_seeds, ship, baseline
     [train]          # epochs, val_fraction, patience, collapse_warmup, collapse_patience, warmup_steps,
                      # warmup_fraction
     [search_space]   # narrows the ranges and choices of objectives.search_space.SearchSpace
@@ -26,6 +26,7 @@ from sweep.errors import ConfigError
 DEFAULT_STORAGE = "sqlite:///sweep.db"
 # Seeds feed numpy/scikit-learn (< 2**32) after offsets (trial number, re-training, worker pid).
 MAX_SEED = 2**31 - 1
+SHIP = ("ensemble", "trial")
 LOG_MODELS = ("best", "all", "none")
 PRUNERS = ("median", "hyperband", "none")
 
@@ -67,6 +68,10 @@ class SweepConfig:
     # (a new seed per run) and report mean +- std, so one lucky split does not pick the winner (0 = skip).
     retrain_top: int = 3
     retrain_seeds: int = 3
+    # What ships as the champion: "ensemble" (the chosen configuration's fold models from the re-training,
+    # their probabilities averaged, when every fold trained to its end; sweep.ensemble) or "trial" (the
+    # chosen trial's own model from the search).
+    ship: str = "ensemble"
     # Start a new study with the classic stacked-LSTM recipe and the LSTM-FCN recipe as trials 0-1
     # (objectives.search_space.recipe_trials), then search.
     baseline: bool = True
@@ -89,7 +94,7 @@ class SweepConfig:
 
 
 _RUN_KEYS = {"study", "storage", "n_trials", "seed", "tracking_uri", "log_models", "pruner", "threads", "workers",
-             "adjust_decision", "retrain_top", "retrain_seeds", "baseline", "budget"}
+             "adjust_decision", "retrain_top", "retrain_seeds", "ship", "baseline", "budget"}
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainSettings)}
 
 
@@ -187,6 +192,8 @@ def _validate(cfg: SweepConfig, where: str) -> None:
         raise ConfigError(f"pruner (--pruner) must be one of {', '.join(PRUNERS)}, got {cfg.pruner!r}")
     need_int("retrain_top (--retrain-top)", cfg.retrain_top, 0, 20)
     need_int("retrain_seeds (--retrain-seeds)", cfg.retrain_seeds, 1, 20)
+    if cfg.ship not in SHIP:
+        raise ConfigError(f"ship (--ship) must be one of {', '.join(SHIP)}, got {cfg.ship!r}")
     for key in ("adjust_decision", "baseline"):
         if not isinstance(getattr(cfg, key), bool):
             raise ConfigError(f"{where}: run.{key} must be true or false, got {getattr(cfg, key)!r}")

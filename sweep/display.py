@@ -217,6 +217,9 @@ def print_summary(result: Any, prep: Any) -> None:
     if r.val_balanced_accuracy_adjusted is not None:
         table.add_row("bal.acc, decision adjusted", f"{fmt(r.val_balanced_accuracy_adjusted)} (fitted here)",
                       fmt(r.test_balanced_accuracy_adjusted))
+    if best.shipped:
+        table.add_row(f"shipped: mean of {best.shipped['folds']} fold models", f"{fmt(best.shipped.get('oof_val_balanced_accuracy'))} "
+                      "(bal.acc out of fold)", fmt(best.shipped.get("test_balanced_accuracy")))
     if best.bayes_balanced_accuracy is not None:
         test_bayes = best.bayes_balanced_accuracy_test
         table.add_row("planted Bayes-optimal bal.acc", f"{fmt(best.bayes_balanced_accuracy)} (population)",
@@ -234,6 +237,8 @@ def print_summary(result: Any, prep: Any) -> None:
         out.print(table)
         if choice.get("reason"):  # * = the champion; the margin rule of sweep/selection.py says why
             out.print(f"[{'yellow' if choice.get('switched') else 'dim'}]{esc(choice['reason'])}[/]")
+    if best.shipped:
+        out.print(esc(ensemble_line(best.shipped)))
     if r.collapsed:
         out.print(f"[red]every complete trial predicted one class: no model is registered as the champion "
                   f"(sweep predict has none to use)[/]; see sweep diagnose {esc(study_option(result.name))}")
@@ -246,6 +251,13 @@ def print_summary(result: Any, prep: Any) -> None:
                   "(trials are nested under the study run)")
     elif result.experiment_id is not None:
         out.print(esc(f"        {credential_free(result.tracking_uri).rstrip('/')}/#/experiments/{result.experiment_id}/runs"))
+
+
+def ensemble_line(shipped: dict[str, Any]) -> str:
+    """What ships when it is the re-training's fold ensemble (sweep.ensemble), in one sentence."""
+    k = shipped["folds"]
+    return (f"ships as the mean of trial {shipped['trial']}'s {k} fold models from the re-training (each trained "
+            f"to its patience without one fold of the training part), not the search's single model")
 
 
 def study_option(name: str) -> str:

@@ -5,7 +5,9 @@ loaded model needs MLflow, Keras/TensorFlow, numpy and pandas, but not lstm-swee
 not import anything from the ``sweep`` or ``objectives`` packages.
 
 Artifacts: ``keras_model`` (the trained network, standardization included as its first layer)
-and ``labels`` (a JSON file: ``{"labels": [...]}``, output column ``i`` is ``labels[i]``).
+and ``labels`` (a JSON file: ``{"labels": [...]}``, output column ``i`` is ``labels[i]``). A fold
+ensemble (the re-training's fold models of one configuration) has ``keras_model``,
+``keras_model_1``, ... and predicts the mean of their class probabilities.
 
 ``predict`` takes a float array ``[n, timesteps, features]`` (a nested list works too, and a
 DataFrame with one row per sequence and ``timesteps x features`` columns in time-major order)
@@ -31,10 +33,11 @@ class LstmSweepClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         import keras
 
-        self.model = keras.models.load_model(context.artifacts["keras_model"], compile=False)
+        names = sorted((k for k in context.artifacts if k.startswith("keras_model")), key=lambda k: (len(k), k))
+        self.models = [keras.models.load_model(context.artifacts[k], compile=False) for k in names]
         with open(context.artifacts["labels"]) as fh:
             self.labels = json.load(fh)["labels"]
-        _, self.timesteps, self.features = self.model.input_shape
+        _, self.timesteps, self.features = self.models[0].input_shape
 
     def sequences(self, model_input: Any) -> np.ndarray:
         """The input as float32 ``[n, timesteps, features]``; ValueError naming the problem otherwise."""
@@ -57,8 +60,9 @@ class LstmSweepClassifier(mlflow.pyfunc.PythonModel):
     # without a hint, MLflow 3 warns on every load. Lists and DataFrames are accepted all the same.
     def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> pd.DataFrame:
         X = self.sequences(model_input)
-        probabilities = np.asarray(self.model.predict(X, batch_size=512, verbose=0)) if len(X) else np.zeros(
-            (0, len(self.labels)))
+        probabilities = np.zeros((len(X), len(self.labels)))
+        if len(X):
+            probabilities = np.mean([np.asarray(m.predict(X, batch_size=512, verbose=0)) for m in self.models], axis=0)
         frame = pd.DataFrame({"label": pd.Series([self.labels[i] for i in probabilities.argmax(axis=1)], dtype=object)})
         for i, label in enumerate(self.labels):
             frame[f"proba_{label}"] = probabilities[:, i].astype(np.float64)

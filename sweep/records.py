@@ -151,6 +151,7 @@ class BestTrial:
     study: str
     record: TrialRecord
     selection: dict[str, Any] | None = None  # the re-training's margin rule, when it chose (sweep.selection)
+    shipped: dict[str, Any] | None = None  # the model that ships when it is not the trial's own (sweep.ensemble)
     labels: list[Any] | None = None
     tracking_uri: str | None = None
     data_path: str | None = None
@@ -184,7 +185,8 @@ class BestTrial:
     def to_dict(self) -> dict[str, Any]:
         r = self.result
         return {
-            "study": self.study, "number": self.number, "selection": self.selection, "value": self.value,
+            "study": self.study, "number": self.number, "selection": self.selection, "shipped": self.shipped,
+            "value": self.value,
             "params": dict(self.params),
             "val_balanced_accuracy": r.val_balanced_accuracy, "val_accuracy": r.val_accuracy,
             "val_macro_f1": r.val_macro_f1, "penalty": r.penalty, "test_balanced_accuracy": r.test_balanced_accuracy,
@@ -201,13 +203,16 @@ class BestTrial:
 
 def best_of(study: optuna.Study) -> BestTrial | None:
     """The trial that ships (:func:`sweep.ranking.champion_trial`: the search's best complete trial
-    unless the re-training chose another) as a :class:`BestTrial` (None while no trial completed)."""
+    unless the re-training chose another) as a :class:`BestTrial` (None while no trial completed),
+    with the fold ensemble that ships in its place, if any (study attribute ``shipped``)."""
     best, choice = champion_trial(study)
     if best is None:
         return None
     attrs = study.user_attrs
+    shipped = attrs.get("shipped")
     return BestTrial(
         study=study.study_name, record=record_of(best, study_attrs=attrs), selection=choice, labels=attrs.get("labels"),
+        shipped=shipped if shipped and shipped.get("trial") == best.number else None,
         # Stored credential-free since the secrets change; older studies may hold a password.
         tracking_uri=mask_url(attrs["tracking_uri"]) if attrs.get("tracking_uri") else None,
         data_path=attrs.get("data_path"),

@@ -25,7 +25,7 @@ class Registry:
         self.client, self.study_name = client, study_name
 
     def crown(self, model_uri: str, *, model_id: str | None, trial_number: int, score: float,
-              val_loss: float | None = None) -> str:
+              val_loss: float | None = None, run_id: str | None = None) -> str:
         """Register a new best model under the study's name and move the ``champion`` alias to it,
         unless another worker's champion ranks higher already (score, then validation loss).
         Returns the registered version."""
@@ -35,7 +35,8 @@ class Registry:
                 f"Best models of the lstm-sweep study {name}; the alias '{CHAMPION}' marks the best so far."))
         except Exception:  # noqa: BLE001 - it exists (another trial or worker registered it first)
             pass
-        run_id = mlflow.active_run().info.run_id if mlflow.active_run() else None
+        if run_id is None and mlflow.active_run() is not None:
+            run_id = mlflow.active_run().info.run_id
         version = self.client.create_model_version(name, model_uri, run_id=run_id, model_id=model_id, tags={
             "sweep.trial_number": str(trial_number), "sweep.val_score": repr(score),
             "sweep.val_loss": repr(val_loss)})
@@ -98,6 +99,20 @@ class Registry:
             self.point_champion(version, trial_number)
         return registered
 
+    def ship(self, model_uri: str, *, model_id: str | None, run_id: str, trial_number: int, note: str) -> str:
+        """Register the model that ships for ``trial_number`` (the re-training's fold ensemble) as a
+        new version and point ``champion`` at it: the sweep's end (:meth:`sync_champion`) keeps the
+        newest version of the shipped trial. Returns the version."""
+        name = self.study_name
+        try:
+            self.client.create_registered_model(name, tags={TAG_STUDY: name})
+        except Exception:  # noqa: BLE001 - it exists
+            pass
+        version = self.client.create_model_version(name, model_uri, run_id=run_id, model_id=model_id, tags={
+            "sweep.trial_number": str(trial_number), "sweep.selected_by": note})
+        self.point_champion(version.version, trial_number)
+        return str(version.version)
+
     def point_champion(self, version: str | int, trial_number: int) -> None:
         self.client.set_registered_model_alias(self.study_name, CHAMPION, str(version))
         self.client.set_registered_model_tag(self.study_name, "sweep.champion_trial", str(trial_number))
@@ -154,6 +169,7 @@ def fetch_champion(record: Any, tracking_uri: str | None, dst: Path) -> Path:
     from sweep.integrity import verify
 
     uri = resolve_tracking_uri(tracking_uri)
+    mlflow_defaults()  # no download progress bar in `sweep predict`'s output
     client = MlflowClient(uri)
     try:
         alias = str(client.get_model_version_by_alias(record.study, CHAMPION).version)

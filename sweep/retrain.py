@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from objectives.records import RetrainRun
 from sweep import ranking
 from sweep.data import split_folds, split_stratified
+from sweep.ensemble import FoldModel, complete_members, ship_fold_ensemble
 from sweep.prepared import OpenSweep, make_objective
 from sweep.records import RetrainEntry, model_links, record_of, stored_retraining
 
@@ -76,15 +80,36 @@ def retrain_top(
         _select(opened, entries)
         return entries
 
+    if on_retrain is not None:
+        on_retrain(None)  # starting
+    if study.user_attrs.get("shipped"):
+        study.set_user_attr("shipped", None)  # an earlier re-training's ensemble; this one chooses again
+    with tempfile.TemporaryDirectory(prefix="sweep-folds-") as keep:
+        folder = Path(keep) if folds is not None and cfg.ship == "ensemble" else None
+        results, fold_models = _retrain(opened, top, folds, folder)
+        study.set_user_attr("retrained", {"key": key, "results": [e.to_dict() for e in results]})
+        _select(opened, results)
+        if folder is not None:
+            _ship(opened, top, fold_models, folds=cfg.retrain_seeds)
+    if on_retrain is not None:
+        for entry in results:
+            on_retrain(entry)
+    return results
+
+
+def _retrain(opened: OpenSweep, top: list[Any], folds: list[Any] | None,
+             folder: Path | None) -> tuple[list[RetrainEntry], dict[int, list[_Member]]]:
+    """Train every top configuration on every fold (or resampled split), as time allows; with a
+    ``folder``, keep each fold model that trained to its end without collapsing there."""
     from objectives import model as lstm
     from objectives.search_space import LstmParams
 
-    if on_retrain is not None:
-        on_retrain(None)  # starting
+    cfg = opened.prep.cfg
     lstm.configure_threads(cfg.threads)
     objectives: dict[int, Any] = {}  # run index -> the objective on that run's split (made when first needed)
     deadline = opened.deadline
     runs: dict[int, list[RetrainRun]] = {t.number: [] for t in top}
+    fold_models: dict[int, list[_Member]] = {t.number: [] for t in top}
     skipped = 0
     # Without a time budget the order does not matter. With one, configuration by configuration from
     # the search's winner down: the margin rule compares the winner with challengers that have two or
@@ -101,24 +126,72 @@ def retrain_top(
                 split = folds[i] if folds is not None else split_stratified(
                     opened.prep.data, val_fraction=cfg.train.val_fraction, seed=resplit)
                 objectives[i] = make_objective(opened.prep, split=split)
-            run = objectives[i].train_once(LstmParams(**trial.params), seed=cfg.seed + 10_000 * (i + 1) + trial.number,
-                                           stop_at=deadline.retrain_ends_at if deadline else None)
+            run, model = objectives[i].train_once(LstmParams(**trial.params), seed=cfg.seed + 10_000 * (i + 1) + trial.number,
+                                                  stop_at=deadline.retrain_ends_at if deadline else None)
             runs[trial.number].append(dataclasses.replace(run, split_seed=resplit,
                                                           fold=i if folds is not None else None))
+            if folder is not None and not (run.near_collapse or run.stopped_for_deadline or run.stopped_for_collapse):
+                fold_models[trial.number].append(_keep(objectives[i], model, folder / f"trial-{trial.number}-fold-{i}.keras",
+                                                       fold=i, run=run))
     if skipped:
         _logger.warning("time budget: %d of %d re-training runs did not fit and were skipped", skipped,
                         len(top) * cfg.retrain_seeds)
-    results = []
-    for rank, trial in enumerate(top, start=1):
-        entry = RetrainEntry(rank=rank, trial=trial.number, params=dict(trial.params), search_value=trial.value,
-                             search_val_balanced_accuracy=record_of(trial).val_balanced_accuracy,
-                             runs=runs[trial.number])
-        results.append(entry)
-        if on_retrain is not None:
-            on_retrain(entry)
-    study.set_user_attr("retrained", {"key": key, "results": [e.to_dict() for e in results]})
-    _select(opened, results)
-    return results
+    results = [RetrainEntry(rank=rank, trial=trial.number, params=dict(trial.params), search_value=trial.value,
+                            search_val_balanced_accuracy=record_of(trial).val_balanced_accuracy, runs=runs[trial.number])
+               for rank, trial in enumerate(top, start=1)]
+    return results, fold_models
+
+
+@dataclass(frozen=True)
+class _Member:
+    """A kept fold model, with its probabilities on its own fold and on the test part (for the
+    ensemble's out-of-fold and test scores)."""
+
+    model: FoldModel
+    y_val: Any
+    val_proba: Any
+    test_proba: Any
+
+
+def _keep(objective: Any, model: Any, path: Path, *, fold: int, run: RetrainRun) -> _Member:
+    from objectives import model as lstm
+
+    model.save(path)
+    split = objective.split
+    test = lstm.predict_proba(model, split.X_test) if split.X_test is not None else None
+    return _Member(FoldModel(fold=fold, path=path, val_balanced_accuracy=run.val_balanced_accuracy, epochs=run.epochs),
+                   y_val=split.y_val, val_proba=lstm.predict_proba(model, split.X_val), test_proba=test)
+
+
+def _ship(opened: OpenSweep, top: list[Any], fold_models: dict[int, list[_Member]], *, folds: int) -> None:
+    """Ship the chosen configuration's fold models as one model (:mod:`sweep.ensemble`) when every
+    fold trained to its end without collapsing; stored on the study as ``shipped``."""
+    import numpy as np
+
+    from objectives.metrics import evaluate_predictions
+
+    chosen, _ = ranking.champion_trial(opened.study)
+    members = fold_models.get(chosen.number, []) if chosen is not None else []
+    if chosen is None or record_of(chosen).collapsed:
+        return
+    if not complete_members([m.model for m in members], folds):
+        _logger.info("trial %d ships its own model: %d of its %d fold runs trained to their end", chosen.number,
+                     len(members), folds)
+        return
+    n_classes = opened.prep.data.n_classes
+    y = np.concatenate([m.y_val for m in members])
+    oof = np.concatenate([m.val_proba for m in members]).argmax(axis=1)
+    scores: dict[str, float | None] = {"oof_val_balanced_accuracy": evaluate_predictions(y, oof, n_classes).balanced_accuracy,
+                                       "test_balanced_accuracy": None}
+    if all(m.test_proba is not None for m in members) and opened.prep.split.y_test is not None:
+        mean = np.mean([m.test_proba for m in members], axis=0)
+        scores["test_balanced_accuracy"] = evaluate_predictions(opened.prep.split.y_test, mean.argmax(axis=1),
+                                                                n_classes).balanced_accuracy
+    shipped = ship_fold_ensemble(opened, chosen, [m.model for m in members], scores=scores)
+    if shipped is not None:
+        opened.study.set_user_attr("shipped", shipped)
+        _logger.info("trial %d ships as the mean of its %d fold models (out-of-fold val balanced accuracy %.4f)",
+                     chosen.number, folds, scores["oof_val_balanced_accuracy"])
 
 
 def _select(opened: OpenSweep, results: list[RetrainEntry]) -> None:

@@ -268,39 +268,53 @@ class TrialRun:
         registered model ``model_version`` and ``model_digest`` (checked before it is ever loaded)."""
         import tempfile
 
-        import numpy as np
-        import pandas as pd
-        from mlflow.models import infer_signature
-
-        labels = self.tracker.labels
-        t, f = self.tracker.timesteps, self.tracker.features
-        example_out = pd.DataFrame({"label": [labels[0]], **{f"proba_{label}": [0.5] for label in labels}})
-        signature = infer_signature(np.zeros((1, t, f), np.float32), example_out)
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
-        with tempfile.TemporaryDirectory(prefix="sweep-model-") as tmp, mlflow.start_run(run_id=self.run_id):
-            keras_path, labels_path = Path(tmp) / "model.keras", Path(tmp) / "labels.json"
+        with tempfile.TemporaryDirectory(prefix="sweep-model-") as tmp:
+            keras_path = Path(tmp) / "model.keras"
             outcome.model.save(keras_path)
-            labels_path.write_text(json.dumps({"labels": labels}))
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(PYFUNC_MODEL_CODE),
-                artifacts={"keras_model": str(keras_path), "labels": str(labels_path)},
-                signature=signature, pip_requirements=pip_requirements(),
-                metadata={"labels": json.dumps(labels), "preprocessing": "standardize layer inside the model",
-                          "study": self.tracker.study_name, "trial_number": self.number},
-            )
-            mlflow.log_dict(self.tracker.preprocessing, "model_preprocessing.json")
+            info = log_pyfunc(self.tracker, self.run_id, [keras_path], trial_number=self.number)
             attrs = {"model_uri": info.model_uri}
-            # A collapsed model is never the champion: when every trial so far collapsed there is none.
-            if outcome.is_new_best and not outcome.val.collapsed:
-                try:
-                    version = self.tracker.registry.crown(info.model_uri, model_id=info.model_id, trial_number=self.number,
-                                                 score=outcome.val.score, val_loss=outcome.val_loss)
-                    attrs.update(self.tracker.registry.model_links(version, self.tracker.tracking_uri))
-                except Exception as exc:  # noqa: BLE001 - a store without a registry must not fail the trial
-                    _logger.warning("trial %d: model logged (%s) but not registered: %s", self.number, info.model_uri,
-                                    redact(first_line(exc)))
+        # A collapsed model is never the champion: when every trial so far collapsed there is none.
+        if outcome.is_new_best and not outcome.val.collapsed:
+            try:
+                version = self.tracker.registry.crown(info.model_uri, model_id=info.model_id, trial_number=self.number,
+                                                      score=outcome.val.score, val_loss=outcome.val_loss, run_id=self.run_id)
+                attrs.update(self.tracker.registry.model_links(version, self.tracker.tracking_uri))
+            except Exception as exc:  # noqa: BLE001 - a store without a registry must not fail the trial
+                _logger.warning("trial %d: model logged (%s) but not registered: %s", self.number,
+                                info.model_uri, redact(first_line(exc)))
         return attrs
+
+
+def log_pyfunc(tracker: MlflowTracker, run_id: str, keras_models: list[Path], *, trial_number: int,
+               metadata: dict[str, Any] | None = None) -> Any:
+    """Log saved Keras models into ``run_id`` as one pyfunc (``sweep/pyfunc_model.py``: raw sequences
+    in, the user's labels out; several models predict the mean of their probabilities), with the
+    data's preprocessing record. Returns MLflow's ModelInfo."""
+    import tempfile
+
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    labels = tracker.labels
+    example_out = pd.DataFrame({"label": [labels[0]], **{f"proba_{label}": [0.5] for label in labels}})
+    signature = infer_signature(np.zeros((1, tracker.timesteps, tracker.features), np.float32), example_out)
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    with tempfile.TemporaryDirectory(prefix="sweep-model-") as tmp, mlflow.start_run(run_id=run_id):
+        labels_path = Path(tmp) / "labels.json"
+        labels_path.write_text(json.dumps({"labels": labels}))
+        artifacts = {"labels": str(labels_path)}
+        for i, path in enumerate(keras_models):
+            artifacts["keras_model" if i == 0 else f"keras_model_{i}"] = str(path)
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(PYFUNC_MODEL_CODE), artifacts=artifacts,
+            signature=signature, pip_requirements=pip_requirements(),
+            metadata={"labels": json.dumps(labels), "preprocessing": "standardize layer inside the model",
+                      "study": tracker.study_name, "trial_number": trial_number, **(metadata or {})},
+        )
+        mlflow.log_dict(tracker.preprocessing, "model_preprocessing.json")
+    return info
 
 
 class _PlotJob:

@@ -133,6 +133,7 @@ RUN_ERRORS = {
     "run-val-fraction-0.9": C("run d.npz --val-fraction 0.9", "--val-fraction", "got 0.9", setup=_npz()),
     "run-log-models-unknown": C("run d.npz --log-models some", "log_models (--log-models) must be one of best, all, none",
                                 setup=_npz()),
+    "run-ship-unknown": C("run d.npz --ship best", "ship (--ship) must be one of ensemble, trial", setup=_npz()),
     "run-storage-password-bad-port": C(["run", "d.npz", "--storage", f"postgresql+psycopg://bob:{PASSWORD}@127.0.0.1:x/db"],
                                        "not a database URL", setup=_npz()),
     "run-npz-header-declares-3-TiB": C("run d.npz", "array 'X_train' declares shape (1000000, 10000, 100)",

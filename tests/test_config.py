@@ -46,6 +46,7 @@ def test_defaults():
     assert cfg.study is None and cfg.storage == DEFAULT_STORAGE == "sqlite:///sweep.db"
     assert cfg.n_trials == 20 and cfg.seed == 0 and cfg.tracking_uri is None
     assert cfg.log_models == "best" and cfg.pruner == "median" and cfg.threads is None
+    assert cfg.retrain_top == 3 and cfg.retrain_seeds == 3 and cfg.ship == "ensemble"
     assert cfg.train == TrainSettings(epochs=15, val_fraction=0.2, patience=5)
     assert cfg.space == SearchSpace()
 
@@ -126,6 +127,7 @@ def test_read_config_file_fills_missing_tables(tmp_path):
         ("[train]\nval_fraction = 0.01\n", ["val_fraction"]),
         ("[train]\nval_fraction = '0.2'\n", ["val_fraction"]),
         ("[run]\nlog_models = 'some'\n", ["log_models (--log-models) must be one of best, all, none, got 'some'"]),
+        ("[run]\nship = 'best'\n", ["ship (--ship) must be one of ensemble, trial, got 'best'"]),
         ("[run]\npruner = 'asha'\n", ["pruner (--pruner) must be one of median, hyperband, none"]),
         ("[run]\nbudget = '10x'\n", ["run.budget: '10x' is not a duration", "90s, 10m, 2h"]),
         ("[run]\nbudget = 5\n", ["run.budget", "between 10 s and 7 days"]),
@@ -205,6 +207,7 @@ def test_missing_config_file(tmp_path):
         ({"retrain_top": -1}, "retrain_top (--retrain-top) must be an integer in [0, 20], got -1"),
         ({"retrain_seeds": 0}, "retrain_seeds (--retrain-seeds) must be an integer in [1, 20], got 0"),
         ({"adjust_decision": "yes"}, "run.adjust_decision must be true or false"),
+        ({"ship": "Ensemble"}, "ship (--ship) must be one of ensemble, trial, got 'Ensemble'"),
     ],
 )
 def test_bad_flags_raise_a_config_error_naming_the_flag(flags, phrase):

@@ -427,6 +427,29 @@ def test_the_top_k_are_retrained_with_new_seeds_once(tmp_path, tiny_signal):
     best = json.loads(run_sweep_cli("best", "rt", "--json", *_stores(tmp_path)[:2], cwd=tmp_path).stdout)
     assert best["number"] == choice["trial"] and best["selection"]["trial"] == choice["trial"]
     assert client.get_model_version_by_alias("rt", "champion").tags["sweep.trial_number"] == str(choice["trial"])
+    # the chosen configuration's fold models ship as one model when every fold trained to its end
+    chosen = next(e for e in retrained if e["trial"] == choice["trial"])
+    whole = all(not (r["near_collapse"] or r["stopped_for_deadline"] or r["stopped_for_collapse"]) for r in chosen["runs"])
+    shipped = _study(tmp_path, "rt").user_attrs.get("shipped")
+    assert (shipped is not None) == whole, (shipped, chosen["runs"])
+    if shipped is not None:
+        assert best["shipped"] == shipped and shipped["folds"] == 2 and best["model_uri"] == shipped["model_uri"]
+        version = client.get_model_version_by_alias("rt", "champion")
+        assert client.get_run(version.run_id).data.tags["sweep.role"] == "ensemble"
+        assert "ships as the mean of trial" in " ".join(result.stdout.split())
+        # `sweep predict` loads the registered ensemble (files verified) and averages its members as the
+        # re-training did when it scored them on the test part
+        predicted = run_sweep_cli("predict", "rt", str(tiny_signal), "--out", "p.csv", *_stores(tmp_path), cwd=tmp_path)
+        assert predicted.returncode == 0, predicted.stderr
+        import csv
+
+        from objectives.metrics import evaluate_predictions
+
+        with open(tmp_path / "p.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        ev = evaluate_predictions([int(r["true_label"]) for r in rows], [int(r["label"]) for r in rows], 2)
+        assert ev.balanced_accuracy == pytest.approx(shipped["test_balanced_accuracy"], abs=1e-9)
     again = run_sweep_cli(*args, cwd=tmp_path, env=env)
-    assert again.returncode == 0 and "re-training" not in again.stdout
+    assert again.returncode == 0 and "re-training the top" not in again.stdout
     assert "top 2 re-trained" in again.stdout  # the stored numbers are shown again
+    assert _study(tmp_path, "rt").user_attrs.get("shipped") == shipped  # and the same model ships

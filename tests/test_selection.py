@@ -143,3 +143,17 @@ def test_the_top_k_keep_a_place_for_another_architecture():
         return None if t.number == 3 else t.params["architecture"]
 
     assert [t.number for t in top_trials(study, 3, family=shippable)] == [0, 1, 2]
+
+
+def test_a_fold_ensemble_needs_every_fold_once():
+    from pathlib import Path
+
+    from sweep.ensemble import FoldModel, complete_members
+
+    def member(fold: int) -> FoldModel:
+        return FoldModel(fold=fold, path=Path(f"f{fold}.keras"), val_balanced_accuracy=0.9, epochs=10)
+
+    assert complete_members([member(2), member(0), member(1)], 3)
+    assert not complete_members([member(0), member(2)], 3)  # a fold collapsed, or the budget cut its run
+    assert not complete_members([member(0), member(0), member(1)], 3)
+    assert not complete_members([], 3)
