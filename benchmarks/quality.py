@@ -493,7 +493,8 @@ def job_lstm_sweep(path: Path, seed: int, trials: int, budget: Budget | None = N
         clock = study.user_attrs.get("deadline") if budget is not None else None  # the budget's stored clock
         shown = subprocess.run([str(Path(sys.executable).parent / "sweep"), "best", "q", "--storage", storage, "--json"],
                                cwd=folder, capture_output=True, text=True, check=False)
-        selection = json.loads(shown.stdout).get("selection") if shown.returncode == 0 else None
+        summary = json.loads(shown.stdout) if shown.returncode == 0 else {}
+        selection, shipped_as = summary.get("selection"), summary.get("shipped")
         records = [r for r in trial_records(study) if not r.surplus]
         best = best_trial(study)
         best_result = record_of(best).result if best is not None else None
@@ -505,6 +506,8 @@ def job_lstm_sweep(path: Path, seed: int, trials: int, budget: Budget | None = N
               # budget mode: when the clock started after launch (start-up), and the champion's selection
               "startup_seconds": round(clock["started_at"] - launched, 1) if clock and "started_at" in clock else None,
               "selection": selection,
+              # the fold ensemble that shipped in place of the chosen trial's own model (sweep.ensemble), if any
+              "shipped_as": shipped_as,
               "sweep_command": " ".join(["sweep", *cmd[1:]]),
               # every trial, to see what the architecture choices did (BENCHMARKS.md)
               "trial_rows": [{key: row.get(key) for key in ("number", "state", "value", "val_balanced_accuracy",
