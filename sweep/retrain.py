@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +14,15 @@ from typing import Any, Callable
 from objectives.records import RetrainRun
 from sweep import ranking
 from sweep.data import split_folds, split_stratified
-from sweep.ensemble import FoldModel, complete_members, ship_fold_ensemble
+from sweep.ensemble import FoldModel, enough_members, ship_fold_ensemble
 from sweep.prepared import OpenSweep, make_objective
 from sweep.records import RetrainEntry, model_links, record_of, stored_retraining
 
 _logger = logging.getLogger(__name__)
+
+# With --workers > 1 the re-training runs in that many processes when its runs (as long as their search
+# trials) add up to this much: a process's start (TensorFlow's import) costs ~5-10 s.
+PARALLEL_SECONDS = 60.0
 
 
 def split_seed(seed: int, run: int) -> int:
@@ -90,56 +95,24 @@ def retrain_top(
         study.set_user_attr("retrained", {"key": key, "results": [e.to_dict() for e in results]})
         _select(opened, results)
         if folder is not None:
-            _ship(opened, top, fold_models, folds=cfg.retrain_seeds)
+            _ship(opened, fold_models, folds=cfg.retrain_seeds)
     if on_retrain is not None:
         for entry in results:
             on_retrain(entry)
     return results
 
 
-def _retrain(opened: OpenSweep, top: list[Any], folds: list[Any] | None,
-             folder: Path | None) -> tuple[list[RetrainEntry], dict[int, list[_Member]]]:
-    """Train every top configuration on every fold (or resampled split), as time allows; with a
-    ``folder``, keep each fold model that trained to its end without collapsing there."""
-    from objectives import model as lstm
-    from objectives.search_space import LstmParams
+@dataclass(frozen=True)
+class _Job:
+    """One re-training run: configuration ``trial`` on fold (or resampled split) ``index``."""
 
-    cfg = opened.prep.cfg
-    lstm.configure_threads(cfg.threads)
-    objectives: dict[int, Any] = {}  # run index -> the objective on that run's split (made when first needed)
-    deadline = opened.deadline
-    runs: dict[int, list[RetrainRun]] = {t.number: [] for t in top}
-    fold_models: dict[int, list[_Member]] = {t.number: [] for t in top}
-    skipped = 0
-    # Without a time budget the order does not matter. With one, configuration by configuration from
-    # the search's winner down: the margin rule compares the winner with challengers that have two or
-    # more runs each, so when time runs short the top ones are complete and the last ones are skipped.
-    for trial in top:
-        for i in range(cfg.retrain_seeds):
-            if deadline is not None:
-                expected = float(record_of(trial).result.train_seconds or 0.0)
-                if deadline.retrain_left() < max(1.0, expected):
-                    skipped += 1
-                    continue
-            resplit = split_seed(cfg.seed, 0 if folds is not None else i)
-            if i not in objectives:
-                split = folds[i] if folds is not None else split_stratified(
-                    opened.prep.data, val_fraction=cfg.train.val_fraction, seed=resplit)
-                objectives[i] = make_objective(opened.prep, split=split)
-            run, model = objectives[i].train_once(LstmParams(**trial.params), seed=cfg.seed + 10_000 * (i + 1) + trial.number,
-                                                  stop_at=deadline.retrain_ends_at if deadline else None)
-            runs[trial.number].append(dataclasses.replace(run, split_seed=resplit,
-                                                          fold=i if folds is not None else None))
-            if folder is not None and not (run.near_collapse or run.stopped_for_deadline or run.stopped_for_collapse):
-                fold_models[trial.number].append(_keep(objectives[i], model, folder / f"trial-{trial.number}-fold-{i}.keras",
-                                                       fold=i, run=run))
-    if skipped:
-        _logger.warning("time budget: %d of %d re-training runs did not fit and were skipped", skipped,
-                        len(top) * cfg.retrain_seeds)
-    results = [RetrainEntry(rank=rank, trial=trial.number, params=dict(trial.params), search_value=trial.value,
-                            search_val_balanced_accuracy=record_of(trial).val_balanced_accuracy, runs=runs[trial.number])
-               for rank, trial in enumerate(top, start=1)]
-    return results, fold_models
+    trial: int
+    index: int
+    params: dict[str, Any]
+    seed: int
+    split_seed: int
+    expected: float  # seconds, the search trial's training time (what must be left to start it)
+    min_epochs: int  # a run the budget cut short is kept only after this many epochs (the search model's)
 
 
 @dataclass(frozen=True)
@@ -153,19 +126,129 @@ class _Member:
     test_proba: Any
 
 
-def _keep(objective: Any, model: Any, path: Path, *, fold: int, run: RetrainRun) -> _Member:
+def _retrain(opened: OpenSweep, top: list[Any], folds: list[Any] | None,
+             folder: Path | None) -> tuple[list[RetrainEntry], dict[int, list[_Member]]]:
+    """Train every top configuration on every fold (or resampled split), as time allows; with a
+    ``folder``, keep each fold model that can join an ensemble (:func:`_keepable`).
+
+    Without a time budget the order does not matter. With one, configuration by configuration from
+    the search's winner down: the margin rule compares the winner with challengers that have two or
+    more runs each, so when time runs short the top ones are complete and the last ones are skipped.
+    With ``--workers`` W > 1 and runs long enough to pay for a process's start (``PARALLEL_SECONDS``),
+    W runs train at once in their own processes (one TensorFlow thread each is as fast as two here)."""
+    cfg, prep, deadline = opened.prep.cfg, opened.prep, opened.deadline
+    splits: dict[int, Any] = {}
+    jobs = []
+    for trial in top:
+        record = record_of(trial).result
+        for i in range(cfg.retrain_seeds):
+            resplit = split_seed(cfg.seed, 0 if folds is not None else i)
+            if i not in splits:
+                splits[i] = folds[i] if folds is not None else split_stratified(
+                    prep.data, val_fraction=cfg.train.val_fraction, seed=resplit)
+            jobs.append(_Job(trial=trial.number, index=i, params=dict(trial.params),
+                             seed=cfg.seed + 10_000 * (i + 1) + trial.number, split_seed=resplit,
+                             expected=float(record.train_seconds or 0.0), min_epochs=int(record.epochs_run or 0)))
+    stop_at = deadline.retrain_ends_at if deadline is not None else None
+
+    def fits(job: _Job) -> bool:
+        return deadline is None or deadline.retrain_left() >= max(1.0, job.expected)
+
+    workers = min(cfg.workers, len(jobs))
+    parallel = workers > 1 and sum(j.expected for j in jobs) >= PARALLEL_SECONDS
+    done: list[tuple[_Job, RetrainRun, _Member | None]] = []
+    skipped = 0
+    if not parallel:
+        from objectives import model as lstm
+
+        lstm.configure_threads(cfg.threads)
+        for job in jobs:
+            if not fits(job):
+                skipped += 1
+                continue
+            done.append(_train_job(prep, splits[job.index], job, stop_at, folder, folded=folds is not None))
+    else:
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        threads = cfg.threads or max(1, (os.cpu_count() or 1) // workers)
+        pending, running = list(jobs), {}
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_start_process, initargs=(threads,)) as pool:
+            try:
+                while pending or running:
+                    while pending and len(running) < workers:
+                        job = pending.pop(0)
+                        if not fits(job):
+                            skipped += 1
+                            continue
+                        running[pool.submit(_train_job, prep, splits[job.index], job, stop_at, folder,
+                                            folded=folds is not None)] = job
+                    if not running:
+                        break
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        del running[future]
+                        done.append(future.result())
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    if skipped:
+        _logger.warning("time budget: %d of %d re-training runs did not fit and were skipped", skipped, len(jobs))
+    runs: dict[int, list[RetrainRun]] = {t.number: [] for t in top}
+    fold_models: dict[int, list[_Member]] = {t.number: [] for t in top}
+    for job, run, member in sorted(done, key=lambda d: (d[0].trial, d[0].index)):
+        runs[job.trial].append(run)
+        if member is not None:
+            fold_models[job.trial].append(member)
+    results = [RetrainEntry(rank=rank, trial=trial.number, params=dict(trial.params), search_value=trial.value,
+                            search_val_balanced_accuracy=record_of(trial).val_balanced_accuracy, runs=runs[trial.number])
+               for rank, trial in enumerate(top, start=1)]
+    return results, fold_models
+
+
+def _start_process(threads: int) -> None:
+    """A re-training process: TensorFlow's threads before its first op; Ctrl-C is the parent's to handle."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from objectives import model as lstm
 
-    model.save(path)
-    split = objective.split
-    test = lstm.predict_proba(model, split.X_test) if split.X_test is not None else None
-    return _Member(FoldModel(fold=fold, path=path, val_balanced_accuracy=run.val_balanced_accuracy, epochs=run.epochs),
-                   y_val=split.y_val, val_proba=lstm.predict_proba(model, split.X_val), test_proba=test)
+    lstm.configure_threads(threads)
 
 
-def _ship(opened: OpenSweep, top: list[Any], fold_models: dict[int, list[_Member]], *, folds: int) -> None:
-    """Ship the chosen configuration's fold models as one model (:mod:`sweep.ensemble`) when every
-    fold trained to its end without collapsing; stored on the study as ``shipped``."""
+def _train_job(prep: Any, split: Any, job: _Job, stop_at: float | None, folder: Path | None, *,
+               folded: bool) -> tuple[_Job, RetrainRun, _Member | None]:
+    """Train one re-training run (here or in a re-training process); with a ``folder``, save its model
+    there when it can join an ensemble."""
+    from objectives import model as lstm
+    from objectives.search_space import LstmParams
+
+    run, model = make_objective(prep, split=split).train_once(LstmParams(**job.params), seed=job.seed, stop_at=stop_at)
+    run = dataclasses.replace(run, split_seed=job.split_seed, fold=job.index if folded else None)
+    member = None
+    if folder is not None and _keepable(run, min_epochs=job.min_epochs):
+        path = folder / f"trial-{job.trial}-fold-{job.index}.keras"
+        model.save(path)
+        test = lstm.predict_proba(model, split.X_test) if split.X_test is not None else None
+        member = _Member(FoldModel(fold=job.index, path=path, val_balanced_accuracy=run.val_balanced_accuracy,
+                                   epochs=run.epochs),
+                         y_val=split.y_val, val_proba=lstm.predict_proba(model, split.X_val), test_proba=test)
+    return job, run, member
+
+
+def _keepable(run: RetrainRun, *, min_epochs: int) -> bool:
+    """A fold model that may join the shipped ensemble: it did not (nearly) collapse, and it trained
+    to its end, or, where the budget cut it short, for at least as many epochs as the search's model
+    it would replace (a long series' fold runs rarely all reach their patience in a budget's reserve)."""
+    if run.near_collapse or run.stopped_for_collapse:
+        return False
+    return not run.stopped_for_deadline or run.epochs >= max(1, min_epochs)
+
+
+def _ship(opened: OpenSweep, fold_models: dict[int, list[_Member]], *, folds: int) -> None:
+    """Ship the chosen configuration's fold models as one model (:mod:`sweep.ensemble`) when two or
+    more of them can (:func:`_keepable`); stored on the study as ``shipped``."""
     import numpy as np
 
     from objectives.metrics import evaluate_predictions
@@ -174,8 +257,8 @@ def _ship(opened: OpenSweep, top: list[Any], fold_models: dict[int, list[_Member
     members = fold_models.get(chosen.number, []) if chosen is not None else []
     if chosen is None or record_of(chosen).collapsed:
         return
-    if not complete_members([m.model for m in members], folds):
-        _logger.info("trial %d ships its own model: %d of its %d fold runs trained to their end", chosen.number,
+    if not enough_members([m.model for m in members]):
+        _logger.info("trial %d ships its own model: %d of its %d fold runs can join an ensemble", chosen.number,
                      len(members), folds)
         return
     n_classes = opened.prep.data.n_classes

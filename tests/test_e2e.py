@@ -429,9 +429,9 @@ def test_the_top_k_are_retrained_with_new_seeds_once(tmp_path, tiny_signal):
     assert client.get_model_version_by_alias("rt", "champion").tags["sweep.trial_number"] == str(choice["trial"])
     # the chosen configuration's fold models ship as one model when every fold trained to its end
     chosen = next(e for e in retrained if e["trial"] == choice["trial"])
-    whole = all(not (r["near_collapse"] or r["stopped_for_deadline"] or r["stopped_for_collapse"]) for r in chosen["runs"])
+    members = sum(not (r["near_collapse"] or r["stopped_for_collapse"]) for r in chosen["runs"])  # no budget here
     shipped = _study(tmp_path, "rt").user_attrs.get("shipped")
-    assert (shipped is not None) == whole, (shipped, chosen["runs"])
+    assert (shipped is not None) == (members >= 2), (shipped, chosen["runs"])
     if shipped is not None:
         assert best["shipped"] == shipped and shipped["folds"] == 2 and best["model_uri"] == shipped["model_uri"]
         version = client.get_model_version_by_alias("rt", "champion")

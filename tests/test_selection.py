@@ -145,15 +145,31 @@ def test_the_top_k_keep_a_place_for_another_architecture():
     assert [t.number for t in top_trials(study, 3, family=shippable)] == [0, 1, 2]
 
 
-def test_a_fold_ensemble_needs_every_fold_once():
+def test_a_fold_ensemble_needs_two_models_of_different_folds():
     from pathlib import Path
 
-    from sweep.ensemble import FoldModel, complete_members
+    from sweep.ensemble import FoldModel, enough_members
 
     def member(fold: int) -> FoldModel:
         return FoldModel(fold=fold, path=Path(f"f{fold}.keras"), val_balanced_accuracy=0.9, epochs=10)
 
-    assert complete_members([member(2), member(0), member(1)], 3)
-    assert not complete_members([member(0), member(2)], 3)  # a fold collapsed, or the budget cut its run
-    assert not complete_members([member(0), member(0), member(1)], 3)
-    assert not complete_members([], 3)
+    assert enough_members([member(2), member(0), member(1)])
+    assert enough_members([member(0), member(2)])  # a fold collapsed, or the budget skipped its run
+    assert not enough_members([member(1)])
+    assert not enough_members([member(0), member(0)])
+    assert not enough_members([])
+
+
+def test_a_fold_run_joins_the_ensemble_unless_it_collapsed_or_the_budget_cut_it_before_the_search_model_s_epochs():
+    from objectives.records import RetrainRun
+    from sweep.retrain import _keepable
+
+    def run(epochs: int, *, deadline: bool = False, near: bool = False, collapse: bool = False) -> RetrainRun:
+        return RetrainRun(seed=1, epochs=epochs, stopped_for_collapse=collapse, stopped_for_deadline=deadline,
+                          val_score=0.9, val_balanced_accuracy=0.9, near_collapse=near, test_balanced_accuracy=None)
+
+    assert _keepable(run(12), min_epochs=40)  # ended by its patience: complete however short
+    assert _keepable(run(40, deadline=True), min_epochs=40)
+    assert not _keepable(run(39, deadline=True), min_epochs=40)
+    assert not _keepable(run(50, near=True), min_epochs=10)
+    assert not _keepable(run(8, collapse=True), min_epochs=5)

@@ -1,0 +1,53 @@
+"""The top-k re-training's runs, trained here or in re-training processes (``--workers`` > 1)."""
+
+from __future__ import annotations
+
+import types
+
+import optuna
+import pytest
+
+from objectives.records import TrialResult
+from objectives.search_space import LstmParams
+from sweep import retrain
+from sweep.config import resolve_config
+from sweep.data import split_folds
+from sweep.prepared import prepare
+
+pytestmark = pytest.mark.slow
+
+
+def _trial(number: int, units: int) -> optuna.trial.FrozenTrial:
+    params = LstmParams(units=units, layers=1, dropout=0.0, learning_rate=3e-3, batch_size=16).to_dict()
+    trial = optuna.trial.create_trial(
+        params=params, distributions={k: optuna.distributions.CategoricalDistribution([v]) for k, v in params.items()},
+        value=0.9, user_attrs={"result": TrialResult(train_seconds=1.0, epochs_run=2).to_attr()})
+    trial.number = number
+    return trial
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_run_trains_once_and_keeps_its_fold_model(tmp_path, tiny_signal, monkeypatch, workers):
+    """Two configurations x 2 folds: with 2 workers the 4 runs train in 2 spawned processes (forced
+    here: these runs are far shorter than PARALLEL_SECONDS), with 1 in this process; either way every
+    run comes back once, with its fold and seed, in the configurations' order, and each model that can
+    join an ensemble is saved with its out-of-fold and test probabilities."""
+    monkeypatch.setattr(retrain, "PARALLEL_SECONDS", 0.0)
+    cfg = resolve_config(flags={"workers": workers, "epochs": 2, "patience": 2, "retrain_seeds": 2, "threads": 1})
+    prep = prepare(cfg, tiny_signal)
+    folds = split_folds(prep.data, k=2, seed=retrain.split_seed(0, 0))
+    top = [_trial(4, 8), _trial(1, 12)]
+    opened = types.SimpleNamespace(prep=prep, deadline=None)
+
+    results, members = retrain._retrain(opened, top, folds, tmp_path)
+
+    assert [e.trial for e in results] == [4, 1]
+    for entry in results:
+        assert [r.fold for r in entry.runs] == [0, 1]
+        assert [r.seed for r in entry.runs] == [10_000 * (i + 1) + entry.trial for i in (0, 1)]
+        assert all(r.epochs == 2 and r.split_seed == 7919 for r in entry.runs)
+        kept = members[entry.trial]
+        assert [m.model.fold for m in kept] == [r.fold for r in entry.runs if retrain._keepable(r, min_epochs=2)]
+        for m, fold in zip(kept, (folds[m.model.fold] for m in kept)):
+            assert m.model.path.is_file() and m.val_proba.shape == (len(fold.y_val), 2)
+            assert m.test_proba.shape == (len(prep.data.y_test), 2)
