@@ -508,6 +508,8 @@ def job_lstm_sweep(path: Path, seed: int, trials: int, budget: Budget | None = N
               "selection": selection,
               # the fold ensemble that shipped in place of the chosen trial's own model (sweep.ensemble), if any
               "shipped_as": shipped_as,
+              # the top-k re-training's runs (fold, epochs, stopped by the budget, val/test), for the selection
+              "retrained": (study.user_attrs.get("retrained") or {}).get("results"),
               "sweep_command": " ".join(["sweep", *cmd[1:]]),
               # every trial, to see what the architecture choices did (BENCHMARKS.md)
               "trial_rows": [{key: row.get(key) for key in ("number", "state", "value", "val_balanced_accuracy",

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -65,8 +65,16 @@ def predict(
         predicted = [str(v) for v in frame["label"]]
         out.print(f"against the file's labels: balanced accuracy {balanced_accuracy_score(truth, predicted):.4f}, "
                   f"accuracy {sum(a == b for a, b in zip(truth, predicted)) / len(truth):.4f}")
-    out.print(_e(f"model: models:/{study}/{record.version} (champion, trial {record.trial}; files verified, "
+    out.print(_e(f"model: models:/{study}/{record.version} (champion, {_which(s, record)}; files verified, "
                  f"{record.digest[:19]}...)"))
+
+
+def _which(study: Any, record: Any) -> str:
+    """``trial 7``, or ``trial 7's 3 fold models`` when the re-training's fold ensemble ships (sweep.ensemble)."""
+    shipped = study.user_attrs.get("shipped") or {}
+    if shipped.get("trial") == record.trial and str(shipped.get("model_version")) == record.version:
+        return f"trial {record.trial}'s {shipped['folds']} fold models, averaged"
+    return f"trial {record.trial}"
 
 
 def serve(
@@ -90,7 +98,7 @@ def serve(
     from sweep.tracking import fetch_champion
 
     local = fetch_champion(record, uri, Path(tempfile.mkdtemp(prefix="sweep-serve-")))
-    err.print(_e(f"serving study {study}'s champion (version {record.version}, trial {record.trial}; files verified) "
+    err.print(_e(f"serving study {study}'s champion (version {record.version}, {_which(s, record)}; files verified) "
                  f"on http://{host}:{port}/invocations from {local}; Ctrl-C to stop"))
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(local), "--env-manager", "local",
            "--host", host, "--port", str(port)]

@@ -46,7 +46,7 @@ def test_defaults():
     assert cfg.study is None and cfg.storage == DEFAULT_STORAGE == "sqlite:///sweep.db"
     assert cfg.n_trials == 20 and cfg.seed == 0 and cfg.tracking_uri is None
     assert cfg.log_models == "best" and cfg.pruner == "median" and cfg.threads is None
-    assert cfg.retrain_top == 3 and cfg.retrain_seeds == 3 and cfg.ship == "ensemble"
+    assert cfg.retrain_top == 3 and cfg.retrain_seeds == 3 and cfg.ship == "trial"
     assert cfg.train == TrainSettings(epochs=15, val_fraction=0.2, patience=5)
     assert cfg.space == SearchSpace()
 

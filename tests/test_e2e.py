@@ -390,7 +390,7 @@ def test_the_top_k_are_retrained_with_new_seeds_once(tmp_path, tiny_signal):
     each; the numbers go to the study, the summary and the parent run; a resume does not redo them."""
     env = clean_env(SWEEP_RETRAIN_TOP="2")
     args = ["run", str(tiny_signal), "--study", "rt", "--n-trials", "3", "--retrain-seeds", "2", "--pruner", "none",
-            *TINY, *_stores(tmp_path)]
+            "--ship", "ensemble", *TINY, *_stores(tmp_path)]
     result = run_sweep_cli(*args, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert "re-training the top 2 configurations on 2 folds of the training part" in result.stdout
@@ -427,7 +427,7 @@ def test_the_top_k_are_retrained_with_new_seeds_once(tmp_path, tiny_signal):
     best = json.loads(run_sweep_cli("best", "rt", "--json", *_stores(tmp_path)[:2], cwd=tmp_path).stdout)
     assert best["number"] == choice["trial"] and best["selection"]["trial"] == choice["trial"]
     assert client.get_model_version_by_alias("rt", "champion").tags["sweep.trial_number"] == str(choice["trial"])
-    # the chosen configuration's fold models ship as one model when every fold trained to its end
+    # --ship ensemble: the chosen configuration's fold models ship as one model when two or more can join
     chosen = next(e for e in retrained if e["trial"] == choice["trial"])
     members = sum(not (r["near_collapse"] or r["stopped_for_collapse"]) for r in chosen["runs"])  # no budget here
     shipped = _study(tmp_path, "rt").user_attrs.get("shipped")
@@ -441,6 +441,7 @@ def test_the_top_k_are_retrained_with_new_seeds_once(tmp_path, tiny_signal):
         # re-training did when it scored them on the test part
         predicted = run_sweep_cli("predict", "rt", str(tiny_signal), "--out", "p.csv", *_stores(tmp_path), cwd=tmp_path)
         assert predicted.returncode == 0, predicted.stderr
+        assert f"trial {choice['trial']}'s 2 fold models, averaged; files verified" in predicted.stdout
         import csv
 
         from objectives.metrics import evaluate_predictions

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import types
 
 import optuna
@@ -17,6 +18,13 @@ from sweep.prepared import prepare
 pytestmark = pytest.mark.slow
 
 
+def _train_job_in_a_child(*args, **kwargs):
+    """``sweep.retrain._train_job``, refusing to run in the test's own process (pickled by reference:
+    a spawned child imports this module and finds the real ``_train_job`` in its own fresh import)."""
+    assert os.environ["RETRAIN_TEST_PARENT"] != str(os.getpid()), "a re-training run trained in the parent process"
+    return retrain._train_job(*args, **kwargs)
+
+
 def _trial(number: int, units: int) -> optuna.trial.FrozenTrial:
     params = LstmParams(units=units, layers=1, dropout=0.0, learning_rate=3e-3, batch_size=16).to_dict()
     trial = optuna.trial.create_trial(
@@ -26,14 +34,16 @@ def _trial(number: int, units: int) -> optuna.trial.FrozenTrial:
     return trial
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_every_run_trains_once_and_keeps_its_fold_model(tmp_path, tiny_signal, monkeypatch, workers):
-    """Two configurations x 2 folds: with 2 workers the 4 runs train in 2 spawned processes (forced
-    here: these runs are far shorter than PARALLEL_SECONDS), with 1 in this process; either way every
+def test_with_two_workers_every_run_trains_once_in_a_process_of_its_own_and_keeps_its_fold_model(
+        tmp_path, tiny_signal, monkeypatch):
+    """Two configurations x 2 folds with 2 workers: the 4 runs train in 2 spawned processes (forced
+    here: these runs are far shorter than PARALLEL_SECONDS; the in-process path is test_e2e's), every
     run comes back once, with its fold and seed, in the configurations' order, and each model that can
     join an ensemble is saved with its out-of-fold and test probabilities."""
+    monkeypatch.setenv("RETRAIN_TEST_PARENT", str(os.getpid()))
+    monkeypatch.setattr(retrain, "_train_job", _train_job_in_a_child)
     monkeypatch.setattr(retrain, "PARALLEL_SECONDS", 0.0)
-    cfg = resolve_config(flags={"workers": workers, "epochs": 2, "patience": 2, "retrain_seeds": 2, "threads": 1})
+    cfg = resolve_config(flags={"workers": 2, "epochs": 2, "patience": 2, "retrain_seeds": 2, "threads": 1})
     prep = prepare(cfg, tiny_signal)
     folds = split_folds(prep.data, k=2, seed=retrain.split_seed(0, 0))
     top = [_trial(4, 8), _trial(1, 12)]

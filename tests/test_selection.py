@@ -52,6 +52,18 @@ def test_no_evidence_keeps_the_winner():
     assert choose_champion([entry(3, [0.5, 0.5]), entry(5, [0.9, 0.9, 0.5], collapsed=2)], search_winner=3).trial == 3
 
 
+def test_runs_the_budget_stopped_are_no_evidence():
+    def run(v, stopped=False):
+        return {"val_balanced_accuracy": v, "stopped_for_deadline": stopped}
+
+    winner = {"trial": 3, "runs": [run(0.80, True), run(0.81, True), run(0.95)]}
+    challenger = {"trial": 5, "runs": [run(0.90), run(0.91), run(0.92)]}
+    choice = choose_champion([winner, challenger], search_winner=3)
+    assert choice.trial == 3 and not choice.switched and "fewer than 2 runs" in choice.reason
+    winner["runs"] = [run(0.80), run(0.81), run(0.95, True)]
+    assert choose_champion([winner, challenger], search_winner=3).trial == 5  # two complete folds each
+
+
 def test_the_winner_with_the_best_mean_stays():
     choice = choose_champion([entry(3, [0.9, 0.92]), entry(5, [0.7, 0.8])], search_winner=3)
     assert choice.trial == 3 and choice.lead < 0 and "also leads when re-trained" in choice.reason
