@@ -194,6 +194,9 @@ def _validate(cfg: SweepConfig, where: str) -> None:
     need_int("retrain_seeds (--retrain-seeds)", cfg.retrain_seeds, 1, 20)
     if cfg.ship not in SHIP:
         raise ConfigError(f"ship (--ship) must be one of {', '.join(SHIP)}, got {cfg.ship!r}")
+    if cfg.ship == "ensemble" and cfg.log_models == "none":
+        raise ConfigError("--ship ensemble logs the champion's fold models, and --log-models none logs no model; "
+                          "drop one of them")
     for key in ("adjust_decision", "baseline"):
         if not isinstance(getattr(cfg, key), bool):
             raise ConfigError(f"{where}: run.{key} must be true or false, got {getattr(cfg, key)!r}")

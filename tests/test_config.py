@@ -208,6 +208,7 @@ def test_missing_config_file(tmp_path):
         ({"retrain_seeds": 0}, "retrain_seeds (--retrain-seeds) must be an integer in [1, 20], got 0"),
         ({"adjust_decision": "yes"}, "run.adjust_decision must be true or false"),
         ({"ship": "Ensemble"}, "ship (--ship) must be one of ensemble, trial, got 'Ensemble'"),
+        ({"ship": "ensemble", "log_models": "none"}, "--log-models none logs no model; drop one of them"),
     ],
 )
 def test_bad_flags_raise_a_config_error_naming_the_flag(flags, phrase):
