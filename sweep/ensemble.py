@@ -77,8 +77,12 @@ def ship_fold_ensemble(opened: Any, trial: Any, members: list[FoldModel], *,
                          tags=[RunTag("sweep.ensemble_of", f"trial {number}'s configuration, {folds} fold models")])
         info = log_pyfunc(tracker, run_id, [m.path for m in sorted(members, key=lambda m: m.fold)],
                           trial_number=number, metadata={"ensemble": f"{folds} fold models, mean probability"})
-        version = tracker.registry.ship(info.model_uri, model_id=info.model_id, run_id=run_id, trial_number=number,
-                                        note=f"{folds}-fold ensemble of the re-training")
+        oof = scores.get("oof_val_balanced_accuracy")
+        version = tracker.registry.ship(
+            info.model_uri, model_id=info.model_id, run_id=run_id, trial_number=number,
+            note=f"{folds}-fold ensemble of the re-training",
+            description=(f"Trial {number}'s configuration as the mean of its {folds} fold models from the re-training"
+                         + (f" (out-of-fold val balanced accuracy {oof:.4f})" if oof is not None else "")))
         links = {"model_uri": info.model_uri, **tracker.registry.model_links(version, tracker.tracking_uri)}
         client.set_terminated(run_id, status="FINISHED")
     except Exception as exc:  # noqa: BLE001 - the trial's own model stays the champion

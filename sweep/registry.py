@@ -99,7 +99,8 @@ class Registry:
             self.point_champion(version, trial_number)
         return registered
 
-    def ship(self, model_uri: str, *, model_id: str | None, run_id: str, trial_number: int, note: str) -> str:
+    def ship(self, model_uri: str, *, model_id: str | None, run_id: str, trial_number: int, note: str,
+             description: str | None = None) -> str:
         """Register the model that ships for ``trial_number`` (the re-training's fold ensemble) as a
         new version and point ``champion`` at it: the sweep's end (:meth:`sync_champion`) keeps the
         newest version of the shipped trial. Returns the version."""
@@ -109,7 +110,7 @@ class Registry:
         except Exception:  # noqa: BLE001 - it exists
             pass
         version = self.client.create_model_version(name, model_uri, run_id=run_id, model_id=model_id, tags={
-            "sweep.trial_number": str(trial_number), "sweep.selected_by": note})
+            "sweep.trial_number": str(trial_number), "sweep.selected_by": note}, description=description)
         self.point_champion(version.version, trial_number)
         return str(version.version)
 

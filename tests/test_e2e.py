@@ -436,6 +436,7 @@ def test_the_top_k_are_retrained_with_new_seeds_once(tmp_path, tiny_signal):
         assert best["shipped"] == shipped and shipped["folds"] == 2 and best["model_uri"] == shipped["model_uri"]
         version = client.get_model_version_by_alias("rt", "champion")
         assert client.get_run(version.run_id).data.tags["sweep.role"] == "ensemble"
+        assert version.description.startswith(f"Trial {choice['trial']}'s configuration as the mean of its 2 fold models")
         assert "ships as the mean of trial" in " ".join(result.stdout.split())
         # `sweep predict` loads the registered ensemble (files verified) and averages its members as the
         # re-training did when it scored them on the test part
