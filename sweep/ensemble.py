@@ -25,8 +25,7 @@ from sweep.redact import redact
 
 _logger = logging.getLogger(__name__)
 
-TAG_ROLE = "sweep.role"
-ROLE = "ensemble"
+ROLE = "ensemble"  # the ensemble's run, beside the study's "parent" and each "trial" (sweep.trial_run.TAG_ROLE)
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ def ship_fold_ensemble(opened: Any, trial: Any, members: list[FoldModel], *,
     model then stays the champion, and a warning says why)."""
     from mlflow.entities import Metric, Param, RunTag
 
-    from sweep.trial_run import TAG_STUDY, TAG_TRIAL, log_pyfunc
+    from sweep.trial_run import TAG_ROLE, TAG_STUDY, TAG_TRIAL, log_pyfunc
 
     tracker, number = opened.tracker, trial.number
     client = tracker.client

@@ -30,11 +30,7 @@ class Registry:
         unless another worker's champion ranks higher already (score, then validation loss).
         Returns the registered version."""
         name = self.study_name
-        try:
-            self.client.create_registered_model(name, tags={TAG_STUDY: name}, description=(
-                f"Best models of the lstm-sweep study {name}; the alias '{CHAMPION}' marks the best so far."))
-        except Exception:  # noqa: BLE001 - it exists (another trial or worker registered it first)
-            pass
+        self._ensure_registered_model()
         if run_id is None and mlflow.active_run() is not None:
             run_id = mlflow.active_run().info.run_id
         version = self.client.create_model_version(name, model_uri, run_id=run_id, model_id=model_id, tags={
@@ -49,6 +45,15 @@ class Registry:
         if outranks(score, val_loss, held_score, held_loss):
             self.point_champion(version.version, trial_number)
         return str(version.version)
+
+    def _ensure_registered_model(self) -> None:
+        """The registered model named after the study (made by the first trial or worker that needs it)."""
+        name = self.study_name
+        try:
+            self.client.create_registered_model(name, tags={TAG_STUDY: name}, description=(
+                f"Best models of the lstm-sweep study {name}; the alias '{CHAMPION}' marks the best so far."))
+        except Exception:  # noqa: BLE001 - it exists (another trial or worker registered it first)
+            pass
 
     def model_links(self, version: str, tracking_uri: str) -> dict[str, str]:
         """What the study records of a registered version, for `sweep predict` and `sweep serve` to
@@ -105,10 +110,7 @@ class Registry:
         new version and point ``champion`` at it: the sweep's end (:meth:`sync_champion`) keeps the
         newest version of the shipped trial. Returns the version."""
         name = self.study_name
-        try:
-            self.client.create_registered_model(name, tags={TAG_STUDY: name})
-        except Exception:  # noqa: BLE001 - it exists
-            pass
+        self._ensure_registered_model()
         version = self.client.create_model_version(name, model_uri, run_id=run_id, model_id=model_id, tags={
             "sweep.trial_number": str(trial_number), "sweep.selected_by": note}, description=description)
         self.point_champion(version.version, trial_number)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any, Callable
 
 from objectives.records import RetrainRun
 from sweep import ranking
+from sweep.config import threads_per_worker
 from sweep.data import split_folds, split_stratified
 from sweep.ensemble import FoldModel, enough_members, ship_fold_ensemble
 from sweep.prepared import OpenSweep, make_objective
@@ -171,7 +171,7 @@ def _retrain(opened: OpenSweep, top: list[Any], folds: list[Any] | None,
         import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-        threads = cfg.threads or max(1, (os.cpu_count() or 1) // workers)
+        threads = cfg.threads or threads_per_worker(workers)
         pending, running = list(jobs), {}
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_start_process, initargs=(threads,)) as pool:

@@ -26,6 +26,7 @@ from sweep.errors import StudyError
 from sweep.budget import STARTUP_SECONDS
 from sweep.records import SURPLUS, BestTrial, RetrainEntry, TrialRecord, best_of, trial_records
 from sweep.clock import READY_DIR, set_deadline
+from sweep.config import threads_per_worker
 from sweep.prepared import OpenSweep
 from sweep.retrain import retrain_top
 from sweep.runner import SweepResult, finish, sweep_result
@@ -33,12 +34,6 @@ from sweep.loop import count_finished
 
 POLL_SECONDS = 2.0  # progress polling; each poll reads the study (~20 ms of database work)
 STOP_GRACE_SECONDS = 120
-
-
-def threads_per_worker(workers: int, cores: int | None = None) -> int:
-    """TensorFlow threads for each of ``workers`` processes: an equal share of the cores, at least 1."""
-    cores = cores or os.cpu_count() or 1
-    return max(1, cores // workers)
 
 
 def worker_command(opened: OpenSweep, *, threads: int) -> list[str]:
