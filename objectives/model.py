@@ -326,13 +326,18 @@ def start_training(
     return Training(model=model, monitor=monitor, history=monitor.history)
 
 
+def _balanced(params: LstmParams, X: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The training sequences as the class-weight strategy feeds them (``oversample``: resampled)."""
+    if params.class_weight == "oversample":
+        idx = oversample_indices(y, seed=seed)
+        return X[idx], y[idx]
+    return X, y
+
+
 def fit(training: Training, params: LstmParams, *, X_train: np.ndarray, y_train: np.ndarray, n_classes: int,
         epochs: int, seed: int) -> None:
     """Train with the params' class-weight strategy; always ends with the best epoch's weights."""
-    X, y = X_train, y_train
-    if params.class_weight == "oversample":
-        idx = oversample_indices(y, seed=seed)
-        X, y = X[idx], y[idx]
+    X, y = _balanced(params, X_train, y_train, seed)
     lr_schedule: keras.callbacks.Callback
     if params.lr_schedule == "cosine":
         lr_schedule = keras.callbacks.LearningRateScheduler(
@@ -352,3 +357,39 @@ def fit(training: Training, params: LstmParams, *, X_train: np.ndarray, y_train:
         training.model.compile(optimizer=_adam(params), loss="sparse_categorical_crossentropy")
 
 
+def fit_fixed(
+    params: LstmParams, *, X_train: np.ndarray, y_train: np.ndarray, n_classes: int, mean: np.ndarray,
+    std: np.ndarray, epochs: int, seed: int, stop: Callable[[int], bool],
+) -> tuple[keras.Model, int]:
+    """Build a fresh model (seeded) and train it for ``epochs`` epochs, its learning rate decaying
+    from ``params.learning_rate`` to 0 on a cosine over those epochs, with nothing held out: the
+    refit of a chosen configuration on the whole training part. There is no validation to watch, so
+    no early stopping and no plateau schedule (the decay settles the last epoch's weights).
+
+    ``stop(epochs_done)`` is asked after each epoch; True ends the training there (the time
+    budget). Returns the model and the epochs it trained."""
+    reset_keras()
+    keras.utils.set_random_seed(seed)
+    model = build_lstm(params, timesteps=X_train.shape[1], features=X_train.shape[2], n_classes=n_classes,
+                       mean=mean, std=std)
+    X, y = _balanced(params, X_train, y_train, seed)
+    done = 0
+
+    def after(epoch: int, logs: dict | None) -> None:
+        nonlocal done
+        done = epoch + 1
+        loss = float((logs or {}).get("loss", np.nan))
+        if not np.isfinite(loss):
+            raise NonFiniteLoss(f"training loss became {loss} at epoch {done}; lower the learning rate or clip gradients")
+        if stop(done):
+            model.stop_training = True
+
+    schedule = keras.callbacks.LearningRateScheduler(
+        lambda epoch: cosine_learning_rate(params.learning_rate, epoch, epochs))
+    try:
+        model.fit(X, y, epochs=epochs, batch_size=params.batch_size, verbose=0, shuffle=True,
+                  class_weight=class_weights(y_train, params.class_weight, n_classes),
+                  callbacks=[schedule, keras.callbacks.LambdaCallback(on_epoch_end=after)])
+    finally:
+        model.compile(optimizer=_adam(params), loss="sparse_categorical_crossentropy")
+    return model, done

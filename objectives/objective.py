@@ -26,7 +26,7 @@ from objectives.metrics import (
     warmup_epochs,
 )
 from objectives.preprocessing import is_padded, standardization
-from objectives.records import RESULT_ATTR, RetrainRun, TrialResult
+from objectives.records import RESULT_ATTR, RefitRun, RetrainRun, TrialResult
 from objectives.search_space import LstmParams, SearchSpace, suggest_params
 
 _logger = logging.getLogger(__name__)
@@ -288,6 +288,30 @@ class Objective:
             val_score=val.score, val_balanced_accuracy=val.balanced_accuracy, near_collapse=val.penalty > 0,
             test_balanced_accuracy=test.balanced_accuracy if test is not None else None,
         ), training.model
+
+    def refit(self, params: LstmParams, seed: int, *, epochs: int, stop_at: float | None = None) -> tuple[RefitRun, Any]:
+        """Train ``params`` on the split's whole training arrays for ``epochs`` epochs, nothing held
+        out (:func:`objectives.model.fit_fixed`: a cosine decay to 0, no early stopping); returns its
+        scores on those same sequences (a collapse check) and on the test part (reported only), and
+        the model. ``stop_at`` (wall-clock): stop at the first epoch boundary past it."""
+        started = time.perf_counter()
+
+        def stop(done: int) -> bool:
+            self.check_interrupt()
+            return stop_at is not None and time.time() >= stop_at
+
+        model, done = lstm.fit_fixed(params, X_train=self.split.X_train, y_train=self.split.y_train,
+                                     n_classes=self.n_classes, mean=self.mean, std=self.std, epochs=epochs,
+                                     seed=seed, stop=stop)
+        own = evaluate_predictions(self.split.y_train, lstm.predict_proba(model, self.split.X_train).argmax(axis=1),
+                                   self.n_classes)
+        test = None
+        if self.split.X_test is not None and self.split.y_test is not None:
+            test = evaluate_predictions(self.split.y_test, lstm.predict_proba(model, self.split.X_test).argmax(axis=1),
+                                        self.n_classes).balanced_accuracy
+        return RefitRun(seed=seed, epochs=done, planned_epochs=epochs, train_balanced_accuracy=own.balanced_accuracy,
+                        near_collapse=own.penalty > 0, test_balanced_accuracy=test,
+                        seconds=round(time.perf_counter() - started, 1)), model
 
     def _warmup(self, params: LstmParams) -> int:
         """Epochs before a trial may be stopped for collapse: the configured warm-up epochs, and

@@ -71,6 +71,28 @@ class TrialResult:
 
 
 @dataclass(frozen=True)
+class RefitRun:
+    """The chosen configuration trained once more on the whole training part, nothing held out
+    (:meth:`Objective.refit`): scored on what it trained on (a collapse check, not a selection
+    score) and on the test part (reported only)."""
+
+    seed: int
+    epochs: int  # trained
+    planned_epochs: int  # the cosine schedule's length; fewer trained when the time budget ended it
+    train_balanced_accuracy: float
+    near_collapse: bool  # predicted (nearly) one class on its own training sequences
+    test_balanced_accuracy: float | None
+    seconds: float
+
+    @property
+    def stopped_for_deadline(self) -> bool:
+        return self.epochs < self.planned_epochs
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class RetrainRun:
     """One more training of a configuration with another seed (:meth:`Objective.train_once`)."""
 

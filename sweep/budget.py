@@ -8,9 +8,10 @@ The budget is the wall time of one invocation of ``sweep run``, counted from the
 - the **search** runs trials until ``search_ends_at``; a running trial stops at the first epoch
   boundary past it (keeping its best epoch's weights) and no trial starts that could not reach its
   first successive-halving rung before it;
-- the **reserve** (:func:`reserve_seconds`) is for the re-training of the top configurations and the
-  end of the sweep (summary, plots, registry); the re-training stops starting runs when only the
-  time to finish is left (``ends_at - FINISH_SECONDS``).
+- the **reserve** (:func:`reserve_seconds`) is for the re-training of the top configurations, the
+  refit of the chosen one (``--ship refit``: its share is kept from the re-training's runs) and the
+  end of the sweep (summary, plots, registry); nothing starts when only the time to finish is left
+  (``ends_at - FINISH_SECONDS``).
 
 Clock: wall-clock seconds since the epoch (``time.time()``), so the same deadline holds in every
 worker process, also on other machines with synchronized clocks.
@@ -39,6 +40,11 @@ FINISH_SECONDS = 15.0
 # Share of the rest of the budget kept for re-training the top configurations (sweep.retrain)
 # (0.2 left ECG200 at 3 min no re-training run at all on a busy machine).
 RETRAIN_SHARE = 0.3
+# With --ship refit, a further share kept for training the chosen configuration on the whole training
+# part (sweep.refit); it also gets whatever the re-training leaves (most of it on fast sets).
+REFIT_SHARE = 0.1
+# What a refit costs besides its epochs: the model's build and first trace, its scoring, its logging.
+REFIT_SETUP_SECONDS = 10.0
 # Epochs a budgeted trial may reach (successive halving gives most trials far fewer) and the
 # defaults that differ from a trial-count sweep; every one can still be set by flag or config file.
 BUDGET_EPOCHS = 100
@@ -90,16 +96,39 @@ def format_duration(seconds: float) -> str:
     return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
-def reserve_seconds(budget: float, *, retrain_top: int) -> float:
+def reserve_seconds(budget: float, *, retrain_top: int, refit: bool = False) -> float:
     """Seconds kept at the end of a ``budget`` for re-training and finishing the sweep.
 
-    ``FINISH_SECONDS`` always; with re-training, ``RETRAIN_SHARE`` of the rest as well. Never more
-    than half the budget: a short budget is mostly search (the re-training then does what fits).
+    ``FINISH_SECONDS`` always; with re-training, ``RETRAIN_SHARE`` of the rest as well, and with a
+    refit (``--ship refit``) ``REFIT_SHARE`` more. Never more than half the budget: a short budget
+    is mostly search (the re-training then does what fits).
     """
     reserve = min(FINISH_SECONDS, budget / 2)
     if retrain_top > 0:
-        reserve += RETRAIN_SHARE * (budget - reserve)
+        reserve += (RETRAIN_SHARE + (REFIT_SHARE if refit else 0.0)) * (budget - reserve)
     return min(reserve, budget / 2)
+
+
+def refit_seconds(budget: float, *, retrain_top: int, refit: bool) -> float:
+    """Of :func:`reserve_seconds`, what the re-training leaves for the refit at the least."""
+    if not refit or retrain_top <= 0:
+        return 0.0
+    full = reserve_seconds(budget, retrain_top=retrain_top, refit=True)
+    finish = min(FINISH_SECONDS, budget / 2)
+    return (full - finish) * REFIT_SHARE / (RETRAIN_SHARE + REFIT_SHARE)
+
+
+def refit_epochs(cap: int, *, seconds_per_epoch: float | None, seconds_left: float | None, at_least: int) -> int | None:
+    """Epochs the refit trains (its cosine schedule's length): the epoch cap ``cap``, or as many as
+    fit in ``seconds_left`` (None: no time budget) at ``seconds_per_epoch`` after
+    ``REFIT_SETUP_SECONDS``. None when fewer than ``at_least`` fit (the epochs the chosen trial's
+    own model trained for: a shorter refit is not worth its time) or no epoch time is known."""
+    epochs = max(1, cap)
+    if seconds_left is not None:
+        if not seconds_per_epoch or seconds_per_epoch <= 0:
+            return None
+        epochs = min(epochs, math.floor((seconds_left - REFIT_SETUP_SECONDS) / seconds_per_epoch))
+    return epochs if epochs >= max(1, at_least) else None
 
 
 @dataclass(frozen=True)
@@ -109,13 +138,15 @@ class Deadline:
     started_at: float
     search_ends_at: float
     ends_at: float
+    refit_seconds: float = 0.0  # kept after the re-training's runs for the refit (--ship refit)
 
     @classmethod
-    def start(cls, budget: float, *, retrain_top: int, now: float | None = None) -> Deadline:
+    def start(cls, budget: float, *, retrain_top: int, refit: bool = False, now: float | None = None) -> Deadline:
         """The deadline of a command that started at ``now`` (default: this moment) with ``budget`` seconds."""
         now = time.time() if now is None else now
-        return cls(started_at=now, search_ends_at=now + budget - reserve_seconds(budget, retrain_top=retrain_top),
-                   ends_at=now + budget)
+        reserve = reserve_seconds(budget, retrain_top=retrain_top, refit=refit)
+        return cls(started_at=now, search_ends_at=now + budget - reserve, ends_at=now + budget,
+                   refit_seconds=refit_seconds(budget, retrain_top=retrain_top, refit=refit))
 
     @property
     def budget(self) -> float:
@@ -138,16 +169,26 @@ class Deadline:
         return self.ends_at - min(FINISH_SECONDS, self.budget / 2)
 
     def retrain_left(self, now: float | None = None) -> float:
-        """Seconds the re-training may still use."""
+        """Seconds the re-training (its runs and the refit) may still use."""
         return self.retrain_ends_at - (time.time() if now is None else now)
 
+    @property
+    def runs_end_at(self) -> float:
+        """When the re-training's runs must stop: ``refit_seconds`` before :attr:`retrain_ends_at`."""
+        return self.retrain_ends_at - self.refit_seconds
+
+    def runs_left(self, now: float | None = None) -> float:
+        """Seconds the re-training's runs may still use (the refit's share kept)."""
+        return self.runs_end_at - (time.time() if now is None else now)
+
     def to_dict(self) -> dict[str, float]:
-        return {"started_at": self.started_at, "search_ends_at": self.search_ends_at, "ends_at": self.ends_at}
+        return {"started_at": self.started_at, "search_ends_at": self.search_ends_at, "ends_at": self.ends_at,
+                "refit_seconds": self.refit_seconds}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Deadline:
         return cls(started_at=float(d["started_at"]), search_ends_at=float(d["search_ends_at"]),
-                   ends_at=float(d["ends_at"]))
+                   ends_at=float(d["ends_at"]), refit_seconds=float(d.get("refit_seconds") or 0.0))
 
 
 @dataclass(frozen=True)

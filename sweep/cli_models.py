@@ -70,9 +70,12 @@ def predict(
 
 
 def _which(study: Any, record: Any) -> str:
-    """``trial 7``, or ``trial 7's 3 fold models`` when the re-training's fold ensemble ships (sweep.ensemble)."""
+    """``trial 7``; ``trial 7's configuration, refit on all 80 training sequences`` (sweep.refit) or
+    ``trial 7's 3 fold models, averaged`` (sweep.ensemble) when that ships."""
     shipped = study.user_attrs.get("shipped") or {}
     if shipped.get("trial") == record.trial and str(shipped.get("model_version")) == record.version:
+        if shipped.get("kind") == "refit":
+            return f"trial {record.trial}'s configuration, refit on all {shipped['sequences']} training sequences"
         return f"trial {record.trial}'s {shipped['folds']} fold models, averaged"
     return f"trial {record.trial}"
 

@@ -90,10 +90,9 @@ def best(study: str = typer.Argument(..., help="Study name."), storage: str = St
     if (top.selection or {}).get("reason"):
         out.print(f"  [dim]{_e(top.selection['reason'])}[/]")
     if top.shipped:
-        from sweep.display import ensemble_line
+        from sweep.display import shipped_line, shipped_scores
 
-        out.print(f"  {_e(ensemble_line(top.shipped))}: out-of-fold val balanced accuracy "
-                  f"{_fmt(top.shipped.get('oof_val_balanced_accuracy'))}, test {_fmt(top.shipped.get('test_balanced_accuracy'))}")
+        out.print(f"  {_e(shipped_line(top.shipped))}: {_e(shipped_scores(top.shipped, _fmt))}")
     for knob in KNOBS:
         if knob.name in top.params:
             out.print(_e(f"  {knob.name:<14} {top.params[knob.name]}"))

@@ -27,7 +27,7 @@ from sweep.errors import ConfigError
 DEFAULT_STORAGE = "sqlite:///sweep.db"
 # Seeds feed numpy/scikit-learn (< 2**32) after offsets (trial number, re-training, worker pid).
 MAX_SEED = 2**31 - 1
-SHIP = ("ensemble", "trial")
+SHIP = ("ensemble", "refit", "trial")
 LOG_MODELS = ("best", "all", "none")
 PRUNERS = ("median", "hyperband", "none")
 
@@ -69,10 +69,11 @@ class SweepConfig:
     # (a new seed per run) and report mean +- std, so one lucky split does not pick the winner (0 = skip).
     retrain_top: int = 3
     retrain_seeds: int = 3
-    # What ships as the champion: "trial" (the chosen trial's own model from the search) or "ensemble"
-    # (the chosen configuration's fold models from the re-training, their probabilities averaged;
-    # sweep.ensemble). Measured at --budget 10m: the ensemble was not better (BENCHMARKS.md).
-    ship: str = "trial"
+    # What ships as the champion: "refit" (the chosen configuration trained again on the whole training
+    # part, nothing held out, sweep.refit; needs the re-training), "trial" (the chosen trial's own model
+    # from the search) or "ensemble" (the chosen configuration's fold models from the re-training, their
+    # probabilities averaged; sweep.ensemble). Measured at --budget 10m in BENCHMARKS.md.
+    ship: str = "refit"
     # Start a new study with the classic stacked-LSTM recipe and the LSTM-FCN recipe as trials 0-1
     # (objectives.search_space.recipe_trials), then search.
     baseline: bool = True
@@ -166,6 +167,8 @@ def resolve_config(*, config_file: str | Path | None = None, flags: Mapping[str,
         train.setdefault("epochs", budgets.BUDGET_EPOCHS)
         train.setdefault("patience", budgets.BUDGET_PATIENCE)
         train.setdefault("warmup_fraction", budgets.BUDGET_WARMUP_FRACTION)
+    if run.get("log_models") == "none" or run.get("retrain_top") == 0:
+        run.setdefault("ship", "trial")  # the default refit needs a logged model and the re-training's choice
     settings = TrainSettings(**train)
     cfg = SweepConfig(train=settings, space=space, **run)
     _validate(cfg, where)
@@ -205,6 +208,12 @@ def _validate(cfg: SweepConfig, where: str) -> None:
     if cfg.ship == "ensemble" and cfg.log_models == "none":
         raise ConfigError("--ship ensemble logs the champion's fold models, and --log-models none logs no model; "
                           "drop one of them")
+    if cfg.ship == "refit" and cfg.log_models == "none":
+        raise ConfigError("--ship refit logs the champion's refit model, and --log-models none logs no model; "
+                          "drop one of them")
+    if cfg.ship == "refit" and cfg.retrain_top == 0:
+        raise ConfigError("--ship refit trains the configuration the re-training chooses, and --retrain-top 0 "
+                          "turns the re-training off; drop one of them")
     for key in ("adjust_decision", "baseline"):
         if not isinstance(getattr(cfg, key), bool):
             raise ConfigError(f"{where}: run.{key} must be true or false, got {getattr(cfg, key)!r}")

@@ -510,3 +510,10 @@ def split_folds(data: Dataset, *, k: int, seed: int) -> list[Split] | None:
               X_test=data.X_test, y_test=data.y_test)
         for tr, va in folds
     ]
+
+
+def whole_training(data: Dataset) -> Split:
+    """The whole training part to train on, nothing held out (the refit of ``--ship refit``): its
+    validation arrays are empty; the test part is kept apart as always."""
+    return Split(X_train=data.X_train, y_train=data.y_train, X_val=data.X_train[:0], y_val=data.y_train[:0],
+                 X_test=data.X_test, y_test=data.y_test)

@@ -217,7 +217,10 @@ def print_summary(result: Any, prep: Any) -> None:
     if r.val_balanced_accuracy_adjusted is not None:
         table.add_row("bal.acc, decision adjusted", f"{fmt(r.val_balanced_accuracy_adjusted)} (fitted here)",
                       fmt(r.test_balanced_accuracy_adjusted))
-    if best.shipped:
+    if best.shipped and best.shipped.get("kind") == "refit":
+        table.add_row(f"shipped: refit on all {best.shipped['sequences']} training sequences",
+                      "(nothing held out)", fmt(best.shipped.get("test_balanced_accuracy")))
+    elif best.shipped:
         table.add_row(f"shipped: mean of {best.shipped['folds']} fold models", f"{fmt(best.shipped.get('oof_val_balanced_accuracy'))} "
                       "(bal.acc out of fold)", fmt(best.shipped.get("test_balanced_accuracy")))
     if best.bayes_balanced_accuracy is not None:
@@ -238,7 +241,7 @@ def print_summary(result: Any, prep: Any) -> None:
         if choice.get("reason"):  # * = the champion; the margin rule of sweep/selection.py says why
             out.print(f"[{'yellow' if choice.get('switched') else 'dim'}]{esc(choice['reason'])}[/]")
     if best.shipped:
-        out.print(esc(ensemble_line(best.shipped)))
+        out.print(esc(shipped_line(best.shipped)))
     if r.collapsed:
         out.print(f"[red]every complete trial predicted one class: no model is registered as the champion "
                   f"(sweep predict has none to use)[/]; see sweep diagnose {esc(study_option(result.name))}")
@@ -253,11 +256,22 @@ def print_summary(result: Any, prep: Any) -> None:
         out.print(esc(f"        {credential_free(result.tracking_uri).rstrip('/')}/#/experiments/{result.experiment_id}/runs"))
 
 
-def ensemble_line(shipped: dict[str, Any]) -> str:
-    """What ships when it is the re-training's fold ensemble (sweep.ensemble), in one sentence."""
+def shipped_line(shipped: dict[str, Any]) -> str:
+    """What ships when it is not the trial's own model (sweep.refit, sweep.ensemble), in one sentence."""
+    if shipped.get("kind") == "refit":
+        return (f"ships as trial {shipped['trial']}'s configuration refit on all {shipped['sequences']} training "
+                f"sequences for {shipped['epochs']} epochs (nothing held out), not the search's model")
     k = shipped["folds"]
     return (f"ships as the mean of trial {shipped['trial']}'s {k} fold models from the re-training (each trained "
             f"to its patience without one fold of the training part), not the search's single model")
+
+
+def shipped_scores(shipped: dict[str, Any], fmt: Callable[[Any], str]) -> str:
+    """The shipped model's scores for `sweep best`: out-of-fold validation (an ensemble) and test."""
+    if shipped.get("kind") == "refit":
+        return f"test balanced accuracy {fmt(shipped.get('test_balanced_accuracy'))} (reported only)"
+    return (f"out-of-fold val balanced accuracy {fmt(shipped.get('oof_val_balanced_accuracy'))}, "
+            f"test {fmt(shipped.get('test_balanced_accuracy'))}")
 
 
 def study_option(name: str) -> str:

@@ -15,15 +15,11 @@ where the budget cut it, for at least as many epochs as the search's model.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweep.errors import first_line
-from sweep.redact import redact
-
-_logger = logging.getLogger(__name__)
+from sweep.shipping import ship_models
 
 ROLE = "ensemble"  # the ensemble's run, beside the study's "parent" and each "trial" (sweep.trial_run.TAG_ROLE)
 
@@ -49,44 +45,25 @@ def enough_members(members: list[FoldModel]) -> bool:
 
 def ship_fold_ensemble(opened: Any, trial: Any, members: list[FoldModel], *,
                        scores: dict[str, float | None]) -> dict[str, Any] | None:
-    """Log ``members`` (trial ``trial``'s fold models) as one pyfunc in a run of its own under the
-    sweep's run, register it and point ``champion`` at it; link it in the study as the trial's model
-    (what `sweep predict`, `sweep serve` and the integrity check load). ``scores``: the ensemble's
-    out-of-fold validation and (reported only) test balanced accuracy.
+    """Ship ``members`` (trial ``trial``'s fold models) as one model (:func:`sweep.shipping.ship_models`).
+    ``scores``: the ensemble's out-of-fold validation and (reported only) test balanced accuracy.
 
     Returns the record stored on the study as ``shipped`` (None when MLflow refused: the trial's own
     model then stays the champion, and a warning says why)."""
-    from mlflow.entities import Metric, Param, RunTag
-
-    from sweep.trial_run import TAG_ROLE, TAG_STUDY, TAG_TRIAL, log_pyfunc
-
-    tracker, number = opened.tracker, trial.number
-    client = tracker.client
-    folds = len(members)
-    try:
-        run = client.create_run(
-            tracker.experiment_id, run_name=f"champion · trial-{number:03d} · {folds}-fold ensemble",
-            tags={TAG_STUDY: tracker.study_name, TAG_ROLE: ROLE, TAG_TRIAL: str(number),
-                  **({"mlflow.parentRunId": opened.parent_run_id} if opened.parent_run_id else {})})
-        run_id = run.info.run_id
-        metrics = [Metric("fold_val_balanced_accuracy", m.val_balanced_accuracy, 0, m.fold) for m in members]
-        metrics += [Metric("fold_epochs", float(m.epochs), 0, m.fold) for m in members]
-        metrics += [Metric(f"result/{k}", float(v), 0, 0) for k, v in scores.items() if v is not None]
-        client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in trial.params.items()],
-                         tags=[RunTag("sweep.ensemble_of", f"trial {number}'s configuration, {folds} fold models")])
-        info = log_pyfunc(tracker, run_id, [m.path for m in sorted(members, key=lambda m: m.fold)],
-                          trial_number=number, metadata={"ensemble": f"{folds} fold models, mean probability"})
-        oof = scores.get("oof_val_balanced_accuracy")
-        version = tracker.registry.ship(
-            info.model_uri, model_id=info.model_id, run_id=run_id, trial_number=number,
-            note=f"{folds}-fold ensemble of the re-training",
-            description=(f"Trial {number}'s configuration as the mean of its {folds} fold models from the re-training"
-                         + (f" (out-of-fold val balanced accuracy {oof:.4f})" if oof is not None else "")))
-        links = {"model_uri": info.model_uri, **tracker.registry.model_links(version, tracker.tracking_uri)}
-        client.set_terminated(run_id, status="FINISHED")
-    except Exception as exc:  # noqa: BLE001 - the trial's own model stays the champion
-        _logger.warning("could not ship trial %d's %d fold models as one model (%s); its own model stays the "
-                        "champion", number, folds, redact(first_line(exc), tracker.tracking_uri)[:200])
+    number, folds = trial.number, len(members)
+    oof = scores.get("oof_val_balanced_accuracy")
+    metrics = [("fold_val_balanced_accuracy", m.val_balanced_accuracy, m.fold) for m in members]
+    metrics += [("fold_epochs", float(m.epochs), m.fold) for m in members]
+    metrics += [(f"result/{k}", float(v), 0) for k, v in scores.items() if v is not None]
+    links = ship_models(
+        opened, trial, [m.path for m in sorted(members, key=lambda m: m.fold)], role=ROLE,
+        run_name=f"champion · trial-{number:03d} · {folds}-fold ensemble", metrics=metrics,
+        tags={"sweep.ensemble_of": f"trial {number}'s configuration, {folds} fold models"},
+        metadata={"ensemble": f"{folds} fold models, mean probability"},
+        note=f"{folds}-fold ensemble of the re-training",
+        description=(f"Trial {number}'s configuration as the mean of its {folds} fold models from the re-training"
+                     + (f" (out-of-fold val balanced accuracy {oof:.4f})" if oof is not None else "")),
+        what=f"trial {number}'s {folds} fold models as one model")
+    if links is None:
         return None
-    tracker.record_model(number, links)
-    return {"trial": number, "kind": "fold ensemble", "folds": folds, "mlflow_run_id": run_id, **links, **scores}
+    return {"trial": number, "kind": "fold ensemble", "folds": folds, **links, **scores}

@@ -96,6 +96,10 @@ def retrain_top(
         _select(opened, results)
         if folder is not None:
             _ship(opened, fold_models, folds=cfg.retrain_seeds)
+    if cfg.ship == "refit":
+        from sweep.refit import refit_champion
+
+        refit_champion(opened)
     if on_retrain is not None:
         for entry in results:
             on_retrain(entry)
@@ -149,10 +153,11 @@ def _retrain(opened: OpenSweep, top: list[Any], folds: list[Any] | None,
             jobs.append(_Job(trial=trial.number, index=i, params=dict(trial.params),
                              seed=cfg.seed + 10_000 * (i + 1) + trial.number, split_seed=resplit,
                              expected=float(record.train_seconds or 0.0), min_epochs=int(record.epochs_run or 0)))
-    stop_at = deadline.retrain_ends_at if deadline is not None else None
+    # With --ship refit the runs leave the refit its share of the reserve (sweep.budget.REFIT_SHARE).
+    stop_at = deadline.runs_end_at if deadline is not None else None
 
     def fits(job: _Job) -> bool:
-        return deadline is None or deadline.retrain_left() >= max(1.0, job.expected)
+        return deadline is None or deadline.runs_left() >= max(1.0, job.expected)
 
     workers = min(cfg.workers, len(jobs))
     parallel = workers > 1 and sum(j.expected for j in jobs) >= PARALLEL_SECONDS

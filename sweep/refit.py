@@ -1,0 +1,96 @@
+"""``--ship refit`` (the default): the configuration the re-training chose (:mod:`sweep.selection`)
+trained once more on the whole training part, nothing held out, its learning rate decaying to 0 on
+a cosine over as many epochs as the time left allows (up to the epoch cap), and shipped in place of
+the trial's own model, which trained on the search's 4/5 of the training part and stopped at its
+patience with the learning rate still high.
+
+Why: a search trial stops at its patience on a validation split of a few dozen sequences, where a
+conv net's score still swings from epoch to epoch (Strawberry's LSTM-FCN: 0.53 to 0.96 test balanced
+accuracy between epochs 25 and 100 of one run); the refit ends on settled weights and has a quarter
+more data. Offline, the LSTM-FCN recipe trained this way on the whole training part scored 0.955-0.976
+on Strawberry (the search's models: 0.90-0.94), 0.864-0.872 on ECG200 and 0.774 on MedicalImages
+(benchmarks and BENCHMARKS.md for the sweep's own numbers).
+
+Nothing is chosen on the test part, and nothing on the refit at all: the configuration was chosen
+before it trained. The refit ships unless it predicts (nearly) one class on its own training
+sequences, it fails, or fewer epochs fit than the trial's own model kept; the trial's model ships then.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sweep import ranking
+from sweep.budget import refit_epochs
+from sweep.data import whole_training
+from sweep.errors import first_line
+from sweep.prepared import OpenSweep, make_objective
+from sweep.records import record_of
+from sweep.shipping import ship_models
+
+_logger = logging.getLogger(__name__)
+
+ROLE = "refit"  # the refit's run, beside the study's "parent", each "trial" and an "ensemble"
+SEED_OFFSET = 50_000  # the refit's seed: the sweep's seed + this + the trial number (no search or fold run's)
+
+
+def refit_champion(opened: OpenSweep) -> dict[str, Any] | None:
+    """Refit the configuration that ships on the whole training part and ship it (see the module);
+    stored on the study as ``shipped``. Returns that record, or None when the trial's own model ships."""
+    cfg, prep, study, deadline = opened.prep.cfg, opened.prep, opened.study, opened.deadline
+    chosen, _ = ranking.champion_trial(study)
+    if chosen is None or record_of(chosen).collapsed:
+        return None
+    number, result = chosen.number, record_of(chosen).result
+    n_all, n_search = len(prep.data.y_train), len(prep.split.y_train)
+    per_epoch = None
+    if result.train_seconds and result.epochs_run:
+        per_epoch = result.train_seconds / result.epochs_run * n_all / max(n_search, 1)
+    at_least = result.best_epoch or result.epochs_run or 1
+    left = deadline.retrain_left() if deadline is not None else None
+    epochs = refit_epochs(cfg.train.epochs, seconds_per_epoch=per_epoch, seconds_left=left, at_least=at_least)
+    if epochs is None:
+        _logger.info("trial %d ships its own model: a refit of %d epochs or more does not fit in the %.0f s left",
+                     number, at_least, left or 0.0)
+        return None
+    from objectives import model as lstm
+    from objectives.search_space import LstmParams
+
+    lstm.configure_threads(cfg.threads)
+    _logger.info("refitting trial %d's configuration on all %d training sequences for %d epochs", number, n_all, epochs)
+    try:
+        run, model = make_objective(prep, split=whole_training(prep.data)).refit(
+            LstmParams(**chosen.params), seed=cfg.seed + SEED_OFFSET + number, epochs=epochs,
+            stop_at=deadline.retrain_ends_at if deadline is not None else None)
+    except lstm.NonFiniteLoss as exc:
+        _logger.warning("trial %d ships its own model: its refit failed (%s)", number, first_line(exc))
+        return None
+    if run.near_collapse or run.epochs < at_least:
+        why = ("it predicted (nearly) one class on its own training sequences" if run.near_collapse else
+               f"the time budget stopped it after {run.epochs} of {run.planned_epochs} epochs")
+        _logger.warning("trial %d ships its own model: %s", number, why)
+        return None
+    scores = {"train_balanced_accuracy": run.train_balanced_accuracy, "test_balanced_accuracy": run.test_balanced_accuracy}
+    with tempfile.TemporaryDirectory(prefix="sweep-refit-") as keep:
+        path = Path(keep) / f"trial-{number}-refit.keras"
+        model.save(path)
+        links = ship_models(
+            opened, chosen, [path], role=ROLE, run_name=f"champion · trial-{number:03d} · refit on all training data",
+            metrics=[(f"result/{k}", v, 0) for k, v in scores.items() if v is not None]
+            + [("refit_epochs", float(run.epochs), 0), ("refit_seconds", run.seconds, 0)],
+            tags={"sweep.refit_of": f"trial {number}'s configuration, {n_all} training sequences, {run.epochs} epochs"},
+            metadata={"refit": f"{n_all} training sequences, {run.epochs} epochs, nothing held out"},
+            note="refit on the whole training part",
+            description=(f"Trial {number}'s configuration trained on all {n_all} training sequences for {run.epochs} "
+                         "epochs (cosine decay, nothing held out) after the re-training chose it"),
+            what=f"trial {number}'s refit")
+    if links is None:
+        return None
+    shipped = {"trial": number, "kind": "refit", "sequences": n_all, "epochs": run.epochs,
+               "planned_epochs": run.planned_epochs, "seconds": run.seconds, **links, **scores}
+    study.set_user_attr("shipped", shipped)
+    _logger.info("trial %d ships as its refit (%d epochs, %.0f s)", number, run.epochs, run.seconds)
+    return shipped
