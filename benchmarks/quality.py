@@ -506,7 +506,8 @@ def job_lstm_sweep(path: Path, seed: int, trials: int, budget: Budget | None = N
               # budget mode: when the clock started after launch (start-up), and the champion's selection
               "startup_seconds": round(clock["started_at"] - launched, 1) if clock and "started_at" in clock else None,
               "selection": selection,
-              # the fold ensemble that shipped in place of the chosen trial's own model (sweep.ensemble), if any
+              # the refit (sweep.refit) or fold ensemble (sweep.ensemble) that shipped in place of the chosen
+              # trial's own model, if any
               "shipped_as": shipped_as,
               # the top-k re-training's runs (fold, epochs, stopped by the budget, val/test), for the selection
               "retrained": (study.user_attrs.get("retrained") or {}).get("results"),

@@ -45,6 +45,10 @@ RETRAIN_SHARE = 0.3
 REFIT_SHARE = 0.1
 # What a refit costs besides its epochs: the model's build and first trace, its scoring, its logging.
 REFIT_SETUP_SECONDS = 10.0
+# The re-training's runs leave the refit its share, or what the chosen configuration's refit is
+# estimated to need if more (sweep.refit.seconds_needed), but never more than this share of the
+# re-training's time: the margin rule still needs runs to choose.
+REFIT_MAX_SHARE = 0.5
 # Epochs a budgeted trial may reach (successive halving gives most trials far fewer) and the
 # defaults that differ from a trial-count sweep; every one can still be set by flag or config file.
 BUDGET_EPOCHS = 100
@@ -172,15 +176,6 @@ class Deadline:
         """Seconds the re-training (its runs and the refit) may still use."""
         return self.retrain_ends_at - (time.time() if now is None else now)
 
-    @property
-    def runs_end_at(self) -> float:
-        """When the re-training's runs must stop: ``refit_seconds`` before :attr:`retrain_ends_at`."""
-        return self.retrain_ends_at - self.refit_seconds
-
-    def runs_left(self, now: float | None = None) -> float:
-        """Seconds the re-training's runs may still use (the refit's share kept)."""
-        return self.runs_end_at - (time.time() if now is None else now)
-
     def to_dict(self) -> dict[str, float]:
         return {"started_at": self.started_at, "search_ends_at": self.search_ends_at, "ends_at": self.ends_at,
                 "refit_seconds": self.refit_seconds}
@@ -189,6 +184,16 @@ class Deadline:
     def from_dict(cls, d: dict[str, Any]) -> Deadline:
         return cls(started_at=float(d["started_at"]), search_ends_at=float(d["search_ends_at"]),
                    ends_at=float(d["ends_at"]), refit_seconds=float(d.get("refit_seconds") or 0.0))
+
+
+def runs_end_at(deadline: Deadline, *, refit_need: float = 0.0, now: float | None = None) -> float:
+    """When the re-training's runs must stop: early enough to leave the refit its share
+    (``deadline.refit_seconds``) or ``refit_need`` seconds if more, at most ``REFIT_MAX_SHARE`` of
+    the re-training's time left at ``now``. Without a refit: the re-training's end."""
+    if deadline.refit_seconds <= 0:
+        return deadline.retrain_ends_at
+    keep = min(max(deadline.refit_seconds, refit_need), REFIT_MAX_SHARE * max(0.0, deadline.retrain_left(now)))
+    return deadline.retrain_ends_at - keep
 
 
 @dataclass(frozen=True)

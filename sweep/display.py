@@ -148,14 +148,15 @@ def run_with_progress(opened: Any, workers: int, execute: Callable[..., Any]) ->
 
     def on_retrain(entry: Any) -> None:
         cfg = opened.prep.cfg
+        then = ("; then the chosen one trains on the whole training part (--ship refit)" if cfg.ship == "refit" else "")
         if entry is None and timed:
             progress.console.print(f"search over; re-training the top {cfg.retrain_top} configurations on up to "
-                                   f"{cfg.retrain_seeds} folds each in the time left, to choose the champion")
+                                   f"{cfg.retrain_seeds} folds each in the time left, to choose the champion{then}")
             return
         if entry is None:
             progress.console.print(f"re-training the top {cfg.retrain_top} configurations on {cfg.retrain_seeds} folds "
                                    "of the training part, new seeds each, for numbers one lucky split cannot make "
-                                   "(--retrain-top 0 skips this)")
+                                   f"(--retrain-top 0 skips this){then}")
             return
         if not entry.runs:  # the time budget left no room for it
             return

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep import ranking
-from sweep.budget import refit_epochs
+from sweep.budget import REFIT_SETUP_SECONDS, refit_epochs
 from sweep.data import whole_training
 from sweep.errors import first_line
 from sweep.prepared import OpenSweep, make_objective
@@ -37,6 +37,29 @@ ROLE = "refit"  # the refit's run, beside the study's "parent", each "trial" and
 SEED_OFFSET = 50_000  # the refit's seed: the sweep's seed + this + the trial number (no search or fold run's)
 
 
+def _plan(prep: Any, trial: Any) -> tuple[float | None, int]:
+    """Trial ``trial``'s configuration refit on the whole training part: its seconds per epoch (the
+    trial's own, scaled to the larger training part; None if unmeasured) and the fewest epochs worth
+    it (as many as the trial's own model kept)."""
+    result = record_of(trial).result
+    n_all, n_search = len(prep.data.y_train), len(prep.split.y_train)
+    per_epoch = None
+    if result.train_seconds and result.epochs_run:
+        per_epoch = result.train_seconds / result.epochs_run * n_all / max(n_search, 1)
+    return per_epoch, int(result.best_epoch or result.epochs_run or 1)
+
+
+def seconds_needed(prep: Any, trials: list[Any]) -> float:
+    """Time to keep for the refit of whichever of ``trials`` (the re-trained top k) ships: its setup
+    and 1.5x the fewest epochs worth it, for the slowest of them."""
+    need = 0.0
+    for trial in trials:
+        per_epoch, at_least = _plan(prep, trial)
+        if per_epoch is not None:
+            need = max(need, REFIT_SETUP_SECONDS + 1.5 * at_least * per_epoch)
+    return need
+
+
 def refit_champion(opened: OpenSweep) -> dict[str, Any] | None:
     """Refit the configuration that ships on the whole training part and ship it (see the module);
     stored on the study as ``shipped``. Returns that record, or None when the trial's own model ships."""
@@ -44,12 +67,8 @@ def refit_champion(opened: OpenSweep) -> dict[str, Any] | None:
     chosen, _ = ranking.champion_trial(study)
     if chosen is None or record_of(chosen).collapsed:
         return None
-    number, result = chosen.number, record_of(chosen).result
-    n_all, n_search = len(prep.data.y_train), len(prep.split.y_train)
-    per_epoch = None
-    if result.train_seconds and result.epochs_run:
-        per_epoch = result.train_seconds / result.epochs_run * n_all / max(n_search, 1)
-    at_least = result.best_epoch or result.epochs_run or 1
+    number, n_all = chosen.number, len(prep.data.y_train)
+    per_epoch, at_least = _plan(prep, chosen)
     left = deadline.retrain_left() if deadline is not None else None
     epochs = refit_epochs(cfg.train.epochs, seconds_per_epoch=per_epoch, seconds_left=left, at_least=at_least)
     if epochs is None:

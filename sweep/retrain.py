@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -153,11 +154,16 @@ def _retrain(opened: OpenSweep, top: list[Any], folds: list[Any] | None,
             jobs.append(_Job(trial=trial.number, index=i, params=dict(trial.params),
                              seed=cfg.seed + 10_000 * (i + 1) + trial.number, split_seed=resplit,
                              expected=float(record.train_seconds or 0.0), min_epochs=int(record.epochs_run or 0)))
-    # With --ship refit the runs leave the refit its share of the reserve (sweep.budget.REFIT_SHARE).
-    stop_at = deadline.runs_end_at if deadline is not None else None
+    # With --ship refit the runs leave the refit its share of the reserve, or what it needs if more.
+    stop_at = None
+    if deadline is not None:
+        from sweep.budget import runs_end_at
+        from sweep.refit import seconds_needed
+
+        stop_at = runs_end_at(deadline, refit_need=seconds_needed(prep, top) if cfg.ship == "refit" else 0.0)
 
     def fits(job: _Job) -> bool:
-        return deadline is None or deadline.runs_left() >= max(1.0, job.expected)
+        return stop_at is None or stop_at - time.time() >= max(1.0, job.expected)
 
     workers = min(cfg.workers, len(jobs))
     parallel = workers > 1 and sum(j.expected for j in jobs) >= PARALLEL_SECONDS

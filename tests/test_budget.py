@@ -67,6 +67,47 @@ def test_deadline_splits_search_and_end():
     assert budget.time_left_text(d, now=1590) == "10s left in the budget"
 
 
+def test_a_refit_gets_its_own_share_of_the_reserve():
+    """--ship refit keeps REFIT_SHARE more of the budget, and the re-training's runs stop that much
+    earlier than the re-training's end (the refit also gets whatever the runs leave)."""
+    plain = reserve_seconds(600, retrain_top=3)
+    with_refit = reserve_seconds(600, retrain_top=3, refit=True)
+    assert with_refit == pytest.approx(15 + (budget.RETRAIN_SHARE + budget.REFIT_SHARE) * 585)
+    assert budget.refit_seconds(600, retrain_top=3, refit=True) == pytest.approx(budget.REFIT_SHARE * 585)
+    assert budget.refit_seconds(600, retrain_top=3, refit=False) == 0
+    assert budget.refit_seconds(600, retrain_top=0, refit=True) == 0  # no re-training, no refit
+    d = Deadline.start(600, retrain_top=3, refit=True, now=0.0)
+    assert d.search_ends_at == pytest.approx(600 - with_refit) and d.search_ends_at < 600 - plain
+    share = budget.REFIT_SHARE * 585
+    # the re-training's runs stop early enough to leave the refit its share, or what it needs if more,
+    # but never more than REFIT_MAX_SHARE of the re-training's time left
+    start = d.search_ends_at
+    assert budget.runs_end_at(d, now=start) == pytest.approx(d.retrain_ends_at - share)
+    assert budget.runs_end_at(d, refit_need=share + 40, now=start) == pytest.approx(d.retrain_ends_at - share - 40)
+    assert budget.runs_end_at(d, refit_need=10_000, now=start) == pytest.approx(
+        d.retrain_ends_at - budget.REFIT_MAX_SHARE * (d.retrain_ends_at - start))
+    assert Deadline.from_dict(d.to_dict()) == d
+    # without a refit, or on a deadline stored before the refit existed, the runs have it all
+    plain_d = Deadline.start(600, retrain_top=3, now=0.0)
+    assert budget.runs_end_at(plain_d, refit_need=100, now=plain_d.search_ends_at) == plain_d.retrain_ends_at
+    old = Deadline.from_dict({"started_at": 0.0, "search_ends_at": 400.0, "ends_at": 600.0})
+    assert old.refit_seconds == 0 and budget.runs_end_at(old, now=400.0) == old.retrain_ends_at
+    # a short budget: never more than half of it is reserved, refit or not
+    assert reserve_seconds(20, retrain_top=3, refit=True) == 10
+
+
+def test_refit_epochs_fill_the_time_left_up_to_the_cap():
+    setup = budget.REFIT_SETUP_SECONDS
+    assert budget.refit_epochs(100, seconds_per_epoch=2.0, seconds_left=None, at_least=10) == 100  # no budget: the cap
+    assert budget.refit_epochs(100, seconds_per_epoch=2.0, seconds_left=setup + 61, at_least=10) == 30
+    assert budget.refit_epochs(20, seconds_per_epoch=0.1, seconds_left=setup + 500, at_least=10) == 20
+    # fewer epochs than the trial's own model kept: not worth it
+    assert budget.refit_epochs(100, seconds_per_epoch=2.0, seconds_left=setup + 19, at_least=10) is None
+    assert budget.refit_epochs(100, seconds_per_epoch=2.0, seconds_left=setup - 5, at_least=1) is None
+    # with a budget and no epoch time measured nothing can be planned
+    assert budget.refit_epochs(100, seconds_per_epoch=None, seconds_left=300, at_least=1) is None
+
+
 def test_halving_rungs_give_the_best_many_more_epochs():
     h = halving_settings(100)
     assert (h.min_resource, h.max_resource, h.reduction_factor) == (5, 100, 3)

@@ -46,7 +46,7 @@ def test_defaults():
     assert cfg.study is None and cfg.storage == DEFAULT_STORAGE == "sqlite:///sweep.db"
     assert cfg.n_trials == 20 and cfg.seed == 0 and cfg.tracking_uri is None
     assert cfg.log_models == "best" and cfg.pruner == "median" and cfg.threads is None
-    assert cfg.retrain_top == 3 and cfg.retrain_seeds == 3 and cfg.ship == "trial"
+    assert cfg.retrain_top == 3 and cfg.retrain_seeds == 3 and cfg.ship == "refit"
     assert cfg.train == TrainSettings(epochs=15, val_fraction=0.2, patience=5)
     assert cfg.space == SearchSpace()
 
@@ -127,7 +127,7 @@ def test_read_config_file_fills_missing_tables(tmp_path):
         ("[train]\nval_fraction = 0.01\n", ["val_fraction"]),
         ("[train]\nval_fraction = '0.2'\n", ["val_fraction"]),
         ("[run]\nlog_models = 'some'\n", ["log_models (--log-models) must be one of best, all, none, got 'some'"]),
-        ("[run]\nship = 'best'\n", ["ship (--ship) must be one of ensemble, trial, got 'best'"]),
+        ("[run]\nship = 'best'\n", ["ship (--ship) must be one of ensemble, refit, trial, got 'best'"]),
         ("[run]\npruner = 'asha'\n", ["pruner (--pruner) must be one of median, hyperband, none"]),
         ("[run]\nbudget = '10x'\n", ["run.budget: '10x' is not a duration", "90s, 10m, 2h"]),
         ("[run]\nbudget = 5\n", ["run.budget", "between 10 s and 7 days"]),
@@ -207,8 +207,10 @@ def test_missing_config_file(tmp_path):
         ({"retrain_top": -1}, "retrain_top (--retrain-top) must be an integer in [0, 20], got -1"),
         ({"retrain_seeds": 0}, "retrain_seeds (--retrain-seeds) must be an integer in [1, 20], got 0"),
         ({"adjust_decision": "yes"}, "run.adjust_decision must be true or false"),
-        ({"ship": "Ensemble"}, "ship (--ship) must be one of ensemble, trial, got 'Ensemble'"),
+        ({"ship": "Ensemble"}, "ship (--ship) must be one of ensemble, refit, trial, got 'Ensemble'"),
         ({"ship": "ensemble", "log_models": "none"}, "--log-models none logs no model; drop one of them"),
+        ({"ship": "refit", "log_models": "none"}, "--ship refit logs the champion's refit model, and --log-models none"),
+        ({"ship": "refit", "retrain_top": 0}, "--retrain-top 0 turns the re-training off; drop one of them"),
     ],
 )
 def test_bad_flags_raise_a_config_error_naming_the_flag(flags, phrase):
@@ -290,3 +292,12 @@ def test_a_budget_sets_its_own_defaults_and_flags_still_win(tmp_path):
 def test_a_bad_budget_flag_names_the_flag():
     with pytest.raises(ConfigError, match=r"^budget \(--budget\): 'soon' is not a duration"):
         resolve_config(flags={"budget": "soon"})
+
+
+@pytest.mark.parametrize("flags", [{"log_models": "none"}, {"retrain_top": 0}])
+def test_the_default_refit_gives_way_where_it_cannot_be(flags):
+    """The default --ship refit needs a logged model and the re-training's choice: without either the
+    trial's own model ships, with no error (only an explicit --ship refit is refused)."""
+    assert resolve_config(flags=flags).ship == "trial"
+    assert resolve_config(flags={}).ship == "refit"
+

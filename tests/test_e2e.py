@@ -455,3 +455,51 @@ def test_the_top_k_are_retrained_with_new_seeds_once(tmp_path, tiny_signal):
     assert again.returncode == 0 and "re-training the top" not in again.stdout
     assert "top 2 re-trained" in again.stdout  # the stored numbers are shown again
     assert _study(tmp_path, "rt").user_attrs.get("shipped") == shipped  # and the same model ships
+
+
+def test_the_default_ships_a_refit_of_the_chosen_configuration(tmp_path, tiny_signal):
+    """--ship refit (the default): the configuration the re-training chose trains again on the whole
+    training part for the epoch cap, logs as one model in its own run under the study's, and is
+    what the registry's champion, `sweep best` and `sweep predict` serve; a resume keeps it."""
+    env = clean_env(SWEEP_RETRAIN_TOP="2")
+    args = ["run", str(tiny_signal), "--study", "rf", "--n-trials", "2", "--retrain-seeds", "2", "--pruner", "none",
+            *TINY, *_stores(tmp_path)]
+    result = run_sweep_cli(*args, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    study = _study(tmp_path, "rf")
+    choice, shipped = study.user_attrs["champion"], study.user_attrs["shipped"]
+    assert shipped["kind"] == "refit" and shipped["trial"] == choice["trial"]
+    # no time budget: the epoch cap (--epochs 2), on all 80 training sequences
+    assert (shipped["epochs"], shipped["planned_epochs"], shipped["sequences"]) == (2, 2, 80)
+    assert 0 <= shipped["test_balanced_accuracy"] <= 1 and 0 <= shipped["train_balanced_accuracy"] <= 1
+    text = " ".join(result.stdout.split())
+    assert f"ships as trial {choice['trial']}'s configuration refit on all 80 training sequences for 2 epochs" in text
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    version = client.get_model_version_by_alias("rf", "champion")
+    run = client.get_run(version.run_id)
+    [parent] = [r for r in _runs(tmp_path, "rf") if r.data.tags.get("sweep.role") == "parent"]
+    assert run.data.tags["sweep.role"] == "refit" and run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert run.data.metrics["refit_epochs"] == 2 and run.info.status == "FINISHED"
+    assert version.description.startswith(f"Trial {choice['trial']}'s configuration trained on all 80 training sequences")
+    assert str(shipped["model_version"]) == str(version.version) and shipped["mlflow_run_id"] == version.run_id
+    best = json.loads(run_sweep_cli("best", "rf", "--json", *_stores(tmp_path)[:2], cwd=tmp_path).stdout)
+    assert best["shipped"] == shipped and best["model_uri"] == shipped["model_uri"]
+    # `sweep predict` loads the registered refit (files verified) and reproduces its test score
+    predicted = run_sweep_cli("predict", "rf", str(tiny_signal), "--out", "p.csv", *_stores(tmp_path), cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr
+    assert f"trial {choice['trial']}'s configuration, refit on all 80 training sequences; files verified" in predicted.stdout
+    import csv
+
+    from objectives.metrics import evaluate_predictions
+
+    with open(tmp_path / "p.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    ev = evaluate_predictions([int(r["true_label"]) for r in rows], [int(r["label"]) for r in rows], 2)
+    assert ev.balanced_accuracy == pytest.approx(shipped["test_balanced_accuracy"], abs=1e-9)
+    assert "then the chosen one trains on the whole training part (--ship refit)" in text
+    versions = len(client.search_model_versions("name = 'rf'"))
+    again = run_sweep_cli(*args, cwd=tmp_path, env=env)
+    assert again.returncode == 0 and "re-training the top" not in again.stdout
+    assert _study(tmp_path, "rf").user_attrs["shipped"] == shipped
+    assert client.get_model_version_by_alias("rf", "champion").version == version.version
+    assert len(client.search_model_versions("name = 'rf'")) == versions  # nothing trained or registered again

@@ -1,0 +1,111 @@
+"""The refit of the chosen configuration on the whole training part (``--ship refit``, sweep.refit):
+how it trains, and when the trial's own model ships instead."""
+
+from __future__ import annotations
+
+import logging
+import time
+import types
+
+import optuna
+import pytest
+
+from objectives.records import RefitRun, TrialResult
+from objectives.search_space import LstmParams, SearchSpace
+from sweep import refit
+from sweep.budget import Deadline
+from sweep.config import resolve_config
+from sweep.data import load_dataset, whole_training
+from sweep.prepared import prepare
+
+pytestmark = pytest.mark.slow  # imports TensorFlow
+
+PARAMS = LstmParams(units=8, layers=1, dropout=0.0, learning_rate=3e-3, batch_size=16)
+
+
+def test_a_refit_trains_its_epochs_on_every_training_sequence_and_stops_at_its_deadline(tiny_signal):
+    from objectives.objective import Objective
+
+    data = load_dataset(tiny_signal)
+    split = whole_training(data)
+    assert len(split.y_train) == len(data.y_train) and len(split.y_val) == 0  # nothing held out
+    objective = Objective(split, n_classes=data.n_classes, space=SearchSpace(), epochs=50, patience=1, seed=0)
+    run, model = objective.refit(PARAMS, seed=3, epochs=3)
+    assert (run.epochs, run.planned_epochs, run.stopped_for_deadline) == (3, 3, False)  # no patience, no early stop
+    assert 0 <= run.train_balanced_accuracy <= 1 and run.test_balanced_accuracy is not None
+    assert model.predict(data.X_test[:4], verbose=0).shape == (4, data.n_classes)
+    # the time budget ends it at the first epoch boundary past stop_at
+    cut, _ = objective.refit(PARAMS, seed=3, epochs=3, stop_at=time.time() - 1)
+    assert (cut.epochs, cut.planned_epochs, cut.stopped_for_deadline) == (1, 3, True)
+
+
+def _opened(tiny_signal, *, deadline=None, best_epoch=2):
+    cfg = resolve_config(flags={"epochs": 4, "patience": 2, "threads": 1})
+    prep = prepare(cfg, tiny_signal)
+    study = optuna.create_study(direction="maximize")
+    params = PARAMS.to_dict()
+    study.add_trial(optuna.trial.create_trial(
+        params=params, distributions={k: optuna.distributions.CategoricalDistribution([v]) for k, v in params.items()},
+        value=0.9, user_attrs={"result": TrialResult(val_balanced_accuracy=0.9, val_loss=0.3, best_epoch=best_epoch,
+                                                      epochs_run=4, train_seconds=2.0).to_attr()}))
+    return types.SimpleNamespace(prep=prep, study=study, deadline=deadline, tracker=None, parent_run_id=None)
+
+
+def _refit_returning(run: RefitRun):
+    def fake(self, params, seed, *, epochs, stop_at=None):
+        return run, None
+    return fake
+
+
+@pytest.mark.parametrize("run, why", [
+    (RefitRun(seed=0, epochs=4, planned_epochs=4, train_balanced_accuracy=0.5, near_collapse=True,
+              test_balanced_accuracy=0.5, seconds=1.0), "it predicted (nearly) one class on its own training sequences"),
+    (RefitRun(seed=0, epochs=1, planned_epochs=4, train_balanced_accuracy=0.9, near_collapse=False,
+              test_balanced_accuracy=0.9, seconds=1.0), "the time budget stopped it after 1 of 4 epochs"),
+])
+def test_a_refit_that_collapsed_or_was_cut_short_does_not_ship(tiny_signal, monkeypatch, caplog, run, why):
+    from objectives.objective import Objective
+
+    monkeypatch.setattr(Objective, "refit", _refit_returning(run))
+    monkeypatch.setattr(refit, "ship_models", lambda *a, **k: pytest.fail("a refit that cannot ship was logged"))
+    opened = _opened(tiny_signal)
+    with caplog.at_level(logging.WARNING, logger="sweep.refit"):
+        assert refit.refit_champion(opened) is None
+    assert f"trial 0 ships its own model: {why}" in caplog.text
+    assert "shipped" not in opened.study.user_attrs
+
+
+def test_no_refit_starts_when_fewer_epochs_fit_than_the_trial_kept(tiny_signal, monkeypatch, caplog):
+    """The trial kept epoch 4 at 0.5 s an epoch (0.625 s on all 80 sequences): 12 s left hold 3 after the setup."""
+    from objectives.objective import Objective
+
+    monkeypatch.setattr(Objective, "refit", lambda *a, **k: pytest.fail("a refit that cannot fit was started"))
+    now = time.time()
+    deadline = Deadline(started_at=now - 100, search_ends_at=now - 10, ends_at=now + 12 + 15)
+    opened = _opened(tiny_signal, deadline=deadline, best_epoch=4)
+    with caplog.at_level(logging.INFO, logger="sweep.refit"):
+        assert refit.refit_champion(opened) is None
+    assert "trial 0 ships its own model: a refit of 4 epochs or more does not fit" in caplog.text
+
+
+def test_a_refit_mlflow_refused_leaves_the_trials_model(tiny_signal, monkeypatch):
+    from objectives.objective import Objective
+
+    good = RefitRun(seed=0, epochs=4, planned_epochs=4, train_balanced_accuracy=0.9, near_collapse=False,
+                    test_balanced_accuracy=0.9, seconds=1.0)
+
+    class Saved:
+        def save(self, path):
+            path.write_bytes(b"model")
+
+    monkeypatch.setattr(Objective, "refit", lambda *a, **k: (good, Saved()))
+    seen = {}
+
+    def refused(opened, trial, paths, **kwargs):
+        seen.update(paths=[p.read_bytes() for p in paths], **kwargs)
+        return None
+
+    monkeypatch.setattr(refit, "ship_models", refused)
+    opened = _opened(tiny_signal)
+    assert refit.refit_champion(opened) is None and "shipped" not in opened.study.user_attrs
+    assert seen["paths"] == [b"model"] and seen["role"] == "refit"
