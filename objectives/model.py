@@ -337,24 +337,34 @@ def _balanced(params: LstmParams, X: np.ndarray, y: np.ndarray, seed: int) -> tu
 def fit(training: Training, params: LstmParams, *, X_train: np.ndarray, y_train: np.ndarray, n_classes: int,
         epochs: int, seed: int) -> None:
     """Train with the params' class-weight strategy; always ends with the best epoch's weights."""
-    X, y = _balanced(params, X_train, y_train, seed)
     lr_schedule: keras.callbacks.Callback
     if params.lr_schedule == "cosine":
-        lr_schedule = keras.callbacks.LearningRateScheduler(
-            lambda epoch: cosine_learning_rate(params.learning_rate, epoch, epochs))
+        lr_schedule = _cosine_schedule(params, epochs)
     else:
         lr_schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3, min_lr=1e-5,
                                                         verbose=0)
     try:
-        training.model.fit(
-            X, y, epochs=epochs, batch_size=params.batch_size, verbose=0, shuffle=True,
-            class_weight=class_weights(y_train, params.class_weight, n_classes),
-            callbacks=[training.monitor, lr_schedule],
-        )
+        _fit(training.model, params, X_train=X_train, y_train=y_train, n_classes=n_classes, epochs=epochs, seed=seed,
+             callbacks=[training.monitor, lr_schedule])
     finally:
         training.monitor.restore_best()
-        # A plain Adam again, so the saved model loads without this module.
-        training.model.compile(optimizer=_adam(params), loss="sparse_categorical_crossentropy")
+
+
+def _cosine_schedule(params: LstmParams, epochs: int) -> keras.callbacks.Callback:
+    """The learning rate from ``params.learning_rate`` to 0 on a cosine over ``epochs``."""
+    return keras.callbacks.LearningRateScheduler(lambda epoch: cosine_learning_rate(params.learning_rate, epoch, epochs))
+
+
+def _fit(model: keras.Model, params: LstmParams, *, X_train: np.ndarray, y_train: np.ndarray, n_classes: int,
+         epochs: int, seed: int, callbacks: list[keras.callbacks.Callback]) -> None:
+    """``model.fit`` with the params' class-weight strategy and batch size; ends with a plain Adam
+    again, so the saved model loads without this module."""
+    X, y = _balanced(params, X_train, y_train, seed)
+    try:
+        model.fit(X, y, epochs=epochs, batch_size=params.batch_size, verbose=0, shuffle=True,
+                  class_weight=class_weights(y_train, params.class_weight, n_classes), callbacks=callbacks)
+    finally:
+        model.compile(optimizer=_adam(params), loss="sparse_categorical_crossentropy")
 
 
 def fit_fixed(
@@ -372,7 +382,6 @@ def fit_fixed(
     keras.utils.set_random_seed(seed)
     model = build_lstm(params, timesteps=X_train.shape[1], features=X_train.shape[2], n_classes=n_classes,
                        mean=mean, std=std)
-    X, y = _balanced(params, X_train, y_train, seed)
     done = 0
 
     def after(epoch: int, logs: dict | None) -> None:
@@ -384,12 +393,6 @@ def fit_fixed(
         if stop(done):
             model.stop_training = True
 
-    schedule = keras.callbacks.LearningRateScheduler(
-        lambda epoch: cosine_learning_rate(params.learning_rate, epoch, epochs))
-    try:
-        model.fit(X, y, epochs=epochs, batch_size=params.batch_size, verbose=0, shuffle=True,
-                  class_weight=class_weights(y_train, params.class_weight, n_classes),
-                  callbacks=[schedule, keras.callbacks.LambdaCallback(on_epoch_end=after)])
-    finally:
-        model.compile(optimizer=_adam(params), loss="sparse_categorical_crossentropy")
+    _fit(model, params, X_train=X_train, y_train=y_train, n_classes=n_classes, epochs=epochs, seed=seed,
+         callbacks=[_cosine_schedule(params, epochs), keras.callbacks.LambdaCallback(on_epoch_end=after)])
     return model, done

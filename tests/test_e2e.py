@@ -385,6 +385,21 @@ def _study(tmp_path: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/sweep.db")
 
 
+def _predict(tmp_path: Path, study: str, data: Path) -> tuple[subprocess.CompletedProcess, float]:
+    """`sweep predict` of ``study``'s champion on ``data`` (exit 0), and the balanced accuracy of its
+    predictions against the file's labels (two classes)."""
+    import csv
+
+    from objectives.metrics import evaluate_predictions
+
+    predicted = run_sweep_cli("predict", study, str(data), "--out", "p.csv", *_stores(tmp_path), cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr
+    with open(tmp_path / "p.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return predicted, evaluate_predictions([int(r["true_label"]) for r in rows], [int(r["label"]) for r in rows],
+                                           2).balanced_accuracy
+
+
 def test_the_top_k_are_retrained_with_new_seeds_once(tmp_path, tiny_signal):
     """After the search the user's process trains the 2 best configurations again with 2 other seeds
     each; the numbers go to the study, the summary and the parent run; a resume does not redo them."""
@@ -440,17 +455,9 @@ def test_the_top_k_are_retrained_with_new_seeds_once(tmp_path, tiny_signal):
         assert "ships as the mean of trial" in " ".join(result.stdout.split())
         # `sweep predict` loads the registered ensemble (files verified) and averages its members as the
         # re-training did when it scored them on the test part
-        predicted = run_sweep_cli("predict", "rt", str(tiny_signal), "--out", "p.csv", *_stores(tmp_path), cwd=tmp_path)
-        assert predicted.returncode == 0, predicted.stderr
+        predicted, accuracy = _predict(tmp_path, "rt", tiny_signal)
         assert f"trial {choice['trial']}'s 2 fold models, averaged; files verified" in predicted.stdout
-        import csv
-
-        from objectives.metrics import evaluate_predictions
-
-        with open(tmp_path / "p.csv", newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        ev = evaluate_predictions([int(r["true_label"]) for r in rows], [int(r["label"]) for r in rows], 2)
-        assert ev.balanced_accuracy == pytest.approx(shipped["test_balanced_accuracy"], abs=1e-9)
+        assert accuracy == pytest.approx(shipped["test_balanced_accuracy"], abs=1e-9)
     again = run_sweep_cli(*args, cwd=tmp_path, env=env)
     assert again.returncode == 0 and "re-training the top" not in again.stdout
     assert "top 2 re-trained" in again.stdout  # the stored numbers are shown again
@@ -485,17 +492,9 @@ def test_the_default_ships_a_refit_of_the_chosen_configuration(tmp_path, tiny_si
     best = json.loads(run_sweep_cli("best", "rf", "--json", *_stores(tmp_path)[:2], cwd=tmp_path).stdout)
     assert best["shipped"] == shipped and best["model_uri"] == shipped["model_uri"]
     # `sweep predict` loads the registered refit (files verified) and reproduces its test score
-    predicted = run_sweep_cli("predict", "rf", str(tiny_signal), "--out", "p.csv", *_stores(tmp_path), cwd=tmp_path)
-    assert predicted.returncode == 0, predicted.stderr
+    predicted, accuracy = _predict(tmp_path, "rf", tiny_signal)
     assert f"trial {choice['trial']}'s configuration, refit on all 80 training sequences; files verified" in predicted.stdout
-    import csv
-
-    from objectives.metrics import evaluate_predictions
-
-    with open(tmp_path / "p.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    ev = evaluate_predictions([int(r["true_label"]) for r in rows], [int(r["label"]) for r in rows], 2)
-    assert ev.balanced_accuracy == pytest.approx(shipped["test_balanced_accuracy"], abs=1e-9)
+    assert accuracy == pytest.approx(shipped["test_balanced_accuracy"], abs=1e-9)
     assert "then the chosen one trains on the whole training part (--ship refit)" in text
     versions = len(client.search_model_versions("name = 'rf'"))
     again = run_sweep_cli(*args, cwd=tmp_path, env=env)
