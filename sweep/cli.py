@@ -74,7 +74,7 @@ def run(
     adjust_decision: Optional[bool] = typer.Option(None, "--adjust-decision", help="After each complete trial, fit per-class decision offsets on validation to maximize balanced accuracy; recorded as *_adjusted metrics beside the plain ones (the ranking never uses them)."),
     retrain_top: Optional[int] = typer.Option(None, "--retrain-top", envvar="SWEEP_RETRAIN_TOP", show_envvar=True, help="After the search, train the K best configurations again on the training part's folds, with new seeds, and choose the champion from them (default 3; 0 = skip)."),
     retrain_seeds: Optional[int] = typer.Option(None, "--retrain-seeds", help="Folds (runs, each with a new seed) per re-trained configuration (default 3)."),
-    ship: Optional[str] = typer.Option(None, "--ship", help="What becomes the champion: refit (default: the configuration the re-training chose, trained again on the whole training part), trial (the chosen trial's own model from the search) or ensemble (its fold models from the re-training, their probabilities averaged)."),
+    ship: Optional[str] = typer.Option(None, "--ship", help="What becomes the champion: trial (default: the chosen trial's own model from the search), refit (the configuration the re-training chose, trained again on the whole training part) or ensemble (its fold models from the re-training, their probabilities averaged)."),
     create_only: bool = typer.Option(False, "--create-only", help="Create (or check) the study and its MLflow run, then exit: start `sweep worker` processes anywhere."),
     allow_changes: bool = typer.Option(False, "--allow-changes", help="Resume even if data, search space or settings changed."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),

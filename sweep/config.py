@@ -69,11 +69,11 @@ class SweepConfig:
     # (a new seed per run) and report mean +- std, so one lucky split does not pick the winner (0 = skip).
     retrain_top: int = 3
     retrain_seeds: int = 3
-    # What ships as the champion: "refit" (the chosen configuration trained again on the whole training
-    # part, nothing held out, sweep.refit; needs the re-training), "trial" (the chosen trial's own model
-    # from the search) or "ensemble" (the chosen configuration's fold models from the re-training, their
-    # probabilities averaged; sweep.ensemble). Measured at --budget 10m in BENCHMARKS.md.
-    ship: str = "refit"
+    # What ships as the champion: "trial" (the chosen trial's own model from the search), "refit" (the
+    # chosen configuration trained again on the whole training part, nothing held out, sweep.refit;
+    # needs the re-training) or "ensemble" (the chosen configuration's fold models from the re-training,
+    # their probabilities averaged; sweep.ensemble). Measured in BENCHMARKS.md: neither is the default.
+    ship: str = "trial"
     # Start a new study with the classic stacked-LSTM recipe and the LSTM-FCN recipe as trials 0-1
     # (objectives.search_space.recipe_trials), then search.
     baseline: bool = True
@@ -167,8 +167,6 @@ def resolve_config(*, config_file: str | Path | None = None, flags: Mapping[str,
         train.setdefault("epochs", budgets.BUDGET_EPOCHS)
         train.setdefault("patience", budgets.BUDGET_PATIENCE)
         train.setdefault("warmup_fraction", budgets.BUDGET_WARMUP_FRACTION)
-    if run.get("log_models") == "none" or run.get("retrain_top") == 0:
-        run.setdefault("ship", "trial")  # the default refit needs a logged model and the re-training's choice
     settings = TrainSettings(**train)
     cfg = SweepConfig(train=settings, space=space, **run)
     _validate(cfg, where)

@@ -1,4 +1,4 @@
-"""``--ship refit`` (the default): the configuration the re-training chose (:mod:`sweep.selection`)
+"""``--ship refit``: the configuration the re-training chose (:mod:`sweep.selection`)
 trained once more on the whole training part, nothing held out, its learning rate decaying to 0 on
 a cosine over as many epochs as the time left allows (up to the epoch cap), and shipped in place of
 the trial's own model, which trained on the search's 4/5 of the training part and stopped at its

@@ -46,7 +46,7 @@ def test_defaults():
     assert cfg.study is None and cfg.storage == DEFAULT_STORAGE == "sqlite:///sweep.db"
     assert cfg.n_trials == 20 and cfg.seed == 0 and cfg.tracking_uri is None
     assert cfg.log_models == "best" and cfg.pruner == "median" and cfg.threads is None
-    assert cfg.retrain_top == 3 and cfg.retrain_seeds == 3 and cfg.ship == "refit"
+    assert cfg.retrain_top == 3 and cfg.retrain_seeds == 3 and cfg.ship == "trial"
     assert cfg.train == TrainSettings(epochs=15, val_fraction=0.2, patience=5)
     assert cfg.space == SearchSpace()
 
@@ -292,12 +292,3 @@ def test_a_budget_sets_its_own_defaults_and_flags_still_win(tmp_path):
 def test_a_bad_budget_flag_names_the_flag():
     with pytest.raises(ConfigError, match=r"^budget \(--budget\): 'soon' is not a duration"):
         resolve_config(flags={"budget": "soon"})
-
-
-@pytest.mark.parametrize("flags", [{"log_models": "none"}, {"retrain_top": 0}])
-def test_the_default_refit_gives_way_where_it_cannot_be(flags):
-    """The default --ship refit needs a logged model and the re-training's choice: without either the
-    trial's own model ships, with no error (only an explicit --ship refit is refused)."""
-    assert resolve_config(flags=flags).ship == "trial"
-    assert resolve_config(flags={}).ship == "refit"
-

@@ -464,13 +464,13 @@ def test_the_top_k_are_retrained_with_new_seeds_once(tmp_path, tiny_signal):
     assert _study(tmp_path, "rt").user_attrs.get("shipped") == shipped  # and the same model ships
 
 
-def test_the_default_ships_a_refit_of_the_chosen_configuration(tmp_path, tiny_signal):
-    """--ship refit (the default): the configuration the re-training chose trains again on the whole
+def test_ship_refit_ships_a_refit_of_the_chosen_configuration(tmp_path, tiny_signal):
+    """--ship refit: the configuration the re-training chose trains again on the whole
     training part for the epoch cap, logs as one model in its own run under the study's, and is
     what the registry's champion, `sweep best` and `sweep predict` serve; a resume keeps it."""
     env = clean_env(SWEEP_RETRAIN_TOP="2")
     args = ["run", str(tiny_signal), "--study", "rf", "--n-trials", "2", "--retrain-seeds", "2", "--pruner", "none",
-            *TINY, *_stores(tmp_path)]
+            "--ship", "refit", *TINY, *_stores(tmp_path)]
     result = run_sweep_cli(*args, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     study = _study(tmp_path, "rf")
