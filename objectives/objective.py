@@ -26,7 +26,7 @@ from objectives.metrics import (
     warmup_epochs,
 )
 from objectives.preprocessing import is_padded, standardization
-from objectives.records import RESULT_ATTR, RefitRun, RetrainRun, TrialResult
+from objectives.records import RESULT_ATTR, WORKER_ATTR, RefitRun, RetrainRun, TrialResult, worker_id
 from objectives.search_space import LstmParams, SearchSpace, suggest_params
 
 _logger = logging.getLogger(__name__)
@@ -164,6 +164,7 @@ class Objective:
         self.end_logs()
         number = getattr(trial, "number", 0)
         params = suggest_params(trial, self.space, padded=self.padded, features=self.split.X_train.shape[2])
+        trial.set_user_attr(WORKER_ATTR, worker_id())  # after its parameters: a retry runs all of them
         log = self.tracker.start_trial(number, params)
         outcome = TrialOutcome(number=number, params=params, state="FAIL")
         t0 = time.perf_counter()

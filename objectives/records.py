@@ -7,10 +7,18 @@ Pure Python: no numpy, no TensorFlow.
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 RESULT_ATTR = "result"  # the Optuna user attribute that holds a trial's TrialResult (one write)
+WORKER_ATTR = "worker"  # the Optuna user attribute naming the process that runs a trial
+
+
+def worker_id() -> str:
+    """This process as ``host:pid``: which worker ran a trial (where its logs are, what died)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from objectives.records import RESULT_ATTR, RetrainRun, TrialResult
+from objectives.records import RESULT_ATTR, WORKER_ATTR, RetrainRun, TrialResult
 from sweep.ranking import champion_trial
 from sweep.redact import mask_url, redact
 
@@ -51,6 +51,7 @@ class TrialRecord:
     surplus: bool = False  # lost the race for the study's last slot: never trained, not a failure
     retry_of: int | None = None  # the dead worker's trial whose parameters it runs again
     baseline: bool = False  # the recipe queued as a new study's trial 0
+    worker: str | None = None  # the process that ran it, host:pid
 
     @property
     def score(self) -> float | None:
@@ -95,7 +96,7 @@ class TrialRecord:
             "penalty": r.penalty, "top_class_share": r.top_class_share, "best_epoch": r.best_epoch,
             "epochs_run": r.epochs_run, "stopped": r.stopped, "duration_s": self.duration_s, "params": dict(self.params),
             "mlflow_run_id": self.mlflow_run_id, "model_uri": self.model_uri, "reason": self.reason,
-            "surplus": self.surplus, "retry_of": self.retry_of, "baseline": self.baseline,
+            "surplus": self.surplus, "retry_of": self.retry_of, "baseline": self.baseline, "worker": self.worker,
         }
 
 
@@ -116,7 +117,8 @@ def record_of(trial: FrozenTrial, *, retried_as: Mapping[int, int] | None = None
     if trial.state == TrialState.FAIL and reason is None:
         # Failed by a heartbeat check: its worker died (kill -9, lost machine).
         retry = (retried_as or {}).get(trial.number)
-        reason = "no heartbeat: its worker died" + (f"; retried as trial {retry}" if retry is not None else "")
+        who = f" ({attrs[WORKER_ATTR]})" if attrs.get(WORKER_ATTR) else ""
+        reason = f"no heartbeat: its worker{who} died" + (f"; retried as trial {retry}" if retry is not None else "")
     reason = redact(reason) if reason is not None else None  # an exception's text may quote a URL
     duration = None
     if trial.datetime_complete and trial.datetime_start:
@@ -126,7 +128,7 @@ def record_of(trial: FrozenTrial, *, retried_as: Mapping[int, int] | None = None
         reason=reason, duration_s=duration, mlflow_run_id=links["mlflow_run_id"], model_uri=links["model_uri"],
         model_digest=links["model_digest"], model_version=links["model_version"],
         surplus=attrs.get("fail_reason") == SURPLUS, retry_of=trial.system_attrs.get("failed_trial"),
-        baseline=bool(attrs.get("baseline")),
+        baseline=bool(attrs.get("baseline")), worker=attrs.get(WORKER_ATTR),
     )
 
 

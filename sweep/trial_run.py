@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
 
+from objectives.records import worker_id
 from objectives.search_space import LstmParams, describe
 from sweep import plots
 from sweep.errors import first_line
@@ -30,6 +31,7 @@ _logger = logging.getLogger(__name__)
 TAG_STUDY = "sweep.study"
 TAG_ROLE = "sweep.role"
 TAG_TRIAL = "sweep.trial_number"
+TAG_WORKER = "sweep.worker"  # host:pid of the process that ran the trial
 TAG_STATE = "sweep.trial_state"
 END_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 PYFUNC_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -83,7 +85,7 @@ class TrialRun:
                 run = client.create_run(
                     self.tracker.experiment_id, run_name=f"trial-{self.number:03d}",
                     tags={TAG_STUDY: self.tracker.study_name, TAG_ROLE: "trial", TAG_TRIAL: str(self.number),
-                          TAG_STATE: "RUNNING",
+                          TAG_STATE: "RUNNING", TAG_WORKER: worker_id(),
                           # the parent is another process's run: name it instead of nesting under an active run
                           **({"mlflow.parentRunId": self.tracker.parent_run_id} if self.tracker.parent_run_id else {})},
                 )

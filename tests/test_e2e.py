@@ -18,6 +18,9 @@ from helpers import SWEEP, clean_env, run_sweep_cli
 pytestmark = pytest.mark.slow
 
 TINY = ["--epochs", "2", "--patience", "2"]
+# The re-training of the top configurations has its own tests (the last two here, tests/test_retrain.py,
+# tests/test_budget_e2e.py); elsewhere it would more than double a tiny sweep's time.
+SEARCH = [*TINY, "--retrain-top", "0"]
 
 
 def _stores(tmp_path: Path) -> list[str]:
@@ -48,7 +51,7 @@ def _runs(tmp_path: Path, study: str) -> list:
 
 
 def test_interrupt_then_resume_finishes_exactly_n_trials(tmp_path, tiny_signal):
-    cmd = [SWEEP, "run", str(tiny_signal), "--study", "resume", "--n-trials", "6", *TINY, *_stores(tmp_path)]
+    cmd = [SWEEP, "run", str(tiny_signal), "--study", "resume", "--n-trials", "6", *SEARCH, *_stores(tmp_path)]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -117,7 +120,7 @@ def test_interrupt_then_resume_finishes_exactly_n_trials(tmp_path, tiny_signal):
 
 
 def test_best_json_reloads_the_logged_model_and_reproduces_its_score(tmp_path, tiny_signal):
-    result = run_sweep_cli("run", str(tiny_signal), "--study", "best", "--n-trials", "3", *TINY, *_stores(tmp_path),
+    result = run_sweep_cli("run", str(tiny_signal), "--study", "best", "--n-trials", "3", *SEARCH, *_stores(tmp_path),
                            cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "test (reported only)" in result.stdout
@@ -154,7 +157,7 @@ def test_best_json_reloads_the_logged_model_and_reproduces_its_score(tmp_path, t
 
 
 def test_resume_with_a_changed_space_is_refused_unless_allowed(tmp_path, tiny_signal):
-    base = ["run", str(tiny_signal), "--study", "space", *TINY, *_stores(tmp_path)]
+    base = ["run", str(tiny_signal), "--study", "space", *SEARCH, *_stores(tmp_path)]
     assert run_sweep_cli(*base, "--n-trials", "1", cwd=tmp_path).returncode == 0
     config = tmp_path / "narrow.toml"
     config.write_text("[search_space]\nunits = { low = 8, high = 16 }\n")
@@ -169,7 +172,7 @@ def test_resume_with_a_changed_space_is_refused_unless_allowed(tmp_path, tiny_si
     from sweep.synthetic import make_dataset, write_dataset
 
     write_dataset(make_dataset("seed-noise", n_train=80, n_test=0), other_data)
-    refused = run_sweep_cli("run", str(other_data), "--study", "space", "--n-trials", "2", *TINY, *_stores(tmp_path), cwd=tmp_path)
+    refused = run_sweep_cli("run", str(other_data), "--study", "space", "--n-trials", "2", *SEARCH, *_stores(tmp_path), cwd=tmp_path)
     assert refused.returncode == 2 and "different settings (data " in refused.stderr, refused.stderr
 
     allowed = run_sweep_cli(*base, "--n-trials", "2", "--config", str(config), "--allow-changes", cwd=tmp_path)
@@ -180,7 +183,7 @@ def test_resume_with_a_changed_space_is_refused_unless_allowed(tmp_path, tiny_si
 def test_csv_with_string_labels_and_test_file_export_and_log_all_models(tmp_path, tiny_csv):
     train, test = tiny_csv
     result = run_sweep_cli("run", str(train), "--test", str(test), "--study", "csv", "--n-trials", "2",
-                           "--log-models", "all", "--pruner", "none", *TINY, *_stores(tmp_path), cwd=tmp_path)
+                           "--log-models", "all", "--pruner", "none", *SEARCH, *_stores(tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     summary = json.loads(run_sweep_cli("best", "csv", "--json", "--storage", f"sqlite:///{tmp_path}/sweep.db",
                                        cwd=tmp_path).stdout)
@@ -263,7 +266,7 @@ def _serve_and_check(tmp_path: Path, command: list[str], X, *, expected: list) -
 
 def test_log_models_none_logs_no_model(tmp_path, tiny_signal):
     result = run_sweep_cli("run", str(tiny_signal), "--study", "nomodel", "--n-trials", "1", "--log-models", "none",
-                           *TINY, *_stores(tmp_path), cwd=tmp_path)
+                           *SEARCH, *_stores(tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (trial,) = _trials(tmp_path, "nomodel")
     assert _model_uri(tmp_path, "nomodel", trial.number) is None
@@ -273,7 +276,7 @@ def test_log_models_none_logs_no_model(tmp_path, tiny_signal):
 @pytest.mark.postgres
 def test_sweep_on_postgresql(tmp_path, tiny_signal, pg_url):
     storage = pg_url
-    result = run_sweep_cli("run", str(tiny_signal), "--study", "pg", "--n-trials", "2", *TINY, "--storage", storage,
+    result = run_sweep_cli("run", str(tiny_signal), "--study", "pg", "--n-trials", "2", *SEARCH, "--storage", storage,
                            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="pg", storage=storage)
@@ -296,7 +299,7 @@ def test_a_study_forced_to_collapse_stops_its_trials_early_as_pruned_collapse(tm
     config.write_text('[train]\nwarmup_steps = 0\n[search_space]\nunits = 2\nlayers = 1\ndropout = 0.0\nlearning_rate = 1e-2\n'
                       'class_weight = ["none"]\nbatch_size = [16]\nclipnorm = [0.0]\narchitecture = ["stacked"]\n')
     result = run_sweep_cli("run", str(data), "--study", "col", "--config", str(config), "--n-trials", "2",
-                           "--epochs", "8", "--patience", "8", "--pruner", "none", *_stores(tmp_path), cwd=tmp_path)
+                           "--epochs", "8", "--patience", "8", "--pruner", "none", "--retrain-top", "0", *_stores(tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "collapse" in result.stdout and "sweep diagnose --study col" in result.stdout
     trials = _trials(tmp_path, "col")
@@ -307,7 +310,7 @@ def test_a_study_forced_to_collapse_stops_its_trials_early_as_pruned_collapse(tm
     assert trials[0].user_attrs["baseline"] is True and "baseline" not in trials[1].user_attrs
     # Without collapse stopping the same trials run all 8 epochs.
     again = run_sweep_cli("run", str(data), "--study", "col-off", "--config", str(config), "--n-trials", "1",
-                          "--epochs", "8", "--patience", "8", "--pruner", "none", "--collapse-patience", "0",
+                          "--epochs", "8", "--patience", "8", "--pruner", "none", "--retrain-top", "0", "--collapse-patience", "0",
                           "--no-baseline", *_stores(tmp_path), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     [t] = _trials(tmp_path, "col-off")
@@ -347,7 +350,7 @@ def test_a_sweep_on_noise_is_diagnosed_as_no_signal_with_gradients_and_adjusted_
 
     data = write_dataset(make_dataset("seed-noise", n_train=300, n_test=200, seed=1), tmp_path / "noise.npz")
     result = run_sweep_cli("run", str(data), "--study", "noise", "--n-trials", "4", "--epochs", "4",
-                           "--adjust-decision", "--log-models", "none", *_stores(tmp_path), cwd=tmp_path)
+                           "--adjust-decision", "--log-models", "none", "--retrain-top", "0", *_stores(tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     diag = run_sweep_cli("diagnose", "--study", "noise", "--json", "--storage", f"sqlite:///{tmp_path}/sweep.db",
                          cwd=tmp_path)

@@ -22,7 +22,7 @@ import pytest
 from faults import TcpProxy, can_mount, fill, remount_read_only, small_tmpfs
 from helpers import SWEEP, clean_env, run_sweep_cli
 
-TINY = ["--epochs", "2", "--patience", "2", "--threads", "1", "--log-models", "best"]
+TINY = ["--epochs", "2", "--patience", "2", "--threads", "1", "--log-models", "best", "--retrain-top", "0"]  # no re-training: its own tests
 
 
 # -- the tools themselves (fast) -------------------------------------------------------------

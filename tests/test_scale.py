@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from helpers import SWEEP, clean_env, run_sweep_cli
 
 pytestmark = pytest.mark.slow
 
-TINY = ["--epochs", "3", "--patience", "3"]
+TINY = ["--epochs", "3", "--patience", "3", "--retrain-top", "0"]  # no re-training: its own tests
 FAST_HEARTBEAT = {"SWEEP_HEARTBEAT_INTERVAL": "1", "SWEEP_GRACE_PERIOD": "4"}
 
 
@@ -90,11 +91,12 @@ def _kill9_scenario(tmp_path: Path, data: Path, storage: str, tracking_uri: str)
     a = _start_worker("k9", storage, tracking_uri, tmp_path, tmp_path / "a.log")
     b = _start_worker("k9", storage, tracking_uri, tmp_path, tmp_path / "b.log")
     try:
-        # Kill A while it is inside a trial that has reported at least one epoch.
-        def a_mid_trial() -> bool:
+        # Kill A while it is inside a trial: each trial names its worker (host:pid).
+        a_worker = f"{socket.gethostname()}:{a.pid}"
+        def a_in_trial() -> bool:
             running = _by_state(_study(storage, "k9"))["RUNNING"]
-            return any(t.intermediate_values for t in running) and a.poll() is None
-        _wait_for(a_mid_trial, 180, "a trial mid-training")
+            return any(t.user_attrs.get("worker") == a_worker for t in running) and a.poll() is None
+        _wait_for(a_in_trial, 180, "worker A inside a trial")
         os.kill(a.pid, signal.SIGKILL)
         a.wait()
         assert b.wait(timeout=300) == 0, (tmp_path / "b.log").read_text()
@@ -108,9 +110,11 @@ def _kill9_scenario(tmp_path: Path, data: Path, storage: str, tracking_uri: str)
     killed = [t for t in failed if "fail_reason" not in t.user_attrs]
     assert killed, [t.user_attrs for t in failed]
     retries = {t.system_attrs["failed_trial"]: t for t in study.get_trials() if "failed_trial" in t.system_attrs}
+    assert {t.user_attrs["worker"] for t in killed} == {a_worker}
     for t in killed:
         retry = retries[t.number]
         assert retry.params == t.params
+        assert retry.user_attrs["worker"] == f"{socket.gethostname()}:{b.pid}"  # B ran it again
     runs = {r.data.tags.get("sweep.trial_number"): r for r in _runs(tracking_uri, "k9")}
     for t in killed:
         if str(t.number) in runs:

@@ -80,6 +80,7 @@ def test_a_dead_workers_trial_is_reaped_and_retried_with_its_parameters(study):
     _complete(study, 1)
     dead = study.ask()
     x = dead.suggest_float("x", 0.0, 1.0)
+    dead.set_user_attr("worker", "node-3:4121")            # what the objective records: host:pid
     study._storage.record_heartbeat(dead._trial_id)       # it was alive once, then stopped
     reaped: list[list[int]] = []
     ran = run_trials(study, toy, n_trials=2, on_reap=reaped.append, poll_seconds=0.1)
@@ -89,7 +90,8 @@ def test_a_dead_workers_trial_is_reaped_and_retried_with_its_parameters(study):
     retry = next(t for t in trials if t.system_attrs.get("failed_trial") == dead.number)
     assert retry.state == TrialState.COMPLETE and retry.params == {"x": x}
     records = {r.number: r for r in trial_records(study)}
-    assert records[dead.number].reason == f"no heartbeat: its worker died; retried as trial {retry.number}"
+    assert records[dead.number].reason == f"no heartbeat: its worker (node-3:4121) died; retried as trial {retry.number}"
+    assert records[dead.number].worker == "node-3:4121" and records[dead.number].to_dict()["worker"] == "node-3:4121"
     assert records[retry.number].retry_of == dead.number
 
 
