@@ -206,23 +206,25 @@ def job_recipe(path: Path, seed: int, trials: int, budget: Budget | None = None)
     return {**_score(model, split, data.n_classes), "trials": 1, "epochs": EPOCHS, "collapsed_trials": None}
 
 
-def _space_params(get: Any, padded: bool, features: int) -> Any:
+def _space_params(get: Any, padded: bool, features: int, timesteps: int) -> Any:
     """LstmParams from any sampler, over lstm-sweep's default space (``get(name, kind, spec)``), asking
     what lstm-sweep asks (``asked_params``: the architecture first, Conv1D filters only for the
     stacked LSTM, pooling not for LSTM-FCN on univariate data, masking only where it can matter, the
-    FCN width only for LSTM-FCN)."""
+    FCN width only for LSTM-FCN, downsampling only of long unpadded series)."""
     from objectives.search_space import LstmParams, SearchSpace, asked_params
 
     s = SearchSpace()
     chosen: dict[str, Any] = {"architecture": get("architecture", "choice", list(s.architecture))}
     chosen["conv_filters"] = get("conv_filters", "choice", list(s.conv_filters)) if chosen["architecture"] == "stacked" else 0
-    asked = asked_params(chosen, s, padded=padded, features=features)
+    asked = asked_params(chosen, s, padded=padded, features=features, timesteps=timesteps)
     if "masking" in asked:
         chosen["masking"] = get("masking", "choice", list(s.masking))
     if "pooling" in asked:
         chosen["pooling"] = get("pooling", "choice", list(s.pooling))
     if "fcn_filters" in asked:  # asked since 2026-12-01; earlier peer jobs trained LSTM-FCN at 128
         chosen["fcn_filters"] = get("fcn_filters", "choice", list(s.fcn_filters))
+    if "downsample" in asked:  # asked since 2026-12-02; earlier peer jobs read long series as given
+        chosen["downsample"] = get("downsample", "choice", list(s.downsample))
     return LstmParams(
         **chosen,
         units=get("units", "int_log", (s.units.low, s.units.high)),
@@ -288,7 +290,7 @@ def _optuna_objective(path: Path, seed: int, deadline: float | None, worker: int
                 return trial.suggest_int(name, *spec, log=kind == "int_log")
             return trial.suggest_float(name, *spec, log=kind == "float_log")
 
-        params = _space_params(get, padded, data.features)
+        params = _space_params(get, padded, data.features, data.timesteps)
         model, keep = _train(params, split, data, seed + trial.number, deadline)
         scores = _score(model, split, data.n_classes)
         trial.set_user_attr("row", {"number": trial.number, "worker": worker, "objective": keep.best,
@@ -391,7 +393,7 @@ def job_kerastuner(path: Path, seed: int, trials: int, budget: Budget | None = N
                 return hp.Int(name, *spec, sampling="log" if kind == "int_log" else "linear")
             return hp.Float(name, *spec, sampling="log" if kind == "float_log" else "linear")
 
-        return _space_params(get, padded, data.features)
+        return _space_params(get, padded, data.features, data.timesteps)
 
     class Model(kt.HyperModel):
         def build(self, hp: Any) -> Any:

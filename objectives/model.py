@@ -28,7 +28,7 @@ import tensorflow as tf  # noqa: E402
 from objectives.detectors import EpochRecord  # noqa: E402
 from objectives.imbalance import class_weights, oversample_indices  # noqa: E402
 from objectives.metrics import cross_entropy, evaluate_predictions  # noqa: E402
-from objectives.search_space import LstmParams, conv_pool_size  # noqa: E402
+from objectives.search_space import LstmParams, conv_pool_size, downsampled_steps  # noqa: E402
 
 absl.logging.set_verbosity(absl.logging.ERROR)
 tf.get_logger().setLevel(logging.ERROR)
@@ -90,16 +90,17 @@ def build_lstm(
 ) -> keras.Model:
     """The classifier a trial trains, built from Keras's own layers only (so a saved model loads anywhere).
 
-    ``architecture="stacked"``: [mask zero padding] -> standardize -> [Conv1D -> BatchNorm -> ReLU
-    -> max-pool to <= 128 steps] -> (Bi)LSTM x layers, dropout after each -> last state | mean |
-    attention over time -> softmax.
+    ``architecture="stacked"``: [mask zero padding] -> standardize -> [average over windows of
+    ``downsample`` steps] -> [Conv1D -> BatchNorm -> ReLU -> max-pool to <= 128 steps] -> (Bi)LSTM x
+    layers, dropout after each -> last state | mean | attention over time -> softmax.
 
-    ``architecture="lstm_fcn"``: see :func:`_lstm_fcn`.
+    ``architecture="lstm_fcn"``: standardize -> [average over windows] -> see :func:`_lstm_fcn`.
     """
     inputs = keras.Input(shape=(timesteps, features), name="sequence")
     x = inputs
     if params.architecture == "lstm_fcn":
         x = keras.layers.Normalization(axis=-1, mean=mean, variance=np.square(std), name="standardize")(x)
+        x = _downsample(params, x)
         outputs = keras.layers.Dense(n_classes, activation="softmax", name="class_probabilities")(
             _lstm_fcn(params, x, features=features))
         model = keras.Model(inputs, outputs, name="lstm_fcn_classifier")
@@ -108,11 +109,12 @@ def build_lstm(
     if params.masking and not params.conv_filters:
         x = keras.layers.Masking(mask_value=0.0, name="mask_padding")(x)
     x = keras.layers.Normalization(axis=-1, mean=mean, variance=np.square(std), name="standardize")(x)
+    x = _downsample(params, x)
     if params.conv_filters:
         x = keras.layers.Conv1D(params.conv_filters, 5, padding="same", name="conv")(x)
         x = keras.layers.BatchNormalization(name="conv_norm")(x)
         x = keras.layers.Activation("relu", name="conv_relu")(x)
-        pool = conv_pool_size(timesteps)
+        pool = conv_pool_size(downsampled_steps(timesteps, params.downsample))
         if pool > 1:
             x = keras.layers.MaxPooling1D(pool, padding="same", name="conv_pool")(x)
     x = _lstm_stack(params, x)
@@ -120,6 +122,13 @@ def build_lstm(
     model = keras.Model(inputs, outputs, name="lstm_classifier")
     model.compile(optimizer=_adam(params), loss="sparse_categorical_crossentropy")
     return model
+
+
+def _downsample(params: LstmParams, x: Any) -> Any:
+    """The series averaged over windows of ``params.downsample`` steps (the last one may be short)."""
+    if params.downsample <= 1:
+        return x
+    return keras.layers.AveragePooling1D(params.downsample, padding="same", name="downsample")(x)
 
 
 def _lstm_stack(params: LstmParams, x: Any) -> Any:

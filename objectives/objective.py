@@ -163,7 +163,8 @@ class Objective:
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
         self.end_logs()
         number = getattr(trial, "number", 0)
-        params = suggest_params(trial, self.space, padded=self.padded, features=self.split.X_train.shape[2])
+        params = suggest_params(trial, self.space, padded=self.padded, features=self.split.X_train.shape[2],
+                                timesteps=self.split.X_train.shape[1])
         trial.set_user_attr(WORKER_ATTR, worker_id())  # after its parameters: a retry runs all of them
         log = self.tracker.start_trial(number, params)
         outcome = TrialOutcome(number=number, params=params, state="FAIL")

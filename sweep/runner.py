@@ -58,8 +58,9 @@ def open_sweep(prep: PreparedSweep, *, allow_changes: bool = False) -> OpenSweep
     check_tracking_store(resolve_tracking_uri(cfg.tracking_uri))  # before anything is written, Optuna included
     storage = open_storage(cfg.storage)
     # No more recipes than the sweep runs: a queued one past N would stay WAITING in the study.
-    first = (recipe_trials(cfg.space, padded=is_padded(prep.split.X_train), features=prep.split.X_train.shape[2])
-             [:cfg.n_trials] if cfg.baseline else [])
+    X = prep.split.X_train
+    first = (recipe_trials(cfg.space, padded=is_padded(X), features=X.shape[2], timesteps=X.shape[1])[:cfg.n_trials]
+             if cfg.baseline else [])
     study, resumed = create_or_resume(
         cfg, name=prep.name, storage=storage, identity=study_identity(prep), allow_changes=allow_changes,
         first_trials=first,

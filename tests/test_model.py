@@ -128,3 +128,24 @@ def test_a_flat_score_does_not_stop_training_before_min_epochs():
     assert len(flat.history) >= 5
     early = _train(LstmParams(units=2, layers=1, learning_rate=1e-6), epochs=6, patience=1)
     assert len(early.history) < 5
+
+
+@pytest.mark.parametrize("params, lstm_input", [
+    (LstmParams(units=4, layers=1, conv_filters=8, downsample=2), (75, 8)),  # 300 -> 150 -> max-pool 2 -> 75
+    (LstmParams(units=4, layers=1, architecture="lstm_fcn", fcn_filters=8, downsample=4), (2, 75)),  # shuffled
+], ids=["conv-down2", "lstm-fcn-down4"])
+def test_downsampling_averages_the_standardized_series_inside_the_saved_model(tmp_path, params, lstm_input):
+    """The model takes the series as given and averages it over windows of ``downsample`` steps
+    (300 steps in windows of 4: 75); every layer after it sees the shorter series."""
+    import keras
+
+    mean, std = np.array([0.5, -1.0], "float32"), np.array([2.0, 0.5], "float32")
+    model = _train(params, mean=mean, std=std).model
+    assert model.get_layer("lstm_1").input.shape[1:] == lstm_input
+    averaged = keras.Model(model.inputs, model.get_layer("downsample").output).predict_on_batch(X[:3])
+    k = params.downsample
+    expected = ((X[:3] - mean) / std).reshape(3, 300 // k, k, 2).mean(axis=2)
+    np.testing.assert_allclose(averaged, expected, atol=1e-4)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    np.testing.assert_allclose(loaded.predict_on_batch(X[:8]), model.predict_on_batch(X[:8]), atol=1e-5)

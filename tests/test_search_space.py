@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import optuna
 import pytest
@@ -18,7 +19,9 @@ from objectives.search_space import (
     LSTM_FCN_RECIPE,
     baseline_params,
     conv_pool_size,
+    describe,
     recipe_trials,
+    short_params,
     suggest_params,
 )
 from sweep.errors import ConfigError
@@ -41,11 +44,13 @@ def test_trial_parameter_names_are_the_params_fields_so_best_params_round_trip()
     trial = optuna.trial.FixedTrial(FIXED)
     params = suggest_params(trial, SearchSpace())
     # masking is a trial parameter only on padded data (next tests); elsewhere it stays False; a
-    # stacked LSTM has no FCN branch to size (fcn_filters keeps the published 128).
-    assert set(trial.params) == {f.name for f in dataclasses.fields(LstmParams)} - {"masking", "fcn_filters"}
+    # stacked LSTM has no FCN branch to size (fcn_filters keeps the published 128); series of
+    # unknown length are not downsampled.
+    assert set(trial.params) == {f.name for f in dataclasses.fields(LstmParams)} - {"masking", "fcn_filters",
+                                                                                     "downsample"}
     assert LstmParams(**trial.params) == params
     assert LstmParams(**params.to_dict()) == params
-    assert params.to_dict() == {**FIXED, "masking": False, "fcn_filters": 128}
+    assert params.to_dict() == {**FIXED, "masking": False, "fcn_filters": 128, "downsample": 1}
 
 
 def test_masking_is_searched_only_on_padded_data_without_a_conv_front_end():
@@ -141,11 +146,12 @@ def test_a_new_study_starts_with_the_stacked_recipe_then_lstm_fcn_each_asked_exa
     assert stacked == LstmParams(masking=False) and stacked.lr_schedule == "plateau"
     # LSTM-FCN as published (8 cells, dropout 0.8), moved into the default space: 16 cells, dropout 0.5.
     assert LSTM_FCN_RECIPE.units == 8 and LSTM_FCN_RECIPE.dropout == 0.8 and LSTM_FCN_RECIPE.lr_schedule == "cosine"
-    assert fcn == dataclasses.replace(LSTM_FCN_RECIPE, units=16, dropout=0.5)
+    # Short series are read as given (the recipe averages long ones in fours).
+    assert fcn == dataclasses.replace(LSTM_FCN_RECIPE, units=16, dropout=0.5, downsample=1)
     assert [t.params for t in study.trials] == first  # nothing sampled, nothing queued but not asked
     # A space that allows the published values keeps them; one without lstm_fcn has no second trial.
     wide = SearchSpace.from_mapping({"units": {"low": 8, "high": 64}, "dropout": {"low": 0.0, "high": 0.8}})
-    assert LstmParams(**recipe_trials(wide, features=features)[1]) == LSTM_FCN_RECIPE
+    assert LstmParams(**recipe_trials(wide, features=features, timesteps=235)[1]) == LSTM_FCN_RECIPE
     assert len(recipe_trials(SearchSpace.from_mapping({"architecture": ["stacked"]}))) == 1
 
 
@@ -425,3 +431,45 @@ def test_resuming_a_study_made_before_the_architecture_choices_is_refused_with_t
     _check_identity("old", stored, identity, allow_changes=True)  # resumes, with a warning
     # The space a worker rebuilds for that study keeps the old behaviour.
     assert SearchSpace.from_dict(old_space).pooling == ("last",)
+
+
+@pytest.mark.parametrize("timesteps, padded, asked", [(0, False, False), (96, False, False), (128, False, False),
+                                                      (129, False, True), (512, False, True), (512, True, False)])
+def test_downsampling_is_searched_only_on_long_unpadded_series(timesteps, padded, asked):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        p = suggest_params(trial, SearchSpace(), padded=padded, timesteps=timesteps)
+        assert ("downsample" in trial.params) == asked
+        seen.add(p.downsample)
+    assert seen == ({1, 2, 4} if asked else {1})
+
+
+def test_the_lstm_fcn_recipe_reads_long_series_averaged_in_fours_unless_the_space_excludes_it():
+    stacked, fcn = recipe_trials(SearchSpace(), timesteps=235)
+    assert stacked["downsample"] == 1 and fcn["downsample"] == 4
+    narrowed = SearchSpace.from_mapping({"downsample": [1, 2]})
+    assert recipe_trials(narrowed, timesteps=235)[1]["downsample"] == 1  # not allowed: the first choice
+    assert "downsample" not in recipe_trials(SearchSpace(), timesteps=235, padded=True)[1]
+
+
+def test_a_stored_space_without_downsample_reads_every_series_as_given():
+    stored = SearchSpace().to_dict()
+    del stored["downsample"]
+    assert SearchSpace.from_dict(stored).downsample == (1,)
+
+
+@pytest.mark.parametrize("value, message", [([0], "downsampling factors must be integers in [1, 16]"),
+                                            ([1, 32], "[1, 16]"), ([2.5], "integers"), ([True], "integers"),
+                                            ([2, 2], "lists a choice twice")])
+def test_a_bad_downsample_choice_is_refused_with_the_allowed_range(value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        SearchSpace.from_mapping({"downsample": value})
+
+
+def test_a_downsampled_trial_says_so_in_its_line_and_title():
+    params = LstmParams(architecture="lstm_fcn", downsample=4)
+    assert "down=4" in short_params(params.to_dict())
+    assert describe(params).endswith("series averaged in 4s")
+    assert "averaged" not in describe(LstmParams())
