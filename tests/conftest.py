@@ -65,8 +65,8 @@ LONGEST_FIRST = ("test_e2e.py", "test_scale.py", "test_secrets_e2e.py", "test_fa
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The longest tests first, then the other slow (end-to-end) ones, then the rest, each group in
-    file order: with two test processes the long ones overlap each other instead of running alone
-    at the end (a sweep test left last kept one process busy for 10 minutes after the other ended)."""
+    file order, so the tests left at the end, which the idle process steals, are short ones (a
+    sweep test left last kept one process busy for 10 minutes after the other had finished)."""
     def rank(item: pytest.Item) -> tuple[int, int]:
         module = item.path.name
         if module in LONGEST_FIRST:
