@@ -408,7 +408,7 @@ def describe(params: LstmParams | Mapping[str, Any]) -> str:
     return (f"{prefix}{p['layers']}x {net}({p['units']}), {p['pooling']} pooling, dropout {p['dropout']:.2f}, "
             f"lr {p['learning_rate']:.1e}, class weight {p['class_weight']}, batch {p['batch_size']}, "
             f"clipnorm {p['clipnorm']:g}, {p['lr_schedule']} schedule"
-            + (f", series averaged in {p['downsample']}s" if p.get("downsample", 1) > 1 else ""))
+            + (f", series averaged in {p['downsample']}s" if p["downsample"] > 1 else ""))
 
 
 def lr_decade(learning_rate: float) -> str:

@@ -112,12 +112,13 @@ def record_of(trial: FrozenTrial, *, retried_as: Mapping[int, int] | None = None
     ``study_attrs``: the study's user attributes, where late model links are kept)."""
     attrs = trial.user_attrs
     links = model_links(trial, study_attrs)
+    worker = attrs.get(WORKER_ATTR)
     result = TrialResult.from_attr(attrs.get(RESULT_ATTR))
     reason = result.prune_reason or attrs.get("fail_reason")
     if trial.state == TrialState.FAIL and reason is None:
         # Failed by a heartbeat check: its worker died (kill -9, lost machine).
         retry = (retried_as or {}).get(trial.number)
-        who = f" ({attrs[WORKER_ATTR]})" if attrs.get(WORKER_ATTR) else ""
+        who = f" ({worker})" if worker else ""
         reason = f"no heartbeat: its worker{who} died" + (f"; retried as trial {retry}" if retry is not None else "")
     reason = redact(reason) if reason is not None else None  # an exception's text may quote a URL
     duration = None
@@ -128,7 +129,7 @@ def record_of(trial: FrozenTrial, *, retried_as: Mapping[int, int] | None = None
         reason=reason, duration_s=duration, mlflow_run_id=links["mlflow_run_id"], model_uri=links["model_uri"],
         model_digest=links["model_digest"], model_version=links["model_version"],
         surplus=attrs.get("fail_reason") == SURPLUS, retry_of=trial.system_attrs.get("failed_trial"),
-        baseline=bool(attrs.get("baseline")), worker=attrs.get(WORKER_ATTR),
+        baseline=bool(attrs.get("baseline")), worker=worker,
     )
 
 
