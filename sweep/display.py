@@ -11,7 +11,7 @@ import os
 import shlex
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from rich import box
 from rich.console import Console
@@ -232,7 +232,7 @@ def print_summary(result: Any, prep: Any) -> None:
     out.print(esc(f"params: {short_params(best.params)}"))
     if result.retrained and any(e.runs for e in result.retrained):
         table = Table("trial", "search val bal.acc", "re-trained val bal.acc", "re-trained test bal.acc", "collapsed runs",
-                      title=f"top {len(result.retrained)} re-trained {len(result.retrained[0].runs)} times each, "
+                      title=f"top {len(result.retrained)} re-trained {times_each(result.retrained)}, "
                             "a fold and a new seed per run (mean +- std)", title_justify="left", box=box.SIMPLE_HEAD)
         for e in result.retrained:
             mark = " *" if e.trial == best.number else ""
@@ -255,6 +255,15 @@ def print_summary(result: Any, prep: Any) -> None:
                   "(trials are nested under the study run)")
     elif result.experiment_id is not None:
         out.print(esc(f"        {credential_free(result.tracking_uri).rstrip('/')}/#/experiments/{result.experiment_id}/runs"))
+
+
+def times_each(retrained: Sequence[Any]) -> str:
+    """How many runs the re-trained configurations got: one count, or a range when the time budget
+    stopped the re-training before every configuration had all its folds."""
+    counts = sorted({len(e.runs) for e in retrained})
+    if len(counts) == 1:
+        return f"{counts[0]} times each"
+    return f"{counts[0]}-{counts[-1]} times (the time budget stopped the rest)"
 
 
 def shipped_line(shipped: dict[str, Any]) -> str:

@@ -61,3 +61,10 @@ def test_with_two_workers_every_run_trains_once_in_a_process_of_its_own_and_keep
         for m, fold in zip(kept, (folds[m.model.fold] for m in kept)):
             assert m.model.path.is_file() and m.val_proba.shape == (len(fold.y_val), 2)
             assert m.test_proba.shape == (len(prep.data.y_test), 2)
+
+
+@pytest.mark.parametrize("runs, said", [((3, 3, 3), "3 times each"), ((3, 2, 0), "0-3 times (the time budget stopped the rest)")])
+def test_the_summary_says_how_many_runs_each_configuration_got(runs, said):
+    from sweep.display import times_each
+
+    assert times_each([types.SimpleNamespace(runs=[None] * n) for n in runs]) == said
