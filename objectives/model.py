@@ -48,6 +48,13 @@ class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite: the trial cannot go on."""
 
 
+def _check_finite(logs: dict | None, epoch: int, detail: str = "") -> None:
+    """Raise :class:`NonFiniteLoss` if the loss Keras logged for ``epoch`` (1-based) is NaN or infinite."""
+    loss = float((logs or {}).get("loss", np.nan))
+    if not np.isfinite(loss):
+        raise NonFiniteLoss(f"training loss became {loss} at epoch {epoch}{detail}; lower the learning rate or clip gradients")
+
+
 def configure_threads(threads: int | None) -> None:
     """Limit TensorFlow's intra-op threads (call before the first op; later calls are ignored)."""
     if not threads:
@@ -273,11 +280,8 @@ class EpochMonitor(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         loss = float(logs.get("loss", np.nan))
         grad_first, grad_last = self.probe.read() if self.probe is not None else (None, None)
-        if not np.isfinite(loss):
-            norms = "" if grad_first is None else (
-                f" (mean gradient norm: first layer {grad_first:.3g}, last layer {grad_last:.3g})")
-            raise NonFiniteLoss(f"training loss became {loss} at epoch {epoch + 1}{norms}; "
-                                "lower the learning rate or clip gradients")
+        _check_finite(logs, epoch + 1, "" if grad_first is None else
+                      f" (mean gradient norm: first layer {grad_first:.3g}, last layer {grad_last:.3g})")
         probs = predict_proba(self.model, self.X_val)
         ev = evaluate_predictions(self.y_val, probs.argmax(axis=1), self.n_classes)
         val_loss = cross_entropy(self.y_val, probs)
@@ -396,9 +400,7 @@ def fit_fixed(
     def after(epoch: int, logs: dict | None) -> None:
         nonlocal done
         done = epoch + 1
-        loss = float((logs or {}).get("loss", np.nan))
-        if not np.isfinite(loss):
-            raise NonFiniteLoss(f"training loss became {loss} at epoch {done}; lower the learning rate or clip gradients")
+        _check_finite(logs, done)
         if stop(done):
             model.stop_training = True
 

@@ -305,12 +305,10 @@ class Objective:
         model, done = lstm.fit_fixed(params, X_train=self.split.X_train, y_train=self.split.y_train,
                                      n_classes=self.n_classes, mean=self.mean, std=self.std, epochs=epochs,
                                      seed=seed, stop=stop)
-        own = evaluate_predictions(self.split.y_train, lstm.predict_proba(model, self.split.X_train).argmax(axis=1),
-                                   self.n_classes)
+        own = self._scored(model, self.split.X_train, self.split.y_train)
         test = None
         if self.split.X_test is not None and self.split.y_test is not None:
-            test = evaluate_predictions(self.split.y_test, lstm.predict_proba(model, self.split.X_test).argmax(axis=1),
-                                        self.n_classes).balanced_accuracy
+            test = self._scored(model, self.split.X_test, self.split.y_test).balanced_accuracy
         return RefitRun(seed=seed, epochs=done, planned_epochs=epochs, train_balanced_accuracy=own.balanced_accuracy,
                         near_collapse=own.penalty > 0, test_balanced_accuracy=test,
                         seconds=round(time.perf_counter() - started, 1)), model
@@ -328,6 +326,10 @@ class Objective:
         steps = steps_per_epoch(self.split.y_train, params.class_weight, params.batch_size)
         return warmup_epochs(self.collapse_warmup, steps, min_steps=self.warmup_steps, epochs=self.epochs,
                              fraction=self.warmup_fraction)
+
+    def _scored(self, model: Any, X: np.ndarray, y: np.ndarray) -> Evaluation:
+        """``model``'s predicted classes on ``X`` scored against ``y``."""
+        return evaluate_predictions(y, lstm.predict_proba(model, X).argmax(axis=1), self.n_classes)
 
     def _evaluate(self, training: lstm.Training, outcome: TrialOutcome) -> None:
         outcome.best_epoch = training.best_epoch

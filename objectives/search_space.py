@@ -303,6 +303,11 @@ def recipe_trials(space: SearchSpace, *, padded: bool = False, features: int = 1
     return trials
 
 
+# The parameters asked only of some configurations (asked_params says which); ``conv_filters`` is
+# asked of every stacked LSTM and fixed at 0 for LSTM-FCN.
+CONDITIONAL_PARAMS = frozenset({"masking", "pooling", "fcn_filters", "downsample"})
+
+
 def asked_params(chosen: Mapping[str, Any], space: SearchSpace, *, padded: bool, features: int,
                  timesteps: int = 0) -> set[str]:
     """The trial parameters :func:`suggest_params` asks for, given the ``architecture`` and
@@ -466,7 +471,7 @@ def sample_params(
         if name == "conv_filters" and chosen["architecture"] != "stacked":
             chosen[name] = 0
             continue
-        if name in ("masking", "pooling", "fcn_filters", "downsample") and name not in asked_params(
+        if name in CONDITIONAL_PARAMS and name not in asked_params(
                 chosen, space, padded=padded, features=features, timesteps=timesteps):
             continue
         allowed = getattr(space, name)

@@ -149,3 +149,12 @@ def test_downsampling_averages_the_standardized_series_inside_the_saved_model(tm
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
     np.testing.assert_allclose(loaded.predict_on_batch(X[:8]), model.predict_on_batch(X[:8]), atol=1e-5)
+
+
+def test_a_non_finite_loss_stops_training_with_the_epoch_and_the_fix():
+    from objectives import model as lstm
+
+    lstm._check_finite({"loss": 0.7}, 1)  # finite: nothing happens
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(lstm.NonFiniteLoss, match=rf"^training loss became {bad} at epoch 3 \(norms\); lower the learning rate"):
+            lstm._check_finite({"loss": bad}, 3, " (norms)")

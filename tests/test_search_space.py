@@ -11,12 +11,14 @@ import pytest
 
 from objectives.search_space import (
     CLASS_WEIGHT_STRATEGIES,
+    CONDITIONAL_PARAMS,
     FloatRange,
     IntRange,
     POOLINGS,
     LstmParams,
     SearchSpace,
     LSTM_FCN_RECIPE,
+    asked_params,
     baseline_params,
     conv_pool_size,
     describe,
@@ -473,3 +475,16 @@ def test_a_downsampled_trial_says_so_in_its_line_and_title():
     assert "down=4" in short_params(params.to_dict())
     assert describe(params).endswith("series averaged in 4s")
     assert "averaged" not in describe(LstmParams())
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("features, timesteps", [(1, 50), (1, 512), (3, 512)])
+def test_only_the_conditional_parameters_are_ever_left_unasked(padded, features, timesteps):
+    # sample_params skips a parameter only if it is in CONDITIONAL_PARAMS; a new condition in
+    # asked_params on any other name would silently never be asked.
+    every = {f.name for f in dataclasses.fields(LstmParams)}
+    for chosen in ({"architecture": "stacked", "conv_filters": 0}, {"architecture": "stacked", "conv_filters": 32},
+                   {"architecture": "lstm_fcn", "conv_filters": 0}):
+        left = every - asked_params(chosen, SearchSpace.from_mapping({"masking": [False, True]}), padded=padded,
+                                    features=features, timesteps=timesteps)
+        assert left <= CONDITIONAL_PARAMS | {"conv_filters"}
