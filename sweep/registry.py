@@ -3,6 +3,7 @@ marks the best (moved only to a better one, also with several workers); loading 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ from sweep.errors import SweepError, first_line
 from sweep.preflight import mlflow_defaults, resolve_tracking_uri
 from sweep.ranking import outranks
 from sweep.redact import mask_url, redact
+
+_logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"  # the registry alias of a study's best model
 TAG_STUDY = "sweep.study"
@@ -43,7 +46,15 @@ class Registry:
         except Exception:  # noqa: BLE001 - no champion yet
             held_score, held_loss = float("-inf"), None
         if outranks(score, val_loss, held_score, held_loss):
-            self.point_champion(version.version, trial_number)
+            try:
+                self.point_champion(version.version, trial_number)
+            except Exception as exc:  # noqa: BLE001 - the version stands; the sweep's end points the alias
+                # Two workers that finish at the same moment both move the alias; on a SQL store the
+                # second write can fail (a unique key). Losing the version's record would leave a
+                # champion `sweep predict` refuses to load, so only the alias waits for sync_champion.
+                _logger.warning("trial %d: model version %s registered, champion alias not moved yet (%s); the "
+                                "sweep's end points it at the best trial", trial_number, version.version,
+                                redact(first_line(exc)))
         return str(version.version)
 
     def _ensure_registered_model(self) -> None:
@@ -78,12 +89,12 @@ class Registry:
         the alias, while the study's best is the first to finish); a trial the re-training chose
         that was never a new best has its logged model (``model_uri``, ``run_id``) registered now.
 
-        Returns the version registered now (its digest is then still to be recorded in the study),
-        else None."""
+        Returns the trial's version the alias now points at (the study must record it and its digest
+        if it has not: registered now, or registered by a trial whose record of it was lost), or None
+        when the trial has no model to point at."""
         name, number = self.study_name, str(trial_number)
         versions = self.client.search_model_versions(f"name = '{name}'")
         mine = [v for v in versions if v.tags.get("sweep.trial_number") == number]
-        registered = None
         if not mine:
             # The re-training chose a configuration that was never a new best: register its model now.
             uri = model_uri
@@ -94,7 +105,6 @@ class Registry:
                 name, uri, run_id=run_id, model_id=model_id,
                 tags={"sweep.trial_number": number, "sweep.val_score": repr(score),
                       "sweep.selected_by": "re-training (mean over seeds beyond their spread)"})]
-            registered = str(mine[0].version)
         version = str(max(mine, key=lambda v: int(v.version)).version)  # an int from SQL stores, a str over REST
         try:
             current = str(self.client.get_model_version_by_alias(name, CHAMPION).version)
@@ -102,7 +112,7 @@ class Registry:
             current = None
         if current != version:
             self.point_champion(version, trial_number)
-        return registered
+        return version
 
     def ship(self, model_uri: str, *, model_id: str | None, run_id: str, trial_number: int, note: str,
              description: str | None = None) -> str:

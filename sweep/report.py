@@ -22,6 +22,16 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 
+def sync_champion(registry: Registry, best: BestTrial, *, tracking_uri: str,
+                  record_model: Callable[[int, dict[str, str]], None]) -> None:
+    """Point the champion alias at the shipped trial's model and make sure the study records that
+    version and its digest (what `sweep predict` and `sweep serve` check): a version registered
+    now, or one whose record a trial lost (its registration went through, its alias move did not)."""
+    version = registry.sync_champion(best.number, model_uri=best.model_uri, run_id=best.mlflow_run_id, score=best.value)
+    if version is not None and (version != best.record.model_version or not best.record.model_digest):
+        record_model(best.number, registry.model_links(version, tracking_uri))
+
+
 def log_report(
     client: MlflowClient, run_id: str, *, study_name: str, labels: list[Any], registry: Registry,
     records: list[TrialRecord], best: BestTrial | None, summary: CollapseSummary | None = None,
@@ -74,10 +84,7 @@ def log_report(
             metrics["collapse_rate"] = summary.collapse_rate
     if best is not None and best.model_uri and not best.result.collapsed:
         try:
-            registered = registry.sync_champion(best.number, model_uri=best.model_uri, run_id=best.mlflow_run_id,
-                                                score=best.value)
-            if registered is not None:
-                record_model(best.number, registry.model_links(registered, tracking_uri))
+            sync_champion(registry, best, tracking_uri=tracking_uri, record_model=record_model)
         except Exception as exc:  # noqa: BLE001 - a store without a registry must not fail the sweep
             _logger.warning("could not point the champion alias at trial %s: %s", best.number, redact(first_line(exc)))
     if best is not None:

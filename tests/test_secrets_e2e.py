@@ -64,7 +64,7 @@ def test_passwords_in_both_urls_end_up_nowhere(tmp_path, tiny_signal, pg_url, se
     def sweep(*args: str) -> str:
         r = run_sweep_cli(*args, cwd=tmp_path, env=env, timeout=600)
         outputs.append(r.stdout + r.stderr)
-        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.returncode == 0, "\n----- next command -----\n".join(outputs)  # every command so far: a flake's cause
         return r.stdout
 
     sweep("run", str(tiny_signal), "--study", "s", "--storage", storage, "--tracking-uri", tracking,
