@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 SWEEP = str(Path(sys.executable).parent / "sweep")
+# The search space narrowed to the smallest models (tests/tiny_models.toml), for the tests where the
+# model is not what is tested; every command on one study must pass it (the space is part of the study).
+TINY_MODELS = ["--config", str(Path(__file__).with_name("tiny_models.toml"))]
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from faults import TcpProxy, can_mount, fill, remount_read_only, small_tmpfs
-from helpers import SWEEP, clean_env, run_sweep_cli
+from helpers import SWEEP, TINY_MODELS, clean_env, run_sweep_cli
 
 TINY = ["--epochs", "2", "--patience", "2", "--threads", "1", "--log-models", "best", "--retrain-top", "0"]  # no re-training: its own tests
 
@@ -183,8 +183,12 @@ def _sweep_with_cut(tmp_path: Path, data: Path, *, name: str, n: int, storage: s
                     proxy: TcpProxy, when: str, seconds: float, timeout: float = 400) -> tuple[subprocess.CompletedProcess, float]:
     """Run `sweep run`; when ``when`` holds ("finished": a trial finished; "mid-trial": a running
     trial reported an epoch), cut the proxy for ``seconds``. ``watch``: the storage URL to poll
-    (not through the proxy). Returns the finished process and when the cut began."""
-    cmd = [SWEEP, "run", str(data), "--study", name, "--n-trials", str(n), *TINY, "--storage", storage,
+    (not through the proxy). Returns the finished process and when the cut began.
+
+    After a finished trial the smallest models will do (the next trial still takes seconds); a cut
+    mid-trial needs the default space's longer epochs to land inside one."""
+    models = TINY_MODELS if when == "finished" else []
+    cmd = [SWEEP, "run", str(data), "--study", name, "--n-trials", str(n), *TINY, *models, "--storage", storage,
            "--tracking-uri", tracking]
     env = clean_env(SWEEP_HEARTBEAT_INTERVAL="2", SWEEP_GRACE_PERIOD="60", SWEEP_MLFLOW_CATCHUP_SECONDS="60")
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -335,7 +339,7 @@ def test_a_disk_that_fills_mid_sweep_is_one_line_keeps_the_finished_trials_and_r
     _needs_mount()
     with small_tmpfs(tmp_path / "disk", "16m") as disk:
         storage = f"sqlite:///{disk}/sweep.db"
-        args = ["run", str(tiny_signal), "--study", "full", "--n-trials", "3", *TINY, "--storage", storage,
+        args = ["run", str(tiny_signal), "--study", "full", "--n-trials", "3", *TINY, *TINY_MODELS, "--storage", storage,
                 "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
         proc = subprocess.Popen([SWEEP, *args], cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
@@ -387,7 +391,7 @@ def test_mlflow_down_until_the_end_exits_0_and_sweep_sync_logs_the_rest(tmp_path
     port = int(mlflow_server.rsplit(":", 1)[1])
     with TcpProxy("127.0.0.1", port) as proxy:
         tracking = f"http://127.0.0.1:{proxy.port}"
-        cmd = [SWEEP, "run", str(tiny_signal), "--study", "away", "--n-trials", "2", *TINY, "--storage", storage,
+        cmd = [SWEEP, "run", str(tiny_signal), "--study", "away", "--n-trials", "2", *TINY, *TINY_MODELS, "--storage", storage,
                "--tracking-uri", tracking]
         proc = subprocess.Popen(cmd, cwd=tmp_path, env=clean_env(SWEEP_MLFLOW_CATCHUP_SECONDS="2", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="0"),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -20,11 +20,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from helpers import SWEEP, clean_env, run_sweep_cli
+from helpers import SWEEP, TINY_MODELS, clean_env, run_sweep_cli
 
 pytestmark = pytest.mark.slow
 
 TINY = ["--epochs", "3", "--patience", "3", "--retrain-top", "0"]  # no re-training: its own tests
+QUICK = [*TINY, *TINY_MODELS]  # the smallest models, where no trial is timed or killed mid-way
 FAST_HEARTBEAT = {"SWEEP_HEARTBEAT_INTERVAL": "1", "SWEEP_GRACE_PERIOD": "4"}
 
 
@@ -123,7 +124,7 @@ def _kill9_scenario(tmp_path: Path, data: Path, storage: str, tracking_uri: str)
 
 def test_two_local_workers_on_sqlite_finish_exactly_n(tmp_path, tiny_signal):
     storage, tracking = f"sqlite:///{tmp_path}/sweep.db", f"sqlite:///{tmp_path}/mlflow.db"
-    result = run_sweep_cli("run", str(tiny_signal), "--study", "two", "--n-trials", "5", *TINY, "--workers", "2",
+    result = run_sweep_cli("run", str(tiny_signal), "--study", "two", "--n-trials", "5", *QUICK, "--workers", "2",
                            "--storage", storage, "--tracking-uri", tracking, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "2 workers" in result.stdout and "5/5 trials finished" in result.stdout
@@ -146,7 +147,7 @@ def test_kill9_worker_on_postgresql_loses_nothing(tmp_path, tiny_signal, pg_url)
 def test_postgresql_mlflow_server_and_two_workers(tmp_path, tiny_signal, pg_url, mlflow_server):
     """The docker-compose topology with local processes: PostgreSQL + mlflow server + 2 workers."""
     n = 4
-    created = run_sweep_cli("run", str(tiny_signal), "--study", "topo", "--n-trials", str(n), *TINY, "--storage",
+    created = run_sweep_cli("run", str(tiny_signal), "--study", "topo", "--n-trials", str(n), *QUICK, "--storage",
                             pg_url, "--tracking-uri", mlflow_server, "--create-only", cwd=tmp_path)
     assert created.returncode == 0, created.stderr
     assert "sweep worker topo" in created.stdout
@@ -185,7 +186,7 @@ def test_concurrent_first_start_on_a_fresh_database(tmp_path, tiny_signal, backe
     else:
         storage = f"sqlite:///{tmp_path}/fresh.db"
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
-    cmd = [SWEEP, "run", str(tiny_signal), "--study", "race", "--n-trials", "3", *TINY, "--storage", storage,
+    cmd = [SWEEP, "run", str(tiny_signal), "--study", "race", "--n-trials", "3", *QUICK, "--storage", storage,
            "--tracking-uri", tracking, "--create-only"]
     procs = [subprocess.Popen(cmd, cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(3)]
@@ -202,7 +203,7 @@ def test_worker_refuses_data_with_another_fingerprint(tmp_path, tiny_signal):
     from sweep.synthetic import make_dataset, write_dataset
 
     storage = f"sqlite:///{tmp_path}/sweep.db"
-    created = run_sweep_cli("run", str(tiny_signal), "--study", "fp", "--n-trials", "2", *TINY, "--storage", storage,
+    created = run_sweep_cli("run", str(tiny_signal), "--study", "fp", "--n-trials", "2", *QUICK, "--storage", storage,
                             "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--create-only", cwd=tmp_path)
     assert created.returncode == 0, created.stderr
     other = write_dataset(make_dataset("seed-signal", n_train=80, n_test=40, seed=2), tmp_path / "other.npz")
@@ -298,7 +299,7 @@ def test_mlflow_behind_basic_auth_as_compose_runs_it(tmp_path, tiny_signal):
         assert get(search, user, password) == 200
 
         env = clean_env(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password)
-        result = run_sweep_cli("run", str(tiny_signal), "--study", "auth", "--n-trials", "1", *TINY, "--storage",
+        result = run_sweep_cli("run", str(tiny_signal), "--study", "auth", "--n-trials", "1", *QUICK, "--storage",
                                f"sqlite:///{tmp_path}/sweep.db", "--tracking-uri", url, cwd=tmp_path, env=env)
         assert result.returncode == 0, result.stderr
         assert not any(s in result.stdout + result.stderr for s in secrets)

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import clean_env, run_sweep_cli
+from helpers import TINY_MODELS, clean_env, run_sweep_cli
 
 QUERY_SECRET = "Qpw7f3kLr9x"  # given as ?password= in the Optuna storage URL
 USERINFO_SECRET = "Upw2m8Zt4vq"  # given as user:password@ in the MLflow tracking URI
@@ -68,9 +68,9 @@ def test_passwords_in_both_urls_end_up_nowhere(tmp_path, tiny_signal, pg_url, se
         return r.stdout
 
     sweep("run", str(tiny_signal), "--study", "s", "--storage", storage, "--tracking-uri", tracking,
-          "--n-trials", "2", "--epochs", "2", "--workers", "2", "--retrain-top", "0")
+          "--n-trials", "2", "--epochs", "2", "--workers", "2", "--retrain-top", "0", *TINY_MODELS)
     sweep("run", str(tiny_signal), "--study", "s", "--storage", storage, "--tracking-uri", tracking, "--epochs", "2",
-          "--create-only")
+          "--create-only", *TINY_MODELS)
     for args in (("status", "s"), ("best", "s"), ("best", "s", "--json"), ("studies",),
                  ("export", "s", "--out", "trials.json"), ("diagnose", "--study", "s", "--no-data-check")):
         sweep(*args, "--storage", storage)
