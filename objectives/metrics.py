@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
 COLLAPSE_PENALTY = 1.0
 NEAR_COLLAPSE_WEIGHT = 0.5
@@ -64,6 +63,10 @@ def collapse_penalty(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
 
 def evaluate_predictions(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> Evaluation:
     """Score predicted class ids against true ones (both ``0..n_classes-1``)."""
+    # Imported here: scikit-learn takes 1-1.5 s to import, and `sweep status` and `sweep best`
+    # read this module (rank_key) without scoring anything.
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
+
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
     labels = list(range(n_classes))

@@ -97,3 +97,12 @@ def test_sweep_help_exits_0_and_lists_the_commands(tmp_path):
     for command in ("run", "worker", "diagnose", "status", "best", "studies", "export", "make-data", "ui"):
         assert command in result.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_commands_that_read_a_study_do_not_import_scikit_learn():
+    # scikit-learn (and SciPy under it) take 1-1.5 s to import: `sweep status`, `best` and `studies`
+    # rank trials (objectives.metrics.rank_key) but score nothing, so they start without it.
+    code = ("import sys, sweep.cli, sweep.cli_results, sweep.records, sweep.ranking, sweep.display\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
