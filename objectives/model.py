@@ -48,11 +48,12 @@ class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite: the trial cannot go on."""
 
 
-def _check_finite(logs: dict | None, epoch: int, detail: str = "") -> None:
-    """Raise :class:`NonFiniteLoss` if the loss Keras logged for ``epoch`` (1-based) is NaN or infinite."""
+def _finite_loss(logs: dict | None, epoch: int, detail: str = "") -> float:
+    """The loss Keras logged for ``epoch`` (1-based); :class:`NonFiniteLoss` if it is NaN or infinite."""
     loss = float((logs or {}).get("loss", np.nan))
     if not np.isfinite(loss):
         raise NonFiniteLoss(f"training loss became {loss} at epoch {epoch}{detail}; lower the learning rate or clip gradients")
+    return loss
 
 
 def configure_threads(threads: int | None) -> None:
@@ -278,10 +279,9 @@ class EpochMonitor(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs if logs is not None else {}
-        loss = float(logs.get("loss", np.nan))
         grad_first, grad_last = self.probe.read() if self.probe is not None else (None, None)
-        _check_finite(logs, epoch + 1, "" if grad_first is None else
-                      f" (mean gradient norm: first layer {grad_first:.3g}, last layer {grad_last:.3g})")
+        loss = _finite_loss(logs, epoch + 1, "" if grad_first is None else
+                            f" (mean gradient norm: first layer {grad_first:.3g}, last layer {grad_last:.3g})")
         probs = predict_proba(self.model, self.X_val)
         ev = evaluate_predictions(self.y_val, probs.argmax(axis=1), self.n_classes)
         val_loss = cross_entropy(self.y_val, probs)
@@ -400,7 +400,7 @@ def fit_fixed(
     def after(epoch: int, logs: dict | None) -> None:
         nonlocal done
         done = epoch + 1
-        _check_finite(logs, done)
+        _finite_loss(logs, done)
         if stop(done):
             model.stop_training = True
 

@@ -154,7 +154,7 @@ def test_downsampling_averages_the_standardized_series_inside_the_saved_model(tm
 def test_a_non_finite_loss_stops_training_with_the_epoch_and_the_fix():
     from objectives import model as lstm
 
-    lstm._check_finite({"loss": 0.7}, 1)  # finite: nothing happens
+    assert lstm._finite_loss({"loss": 0.7}, 1) == 0.7  # finite: returned as it is
     for bad in (float("nan"), float("inf")):
         with pytest.raises(lstm.NonFiniteLoss, match=rf"^training loss became {bad} at epoch 3 \(norms\); lower the learning rate"):
-            lstm._check_finite({"loss": bad}, 3, " (norms)")
+            lstm._finite_loss({"loss": bad}, 3, " (norms)")
