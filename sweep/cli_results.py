@@ -16,6 +16,7 @@ from objectives.search_space import KNOBS
 from sweep.cli_options import JsonOpt, StorageOpt, check_seed, open_study
 from sweep.display import err, out
 from sweep.display import esc as _e
+from sweep.display import finished_text, target_text
 from sweep.display import fmt as _fmt
 from sweep.display import one_line as _one_line
 from sweep.errors import SweepError
@@ -33,8 +34,8 @@ def studies(storage: str = StorageOpt, as_json: bool = JsonOpt) -> None:
         return
     table = Table("study", "finished / target", "complete", "pruned", "failed", "running", "best score", "data")
     for i in infos:
-        table.add_row(_e(i.name), f"{i.finished} / {_fmt(i.n_trials_target)}", str(i.complete), str(i.pruned),
-                      str(i.failed), str(i.running), _fmt(i.best_value), _e(i.data or "-"))
+        table.add_row(_e(i.name), f"{i.finished} / {target_text(i.n_trials_target, i.budget_seconds)}",
+                      str(i.complete), str(i.pruned), str(i.failed), str(i.running), _fmt(i.best_value), _e(i.data or "-"))
     out.print(table if infos else "no studies yet: start one with `sweep run DATA`")
 
 
@@ -42,15 +43,17 @@ def status(study: str = typer.Argument(..., help="Study name."), storage: str = 
     """Show every trial of a study: state, score, balanced accuracy, collapse, key params, run id."""
     from sweep.ranking import champion_trial
     from sweep.records import trial_records
+    from sweep.study import run_target
 
     s = open_study(study, storage)
     records = trial_records(s)
+    n_trials, budget = run_target(s.user_attrs)
     if as_json:
-        out.print_json(json.dumps({"study": study, "n_trials_target": s.user_attrs.get("n_trials"),
+        out.print_json(json.dumps({"study": study, "n_trials_target": n_trials, "budget_seconds": budget,
                                    "trials": [r.to_dict() for r in records]}))
         return
-    table = Table(title=f"study {_e(study)}: {sum(r.state in ('COMPLETE', 'PRUNED') for r in records)} of "
-                        f"{_fmt(s.user_attrs.get('n_trials'))} trials finished (* = best)", title_justify="left",
+    finished = sum(r.state in ("COMPLETE", "PRUNED") for r in records)
+    table = Table(title=f"study {_e(study)}: {finished_text(finished, n_trials, budget)} (* = best)", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     wide = out.width >= 100  # narrow terminals drop time and run id (both are in --json)
     columns = ("#", "state", "score", "val BA", "test BA", "coll", "units", "lay", "lr", "weights", "sec", "MLflow run")

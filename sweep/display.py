@@ -257,6 +257,25 @@ def print_summary(result: Any, prep: Any) -> None:
         out.print(esc(f"        {credential_free(result.tracking_uri).rstrip('/')}/#/experiments/{result.experiment_id}/runs"))
 
 
+def target_text(n_trials: int | None, budget: float | None) -> str:
+    """The latest run's aim as a study listing shows it: ``20``, ``6m00s budget``, ``30 or 6m00s budget``."""
+    from sweep.budget import format_duration
+
+    if budget is None:
+        return fmt(n_trials)
+    return f"{'' if n_trials is None else f'{n_trials} or '}{format_duration(budget)} budget"
+
+
+def finished_text(finished: int, n_trials: int | None, budget: float | None) -> str:
+    """``14 of 20 trials finished``; with a time budget ``14 trials finished (time budget 6m00s a run)``."""
+    text = f"{finished} trials finished" if n_trials is None else f"{finished} of {n_trials} trials finished"
+    if budget is not None:
+        from sweep.budget import format_duration
+
+        text += f" (time budget {format_duration(budget)} a run)"
+    return text
+
+
 def times_each(retrained: Sequence[Any]) -> str:
     """How many runs the re-trained configurations got: one count, or a range when the time budget
     stopped the re-training before every configuration had all its folds."""

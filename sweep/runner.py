@@ -25,7 +25,7 @@ from sweep.records import BestTrial, RetrainEntry, TrialRecord, best_of, record_
 from sweep.redact import credential_free, mask_url
 from sweep.retrain import retrain_top
 from sweep.storage import open_storage
-from sweep.study import create_or_resume
+from sweep.study import create_or_resume, run_target
 from sweep.summary import collapse_summary
 
 _logger = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ def open_sweep(prep: PreparedSweep, *, allow_changes: bool = False) -> OpenSweep
         first_trials=first,
     )
     tracker = make_tracker(prep)
+    n_trials, _ = run_target(study.user_attrs)  # None: a time budget alone, no trial limit
     parent = tracker.start_sweep(
         params={
             "data": Path(data.source).name,
@@ -83,7 +84,7 @@ def open_sweep(prep: PreparedSweep, *, allow_changes: bool = False) -> OpenSweep
             "pruner": cfg.pruner,
             **({"budget_seconds": cfg.budget} if cfg.budget is not None else {}),
         },
-        tags={"n_trials_target": str(cfg.n_trials), "optuna.storage": mask_url(cfg.storage),
+        tags={**({"n_trials_target": str(n_trials)} if n_trials is not None else {}), "optuna.storage": mask_url(cfg.storage),
               "optuna.study": prep.name, "data_path": str(Path(data.source).resolve())},
     )
     study.set_user_attr("mlflow_parent_run_id", parent)

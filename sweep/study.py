@@ -23,7 +23,8 @@ _logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class StudyInfo:
     name: str
-    n_trials_target: int | None
+    n_trials_target: int | None  # None: a time-boxed run with no trial limit
+    budget_seconds: float | None  # the latest run's time budget (each `sweep run --budget`'s own)
     finished: int
     complete: int
     pruned: int
@@ -38,10 +39,12 @@ def list_studies(storage: optuna.storages.BaseStorage) -> list[StudyInfo]:
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=True):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         counts = _state_counts(study)
+        n_trials, budget = run_target(summary.user_attrs)
         out.append(
             StudyInfo(
                 name=summary.study_name,
-                n_trials_target=summary.user_attrs.get("n_trials"),
+                n_trials_target=n_trials,
+                budget_seconds=budget,
                 finished=counts[TrialState.COMPLETE] + counts[TrialState.PRUNED],
                 complete=counts[TrialState.COMPLETE],
                 pruned=counts[TrialState.PRUNED],
@@ -52,6 +55,26 @@ def list_studies(storage: optuna.storages.BaseStorage) -> list[StudyInfo]:
             )
         )
     return out
+
+
+def run_target(attrs: dict[str, Any]) -> tuple[int | None, float | None]:
+    """What the latest `sweep run` of a study aimed at: (trials, time budget in seconds), either None.
+
+    A run with ``--budget`` alone has no trial limit (its n_trials is ``BUDGET_MAX_TRIALS``, a
+    number no user asked for). Studies stored before the ``budget`` attribute tell their budget by
+    the deadline the run left.
+    """
+    from sweep.budget import BUDGET_MAX_TRIALS
+
+    if "budget" in attrs:
+        budget = attrs["budget"]
+    else:
+        deadline = attrs.get("deadline") or {}
+        budget = deadline["ends_at"] - deadline["started_at"] if "ends_at" in deadline and "started_at" in deadline else None
+    n_trials = attrs.get("n_trials")
+    if n_trials is None or (budget is not None and int(n_trials) == BUDGET_MAX_TRIALS):
+        return None, None if budget is None else float(budget)
+    return int(n_trials), None if budget is None else float(budget)
 
 
 def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
@@ -133,6 +156,7 @@ def create_or_resume(
             for params in first_trials:
                 study.enqueue_trial(params, user_attrs={"baseline": True})
         study.set_user_attr("n_trials", cfg.n_trials)
+        study.set_user_attr("budget", cfg.budget)
         study.set_user_attr("run_settings", {"pruner": cfg.pruner, "log_models": cfg.log_models,
                                              "adjust_decision": cfg.adjust_decision, "retrain_top": cfg.retrain_top})
     return study, existing is not None

@@ -160,3 +160,28 @@ def test_the_search_is_done_when_no_new_trial_fits_before_its_end():
     assert opened(search_left=-1).search_done()
     no_budget = OpenSweep(prep=prep, study=study, resumed=False, tracker=None, parent_run_id="r")
     assert not no_budget.search_done()  # 1 of 10,000 trials
+
+
+@pytest.mark.parametrize("attrs, target", [
+    ({"n_trials": 20, "budget": None}, (20, None)),
+    ({"n_trials": budget.BUDGET_MAX_TRIALS, "budget": 360.0}, (None, 360.0)),  # --budget alone: no trial limit
+    ({"n_trials": 30, "budget": 600.0}, (30, 600.0)),  # --n-trials and --budget: whichever comes first
+    # studies stored before the budget attribute: the deadline the run left tells it
+    ({"n_trials": budget.BUDGET_MAX_TRIALS, "deadline": {"started_at": 100.0, "ends_at": 460.0}}, (None, 360.0)),
+    ({"n_trials": 12, "deadline": None}, (12, None)),
+    ({}, (None, None)),
+])
+def test_a_study_tells_the_latest_runs_target(attrs, target):
+    from sweep.study import run_target
+
+    assert run_target(attrs) == target
+
+
+def test_the_read_commands_show_the_budget_not_a_trial_limit_nobody_set():
+    from sweep.display import finished_text, target_text
+
+    assert finished_text(14, None, 360.0) == "14 trials finished (time budget 6m00s a run)"
+    assert finished_text(14, 20, None) == "14 of 20 trials finished"
+    assert finished_text(3, 30, 600.0) == "3 of 30 trials finished (time budget 10m00s a run)"
+    assert (target_text(None, 360.0), target_text(30, 600.0), target_text(20, None), target_text(None, None)) == (
+        "6m00s budget", "30 or 10m00s budget", "20", "-")

@@ -55,6 +55,15 @@ def test_a_budgeted_sweep_ends_in_time_with_a_clean_study_and_a_champion(tmp_pat
     assert study.user_attrs["run_settings"]["pruner"] == "hyperband"
     assert study.user_attrs["settings"]["train"]["epochs"] == 30
 
+    # A budget alone sets no trial limit: the read commands show the budget, not a trial target.
+    status = run_sweep_cli("status", "timed", *_stores(tmp_path)[:2], cwd=tmp_path)
+    finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    assert f"{finished} trials finished (time budget {format_duration(budget)} a run)" in status.stdout, status.stdout
+    status_json = json.loads(run_sweep_cli("status", "timed", "--json", *_stores(tmp_path)[:2], cwd=tmp_path).stdout)
+    assert status_json["n_trials_target"] is None and status_json["budget_seconds"] == budget
+    listed = run_sweep_cli("studies", *_stores(tmp_path)[:2], cwd=tmp_path, env=clean_env(COLUMNS="200"))
+    assert f"{finished} / {format_duration(budget)} budget" in listed.stdout, listed.stdout
+
     best = json.loads(run_sweep_cli("best", "timed", "--json", *_stores(tmp_path)[:2], cwd=tmp_path).stdout)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     champion = client.get_model_version_by_alias("timed", "champion")
