@@ -77,6 +77,16 @@ def run_target(attrs: dict[str, Any]) -> tuple[int | None, float | None]:
     return int(n_trials), None if budget is None else float(budget)
 
 
+def run_done(attrs: dict[str, Any], *, finished: int, running: int, now: float) -> bool:
+    """Whether the latest `sweep run` of a study is over by its own limits: it holds its N finished
+    trials, or its time budget's deadline has passed with no trial still running."""
+    n_trials, budget = run_target(attrs)
+    if n_trials is not None and finished >= n_trials:
+        return True
+    deadline = attrs.get("deadline") or {}
+    return budget is not None and "ends_at" in deadline and deadline["ends_at"] <= now and running == 0
+
+
 def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
     """Load an existing study by name.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from sweep.errors import StudyError
@@ -9,7 +10,7 @@ from sweep.loop import count_finished
 from sweep.records import best_of, stored_retraining, trial_records
 from sweep.runner import importances, link_models
 from sweep.storage import open_storage
-from sweep.study import join_study
+from sweep.study import join_study, run_done
 from sweep.summary import collapse_summary
 
 
@@ -19,12 +20,13 @@ class SyncResult:
     tracking_uri: str
     logged: list[int]  # trials logged now, from what Optuna stored
     trials: int  # finished or failed trials the study holds (all now in MLflow)
-    closed_parent: bool  # the study's run was ended now (the study holds its N trials)
+    closed_parent: bool  # the study's run was ended now (its N trials, or its time budget, are done)
 
 
 def sync_study(name: str, storage_url: str, *, tracking_uri: str | None = None) -> SyncResult:
     """Give every finished or failed trial of a study an ended MLflow run (``sweep sync``), and end the
-    study's run if the study holds its N trials but the run was left open (MLflow was away).
+    study's run if the study's run is over (its N trials, or its time budget's deadline passed with
+    nothing running) but the MLflow run was left open (MLflow was away).
 
     Raises:
         StudyError: unknown study, or one without an MLflow run.
@@ -49,7 +51,9 @@ def sync_study(name: str, storage_url: str, *, tracking_uri: str | None = None) 
     try:
         logged = tracker.sync_trials(trials)
         closed = False
-        if count_finished(study) >= int(attrs.get("n_trials", 0)) and tracker.parent_status() == "RUNNING":
+        running = sum(t.state.name == "RUNNING" for t in trials)
+        over = run_done(attrs, finished=count_finished(study), running=running, now=time.time())
+        if over and tracker.parent_status() == "RUNNING":
             records = trial_records(study)
             tracker.end_sweep(records, best_of(study), status="FINISHED", summary=collapse_summary(records),
                               importances=importances(study), retrained=stored_retraining(study))

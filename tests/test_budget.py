@@ -185,3 +185,18 @@ def test_the_read_commands_show_the_budget_not_a_trial_limit_nobody_set():
     assert finished_text(3, 30, 600.0) == "3 of 30 trials finished (time budget 10m00s a run)"
     assert (target_text(None, 360.0), target_text(30, 600.0), target_text(20, None), target_text(None, None)) == (
         "6m00s budget", "30 or 10m00s budget", "20", "-")
+
+
+def test_a_time_boxed_run_is_over_when_its_deadline_passed_and_nothing_runs():
+    """`sweep sync` ends a study's MLflow run left open only when the run is over by its own limits."""
+    from sweep.study import run_done
+
+    timed = {"n_trials": budget.BUDGET_MAX_TRIALS, "budget": 60.0, "deadline": {"started_at": 0.0, "ends_at": 60.0}}
+    assert run_done(timed, finished=3, running=0, now=61.0)
+    assert not run_done(timed, finished=3, running=1, now=61.0)  # a worker still trains
+    assert not run_done(timed, finished=3, running=0, now=59.0)  # the budget is not spent
+    assert not run_done({**timed, "deadline": {"pending": True}}, finished=3, running=0, now=61.0)
+    counted = {"n_trials": 5, "budget": None, "deadline": None}
+    assert run_done(counted, finished=5, running=0, now=0.0)
+    assert not run_done(counted, finished=4, running=0, now=1e12)
+    assert run_done({**timed, "n_trials": 3}, finished=3, running=1, now=0.0)  # --n-trials came first
