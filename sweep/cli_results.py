@@ -53,7 +53,7 @@ def status(study: str = typer.Argument(..., help="Study name."), storage: str = 
                                    "trials": [r.to_dict() for r in records]}))
         return
     finished = sum(r.state in ("COMPLETE", "PRUNED") for r in records)
-    table = Table(title=f"study {_e(study)}: {finished_text(finished, n_trials, budget)} (* = best)", title_justify="left",
+    table = Table(title=f"study {_e(study)}: {finished_text(finished, n_trials, budget, s.user_attrs.get('deadline'))} (* = best)", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     wide = out.width >= 100  # narrow terminals drop time and run id (both are in --json)
     columns = ("#", "state", "score", "val BA", "test BA", "coll", "units", "lay", "lr", "weights", "sec", "MLflow run")

@@ -266,14 +266,23 @@ def target_text(n_trials: int | None, budget: float | None) -> str:
     return f"{'' if n_trials is None else f'{n_trials} or '}{format_duration(budget)} budget"
 
 
-def finished_text(finished: int, n_trials: int | None, budget: float | None) -> str:
-    """``14 of 20 trials finished``; with a time budget ``14 trials finished (time budget 6m00s a run)``."""
+def finished_text(finished: int, n_trials: int | None, budget: float | None,
+                  deadline: dict[str, Any] | None = None, now: float | None = None) -> str:
+    """``14 of 20 trials finished``; with a time budget ``14 trials finished (time budget 6m00s a run)``,
+    and while the run lasts (its stored ``deadline``, until the run marks it ended) the time it has left:
+    ``(time budget 6m00s a run; now: search 2m10s left)``."""
     text = f"{finished} trials finished" if n_trials is None else f"{finished} of {n_trials} trials finished"
-    if budget is not None:
-        from sweep.budget import format_duration
+    if budget is None:
+        return text
+    from sweep.budget import Deadline, format_duration, time_left_text
 
-        text += f" (time budget {format_duration(budget)} a run)"
-    return text
+    clock = ""
+    now = time.time() if now is None else now
+    if (deadline or {}).get("pending"):
+        clock = "; now: starting, the clock starts when its workers are ready"
+    elif deadline and "ends_at" in deadline and "ended_at" not in deadline and now < float(deadline["ends_at"]):
+        clock = f"; now: {time_left_text(Deadline.from_dict(deadline), now)}"
+    return f"{text} (time budget {format_duration(budget)} a run{clock})"
 
 
 def times_each(retrained: Sequence[Any]) -> str:

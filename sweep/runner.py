@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +184,9 @@ def finish(opened: OpenSweep, *, status: str) -> tuple[list[TrialRecord], BestTr
     best = best_of(study)
     summary = collapse_summary(records)
     study.set_user_attr("summary", summary.to_dict())
+    if opened.deadline is not None and opened.lead:
+        # `sweep status` shows a budget's time left only while its run lasts; most runs end before the deadline.
+        study.set_user_attr("deadline", {**opened.deadline.to_dict(), "ended_at": time.time()})
     done = opened.search_done()
     if opened.deadline is not None and not opened.lead and status == "FINISHED":
         done = False  # under a time budget the user's own process re-trains, selects and ends the parent run

@@ -183,6 +183,15 @@ def test_the_read_commands_show_the_budget_not_a_trial_limit_nobody_set():
     assert finished_text(14, None, 360.0) == "14 trials finished (time budget 6m00s a run)"
     assert finished_text(14, 20, None) == "14 of 20 trials finished"
     assert finished_text(3, 30, 600.0) == "3 of 30 trials finished (time budget 10m00s a run)"
+    clock = {"started_at": 0.0, "search_ends_at": 250.0, "ends_at": 360.0}
+    assert finished_text(2, None, 360.0, clock, now=120.0) == (
+        "2 trials finished (time budget 6m00s a run; now: search 2m10s left)")
+    assert finished_text(5, None, 360.0, clock, now=300.0) == (
+        "5 trials finished (time budget 6m00s a run; now: 1m00s left in the budget)")
+    assert finished_text(5, None, 360.0, clock, now=400.0) == "5 trials finished (time budget 6m00s a run)"
+    ended = {**clock, "ended_at": 290.0}  # the run ended before its deadline
+    assert finished_text(5, None, 360.0, ended, now=300.0) == "5 trials finished (time budget 6m00s a run)"
+    assert "now: starting" in finished_text(0, None, 360.0, {"pending": True})
     assert (target_text(None, 360.0), target_text(30, 600.0), target_text(20, None), target_text(None, None)) == (
         "6m00s budget", "30 or 10m00s budget", "20", "-")
 

@@ -43,6 +43,7 @@ def test_a_budgeted_sweep_ends_in_time_with_a_clean_study_and_a_champion(tmp_pat
     assert clock["started_at"] - launched <= STARTUP_SECONDS + 2
     assert clock["ends_at"] - clock["started_at"] == pytest.approx(budget)
     assert ended - clock["ends_at"] < OVERRUN, f"ended {ended - clock['ends_at']:.1f} s after its deadline"
+    assert launched < clock["ended_at"] <= ended  # the run marks its end: `sweep status` then shows no time left
 
     trials = study.get_trials()
     # A recipe queued as trial 0 or 1 of the new study that the deadline left unstarted stays queued
