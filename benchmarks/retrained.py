@@ -1,6 +1,7 @@
 """What a budget sweep's shipped model leaves on the table: the same configurations trained to
 patience on the training part's k folds (each fold model alone, and their probabilities averaged:
-the ensemble a sweep could ship), and the LSTM-FCN branch at other widths (``fcn_filters``).
+the ensemble a sweep could ship), the LSTM-FCN branch at other widths (``fcn_filters``), and the
+configurations refit on the whole training part for given lengths (what ``--ship refit`` trains).
 
 Takes the lstm-sweep job of one set in a ``benchmarks/quality.py`` result (its trials' parameters
 and test scores) and trains the given trials again, outside any sweep:
@@ -8,12 +9,15 @@ and test scores) and trains the given trials again, outside any sweep:
 - folds: ``sweep.data.split_folds`` with the re-training's seed (as ``sweep.retrain`` cuts them),
   one run per fold with its own seed, up to ``--epochs`` with ``--patience`` (best epoch kept);
 - widths: each trial at each ``--widths`` value on the search's own 80/20 split, with 2 seeds,
-  timed per epoch.
+  timed per epoch;
+- refits: each trial on the whole training part for each ``--refit-epochs`` length, with
+  ``--refit-seeds`` seeds (``objectives.model.fit_fixed``, the refit's own training: cosine decay,
+  no early stopping), each alone and their probabilities averaged. ``--folds 0`` skips the folds.
 
 Test balanced accuracy is reported only: nothing here chooses on it.
 
     python benchmarks/retrained.py --result benchmarks/results/quality-budget10-quick-kfold.json \\
-        --set ECG200 --trials 34 1 5 [--folds 3] [--widths 128 64] [--out retrained-ECG200]
+        --set ECG200 --trials 34 1 5 [--folds 3] [--widths 128 64] [--refit-epochs 100 20] [--out retrained-ECG200]
 """
 
 from __future__ import annotations
@@ -64,7 +68,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import dataclasses
 
     from objectives import model as lstm
-    from objectives.metrics import evaluate_predictions
     from objectives.search_space import LstmParams
     from sweep.data import load_dataset, split_folds, split_stratified
     from sweep.retrain import split_seed
@@ -75,7 +78,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     rows = {r["number"]: r for r in job["trial_rows"]}
     data = load_dataset(Path(args.datasets) / f"{args.set}.npz")
     val_fraction = float(doc["settings"].get("val_fraction", 0.2))
-    folds = split_folds(data, k=args.folds, seed=split_seed(job["seed"], 0))
+    folds = split_folds(data, k=args.folds, seed=split_seed(job["seed"], 0)) if args.folds else []
     if folds is None:
         raise SystemExit(f"{args.set}: a class has fewer than {args.folds} training sequences; use fewer --folds")
     search_split = split_stratified(data, val_fraction=val_fraction, seed=job["seed"])
@@ -94,8 +97,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             entry["folds"].append({"fold": i, **run})
             print(f"{args.set} trial {number} fold {i}: {run['epochs']} epochs, val {run['val_balanced_accuracy']:.3f}, "
                   f"test {run['test_balanced_accuracy']:.3f} ({run['seconds']:.0f} s)", flush=True)
-        entry["ensemble_test_balanced_accuracy"] = float(evaluate_predictions(
-            data.y_test, np.mean(probas, axis=0).argmax(1), data.n_classes).balanced_accuracy)
+        entry["ensemble_test_balanced_accuracy"] = _averaged(data, probas)
         if params.architecture == "lstm_fcn":
             for width in args.widths:
                 for seed in (1, 2):
@@ -106,9 +108,42 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     print(f"{args.set} trial {number} width {width} seed {seed}: {run['epochs']} epochs, "
                           f"{run['seconds_per_epoch']:.2f} s/epoch, val {run['val_balanced_accuracy']:.3f}, "
                           f"test {run['test_balanced_accuracy']:.3f}", flush=True)
+        entry["refits"] = [_refits(params, data, epochs=length, seeds=args.refit_seeds, label=f"{args.set} trial {number}")
+                           for length in args.refit_epochs]
         out.append(entry)
     return {"result": str(args.result), "set": args.set, "seed": job["seed"], "folds": args.folds,
-            "epochs": args.epochs, "patience": args.patience, "trials": out}
+            "epochs": args.epochs, "patience": args.patience, "refit_seeds": args.refit_seeds, "trials": out}
+
+
+def _averaged(data: Any, probas: list[np.ndarray]) -> float | None:
+    """Test balanced accuracy of the models' averaged probabilities (None without models)."""
+    from objectives.metrics import evaluate_predictions
+
+    if not probas:
+        return None
+    return float(evaluate_predictions(data.y_test, np.mean(probas, axis=0).argmax(1), data.n_classes).balanced_accuracy)
+
+
+def _refits(params: Any, data: Any, *, epochs: int, seeds: int, label: str) -> dict[str, Any]:
+    """``params`` refit on the whole training part for ``epochs`` epochs with seeds 1..``seeds``."""
+    from objectives import model as lstm
+    from objectives.metrics import evaluate_predictions
+    from objectives.preprocessing import standardization
+
+    mean, std = standardization(data.X_train)
+    runs, probas = [], []
+    for seed in range(1, seeds + 1):
+        started = time.perf_counter()
+        model, done = lstm.fit_fixed(params, X_train=data.X_train, y_train=data.y_train, n_classes=data.n_classes,
+                                     mean=mean, std=std, epochs=epochs, seed=seed, stop=lambda _: False)
+        proba = lstm.predict_proba(model, data.X_test)
+        probas.append(proba)
+        runs.append({"seed": seed, "epochs": done, "seconds": round(time.perf_counter() - started, 1),
+                     "test_balanced_accuracy": float(evaluate_predictions(
+                         data.y_test, proba.argmax(1), data.n_classes).balanced_accuracy)})
+        print(f"{label} refit {epochs} epochs seed {seed}: test {runs[-1]['test_balanced_accuracy']:.3f} "
+              f"({runs[-1]['seconds']:.0f} s)", flush=True)
+    return {"epochs": epochs, "runs": runs, "averaged_test_balanced_accuracy": _averaged(data, probas)}
 
 
 def report(measured: dict[str, Any]) -> None:
@@ -119,10 +154,17 @@ def report(measured: dict[str, Any]) -> None:
                      f"{e['search_test_balanced_accuracy']:.3f} ({e['search_epochs']} ep)",
                      " ".join(f"{f['val_balanced_accuracy']:.3f}" for f in e["folds"]),
                      " ".join(f"{t:.3f}" for t in fold_tests) + f" ({'/'.join(str(f['epochs']) for f in e['folds'])} ep)",
-                     f"{e['ensemble_test_balanced_accuracy']:.3f}"])
-    print_table(f"{measured['set']}: the search's model against {measured['folds']} fold models trained to patience",
-                ["trial", "architecture", "search val", "search test", "fold val", "fold test", "fold ensemble test"],
-                rows)
+                     "-" if e["ensemble_test_balanced_accuracy"] is None else f"{e['ensemble_test_balanced_accuracy']:.3f}"])
+    if measured["folds"]:
+        print_table(f"{measured['set']}: the search's model against {measured['folds']} fold models trained to patience",
+                    ["trial", "architecture", "search val", "search test", "fold val", "fold test", "fold ensemble test"],
+                    rows)
+    refits = [(e["trial"], e["search_test_balanced_accuracy"], r) for e in measured["trials"] for r in e.get("refits", [])]
+    if refits:
+        print_table(f"{measured['set']}: refit on the whole training part ({measured['refit_seeds']} seeds, cosine, "
+                    "no early stopping)", ["trial", "own model test", "refit epochs", "each seed's test", "averaged test"],
+                    [[t, f"{own:.3f}", r["epochs"], " ".join(f"{x['test_balanced_accuracy']:.3f}" for x in r["runs"]),
+                      f"{r['averaged_test_balanced_accuracy']:.3f}"] for t, own, r in refits])
     widths = [(e["trial"], w) for e in measured["trials"] for w in e["widths"]]
     if widths:
         print_table(f"{measured['set']}: LSTM-FCN width on the search's split (2 seeds each)",
@@ -141,6 +183,9 @@ def main() -> None:
     ap.add_argument("--widths", type=int, nargs="*", default=[])
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--patience", type=int, default=10)
+    ap.add_argument("--refit-epochs", type=int, nargs="*", default=[],
+                    help="refit each trial on the whole training part for these lengths (e.g. 100 20)")
+    ap.add_argument("--refit-seeds", type=int, default=3)
     ap.add_argument("--out", default=None, help="result name under benchmarks/results/ (default retrained-SET)")
     args = ap.parse_args()
     measured = measure(args)

@@ -235,11 +235,20 @@ def test_retrained_benchmark_trains_fold_models_and_widths(quality, tiny_set, tm
         {"method": "lstm_sweep", "set": "tiny", "seed": 0, "trial_rows": [
             {"number": 3, "value": 0.8, "test_balanced_accuracy": 0.7, "epochs_run": 4, "params": params}]}]}))
     args = argparse.Namespace(result=result, set="tiny", trials=[3], datasets=str(tiny_set.parent), folds=2,
-                              widths=[8, 16], epochs=2, patience=1)
+                              widths=[8, 16], epochs=2, patience=1, refit_epochs=[3, 1], refit_seeds=2)
     measured = retrained.measure(args)
     [entry] = measured["trials"]
     assert [f["fold"] for f in entry["folds"]] == [0, 1]
     assert all(1 <= f["epochs"] <= 2 and 0.0 <= f["test_balanced_accuracy"] <= 1.0 for f in entry["folds"])
     assert 0.0 <= entry["ensemble_test_balanced_accuracy"] <= 1.0
     assert [(w["fcn_filters"], w["seed"]) for w in entry["widths"]] == [(8, 1), (8, 2), (16, 1), (16, 2)]
+    # refits on the whole training part: every length, every seed, trained to its full length
+    assert [(r["epochs"], [(x["seed"], x["epochs"]) for x in r["runs"]]) for r in entry["refits"]] == [
+        (3, [(1, 3), (2, 3)]), (1, [(1, 1), (2, 1)])]
+    assert all(0.0 <= r["averaged_test_balanced_accuracy"] <= 1.0 for r in entry["refits"])
     retrained.report(measured)  # the tables print
+
+    only_refits = retrained.measure(argparse.Namespace(**{**vars(args), "folds": 0, "widths": [], "refit_epochs": [1]}))
+    [entry] = only_refits["trials"]
+    assert entry["folds"] == [] and entry["ensemble_test_balanced_accuracy"] is None and len(entry["refits"]) == 1
+    retrained.report(only_refits)
