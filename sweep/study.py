@@ -64,17 +64,17 @@ def run_target(attrs: dict[str, Any]) -> tuple[int | None, float | None]:
     number no user asked for). Studies stored before the ``budget`` attribute tell their budget by
     the deadline the run left.
     """
-    from sweep.budget import BUDGET_MAX_TRIALS
+    from sweep.budget import BUDGET_MAX_TRIALS, Deadline
 
+    deadline = attrs.get("deadline") or {}
     if "budget" in attrs:
-        budget = attrs["budget"]
+        budget = None if attrs["budget"] is None else float(attrs["budget"])
     else:
-        deadline = attrs.get("deadline") or {}
-        budget = deadline["ends_at"] - deadline["started_at"] if "ends_at" in deadline and "started_at" in deadline else None
+        budget = Deadline.from_dict(deadline).budget if "ends_at" in deadline else None
     n_trials = attrs.get("n_trials")
     if n_trials is None or (budget is not None and int(n_trials) == BUDGET_MAX_TRIALS):
-        return None, None if budget is None else float(budget)
-    return int(n_trials), None if budget is None else float(budget)
+        return None, budget
+    return int(n_trials), budget
 
 
 def run_done(attrs: dict[str, Any], *, finished: int, running: int, now: float) -> bool:

@@ -167,7 +167,8 @@ def test_the_search_is_done_when_no_new_trial_fits_before_its_end():
     ({"n_trials": budget.BUDGET_MAX_TRIALS, "budget": 360.0}, (None, 360.0)),  # --budget alone: no trial limit
     ({"n_trials": 30, "budget": 600.0}, (30, 600.0)),  # --n-trials and --budget: whichever comes first
     # studies stored before the budget attribute: the deadline the run left tells it
-    ({"n_trials": budget.BUDGET_MAX_TRIALS, "deadline": {"started_at": 100.0, "ends_at": 460.0}}, (None, 360.0)),
+    ({"n_trials": budget.BUDGET_MAX_TRIALS,
+      "deadline": {"started_at": 100.0, "search_ends_at": 350.0, "ends_at": 460.0}}, (None, 360.0)),
     ({"n_trials": 12, "deadline": None}, (12, None)),
     ({}, (None, None)),
 ])
