@@ -292,10 +292,11 @@ class Objective:
         ), training.model
 
     def refit(self, params: LstmParams, seed: int, *, epochs: int, stop_at: float | None = None) -> tuple[RefitRun, Any]:
-        """Train ``params`` on the split's whole training arrays for ``epochs`` epochs, nothing held
-        out (:func:`objectives.model.fit_fixed`: a cosine decay to 0, no early stopping); returns its
-        scores on those same sequences (a collapse check) and on the test part (reported only), and
-        the model. ``stop_at`` (wall-clock): stop at the first epoch boundary past it."""
+        """Train ``params`` on the split's training arrays for ``epochs`` epochs
+        (:func:`objectives.model.fit_fixed`: a cosine decay to 0, no early stopping; its validation
+        arrays are not watched); returns its scores on those same sequences (a collapse check), on
+        the validation arrays if any, and on the test part (reported only), and the model.
+        ``stop_at`` (wall-clock): stop at the first epoch boundary past it."""
         started = time.perf_counter()
 
         def stop(done: int) -> bool:
@@ -306,11 +307,13 @@ class Objective:
                                      n_classes=self.n_classes, mean=self.mean, std=self.std, epochs=epochs,
                                      seed=seed, stop=stop)
         own = self._scored(model, self.split.X_train, self.split.y_train)
-        test = None
+        val = test = None
+        if len(self.split.y_val):
+            val = self._scored(model, self.split.X_val, self.split.y_val).balanced_accuracy
         if self.split.X_test is not None and self.split.y_test is not None:
             test = self._scored(model, self.split.X_test, self.split.y_test).balanced_accuracy
         return RefitRun(seed=seed, epochs=done, planned_epochs=epochs, train_balanced_accuracy=own.balanced_accuracy,
-                        near_collapse=own.penalty > 0, test_balanced_accuracy=test,
+                        near_collapse=own.penalty > 0, test_balanced_accuracy=test, val_balanced_accuracy=val,
                         seconds=round(time.perf_counter() - started, 1)), model
 
     def _warmup(self, params: LstmParams) -> int:

@@ -82,7 +82,8 @@ class TrialResult:
 class RefitRun:
     """The chosen configuration trained once more on the whole training part, nothing held out
     (:meth:`Objective.refit`): scored on what it trained on (a collapse check, not a selection
-    score) and on the test part (reported only)."""
+    score) and on the test part (reported only). The same training on one fold's training part
+    (``--ship auto``'s length check) is also scored on the fold it held out."""
 
     seed: int
     epochs: int  # trained
@@ -91,6 +92,7 @@ class RefitRun:
     near_collapse: bool  # predicted (nearly) one class on its own training sequences
     test_balanced_accuracy: float | None
     seconds: float
+    val_balanced_accuracy: float | None = None  # on a held-out part, when it had one (--ship auto's length check)
 
     @property
     def stopped_for_deadline(self) -> bool:

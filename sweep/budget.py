@@ -122,17 +122,30 @@ def refit_seconds(budget: float, *, retrain_top: int, refit: bool) -> float:
     return (full - finish) * REFIT_SHARE / (RETRAIN_SHARE + REFIT_SHARE)
 
 
-def refit_epochs(cap: int, *, seconds_per_epoch: float | None, seconds_left: float | None, at_least: int) -> int | None:
+def refit_epochs(cap: int, *, seconds_per_epoch: float | None, seconds_left: float | None, at_least: int,
+                 check: float = 0.0) -> int | None:
     """Epochs the refit trains (its cosine schedule's length): the epoch cap ``cap``, or as many as
     fit in ``seconds_left`` (None: no time budget) at ``seconds_per_epoch`` after
     ``REFIT_SETUP_SECONDS``. None when fewer than ``at_least`` fit (the epochs the chosen trial's
-    own model trained for: a shorter refit is not worth its time) or no epoch time is known."""
+    own model trained for: a shorter refit is not worth its time) or no epoch time is known.
+
+    ``check`` (``--ship auto``): what the length check before it costs, in refit epochs per epoch of
+    length (:func:`check_cost`); it has a setup of its own as well."""
     epochs = max(1, cap)
     if seconds_left is not None:
         if not seconds_per_epoch or seconds_per_epoch <= 0:
             return None
-        epochs = min(epochs, math.floor((seconds_left - REFIT_SETUP_SECONDS) / seconds_per_epoch))
+        setups = REFIT_SETUP_SECONDS * (2 if check > 0 else 1)
+        epochs = min(epochs, math.floor((seconds_left - setups) / (seconds_per_epoch * (1 + check))))
     return epochs if epochs >= max(1, at_least) else None
+
+
+def check_cost(folds: int, *, workers: int, fraction: float) -> float:
+    """The length check's time in refit epochs per epoch of length: ``folds`` runs, each on
+    ``fraction`` of the sequences the refit trains on, ``workers`` at a time."""
+    if folds <= 0:
+        return 0.0
+    return math.ceil(folds / max(1, min(workers, folds))) * fraction
 
 
 @dataclass(frozen=True)

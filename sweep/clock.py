@@ -38,7 +38,7 @@ def set_deadline(opened: OpenSweep, *, now: float) -> Deadline:
     """Start the budget's clock at ``now`` and store the deadline on the study."""
     cfg = opened.prep.cfg
     assert cfg.budget is not None
-    opened.deadline = Deadline.start(cfg.budget, retrain_top=cfg.retrain_top, refit=cfg.ship == "refit", now=now)
+    opened.deadline = Deadline.start(cfg.budget, retrain_top=cfg.retrain_top, refit=cfg.ship in ("refit", "auto"), now=now)
     opened.study.set_user_attr("deadline", opened.deadline.to_dict())
     return opened.deadline
 

@@ -27,7 +27,7 @@ from sweep.errors import ConfigError
 DEFAULT_STORAGE = "sqlite:///sweep.db"
 # Seeds feed numpy/scikit-learn (< 2**32) after offsets (trial number, re-training, worker pid).
 MAX_SEED = 2**31 - 1
-SHIP = ("ensemble", "refit", "trial")
+SHIP = ("auto", "ensemble", "refit", "trial")
 LOG_MODELS = ("best", "all", "none")
 PRUNERS = ("median", "hyperband", "none")
 
@@ -71,8 +71,10 @@ class SweepConfig:
     retrain_seeds: int = 3
     # What ships as the champion: "trial" (the chosen trial's own model from the search), "refit" (the
     # chosen configuration trained again on the whole training part, nothing held out, sweep.refit;
-    # needs the re-training) or "ensemble" (the chosen configuration's fold models from the re-training,
-    # their probabilities averaged; sweep.ensemble). Measured in BENCHMARKS.md: neither is the default.
+    # needs the re-training), "auto" (that refit only where training that long without early stopping
+    # beats early stopping on the re-training's folds, the trial's own model otherwise) or "ensemble"
+    # (the chosen configuration's fold models from the re-training, their probabilities averaged;
+    # sweep.ensemble). Measured in BENCHMARKS.md.
     ship: str = "trial"
     # Start a new study with the classic stacked-LSTM recipe and the LSTM-FCN recipe as trials 0-1
     # (objectives.search_space.recipe_trials), then search.
@@ -206,11 +208,11 @@ def _validate(cfg: SweepConfig, where: str) -> None:
     if cfg.ship == "ensemble" and cfg.log_models == "none":
         raise ConfigError("--ship ensemble logs the champion's fold models, and --log-models none logs no model; "
                           "drop one of them")
-    if cfg.ship == "refit" and cfg.log_models == "none":
-        raise ConfigError("--ship refit logs the champion's refit model, and --log-models none logs no model; "
+    if cfg.ship in ("refit", "auto") and cfg.log_models == "none":
+        raise ConfigError(f"--ship {cfg.ship} logs the champion's refit model, and --log-models none logs no model; "
                           "drop one of them")
-    if cfg.ship == "refit" and cfg.retrain_top == 0:
-        raise ConfigError("--ship refit trains the configuration the re-training chooses, and --retrain-top 0 "
+    if cfg.ship in ("refit", "auto") and cfg.retrain_top == 0:
+        raise ConfigError(f"--ship {cfg.ship} trains the configuration the re-training chooses, and --retrain-top 0 "
                           "turns the re-training off; drop one of them")
     for key in ("adjust_decision", "baseline"):
         if not isinstance(getattr(cfg, key), bool):

@@ -148,7 +148,9 @@ def run_with_progress(opened: Any, workers: int, execute: Callable[..., Any]) ->
 
     def on_retrain(entry: Any) -> None:
         cfg = opened.prep.cfg
-        then = ("; then the chosen one trains on the whole training part (--ship refit)" if cfg.ship == "refit" else "")
+        then = {"refit": "; then the chosen one trains on the whole training part (--ship refit)",
+                "auto": ("; then the chosen one trains longer, without early stopping, on the same folds, and on the "
+                         "whole training part if that wins (--ship auto)")}.get(cfg.ship, "")
         if entry is None and timed:
             progress.console.print(f"search over; re-training the top {cfg.retrain_top} configurations on up to "
                                    f"{cfg.retrain_seeds} folds each in the time left, to choose the champion{then}")
@@ -241,6 +243,8 @@ def print_summary(result: Any, prep: Any) -> None:
         out.print(table)
         if choice.get("reason"):  # * = the champion; the margin rule of sweep/selection.py says why
             out.print(f"[{'yellow' if choice.get('switched') else 'dim'}]{esc(choice['reason'])}[/]")
+    if best.length_check:  # --ship auto: why the refit ships, or why it does not
+        out.print(f"[dim]{esc(best.length_check['reason'])}[/]")
     if best.shipped:
         out.print(esc(shipped_line(best.shipped)))
     if r.collapsed:

@@ -155,6 +155,7 @@ class BestTrial:
     record: TrialRecord
     selection: dict[str, Any] | None = None  # the re-training's margin rule, when it chose (sweep.selection)
     shipped: dict[str, Any] | None = None  # the model that ships when it is not the trial's own (sweep.ensemble)
+    length_check: dict[str, Any] | None = None  # --ship auto's test of the refit's length (sweep.refit)
     labels: list[Any] | None = None
     tracking_uri: str | None = None
     data_path: str | None = None
@@ -189,6 +190,7 @@ class BestTrial:
         r = self.result
         return {
             "study": self.study, "number": self.number, "selection": self.selection, "shipped": self.shipped,
+            "length_check": self.length_check,
             "value": self.value,
             "params": dict(self.params),
             "val_balanced_accuracy": r.val_balanced_accuracy, "val_accuracy": r.val_accuracy,
@@ -212,10 +214,11 @@ def best_of(study: optuna.Study) -> BestTrial | None:
     if best is None:
         return None
     attrs = study.user_attrs
-    shipped = attrs.get("shipped")
+    shipped, check = attrs.get("shipped"), attrs.get("length_check")
     return BestTrial(
         study=study.study_name, record=record_of(best, study_attrs=attrs), selection=choice, labels=attrs.get("labels"),
         shipped=shipped if shipped and shipped.get("trial") == best.number else None,
+        length_check=check if check and check.get("trial") == best.number else None,
         # Stored credential-free since the secrets change; older studies may hold a password.
         tracking_uri=mask_url(attrs["tracking_uri"]) if attrs.get("tracking_uri") else None,
         data_path=attrs.get("data_path"),

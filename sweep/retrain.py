@@ -4,6 +4,7 @@ configuration that ships (:mod:`sweep.selection`'s margin rule over the re-train
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import tempfile
 import time
@@ -13,18 +14,13 @@ from typing import Any, Callable
 
 from objectives.records import RetrainRun
 from sweep import ranking
-from sweep.config import threads_per_worker
 from sweep.data import split_folds, split_stratified
 from sweep.ensemble import FoldModel, enough_members, ship_fold_ensemble
+from sweep.jobs import run_jobs
 from sweep.prepared import OpenSweep, make_objective
 from sweep.records import RetrainEntry, model_links, record_of, stored_retraining
 
 _logger = logging.getLogger(__name__)
-
-# With --workers > 1 the re-training runs in that many processes when its runs (as long as their search
-# trials) add up to this much: a process's start (TensorFlow's import) costs ~5-10 s.
-PARALLEL_SECONDS = 60.0
-
 
 def split_seed(seed: int, run: int) -> int:
     """The seed of re-training run ``run``'s train/validation split (never the search's ``seed``);
@@ -88,8 +84,9 @@ def retrain_top(
 
     if on_retrain is not None:
         on_retrain(None)  # starting
-    if study.user_attrs.get("shipped"):
-        study.set_user_attr("shipped", None)  # an earlier re-training's ensemble; this one chooses again
+    for attr in ("shipped", "length_check"):  # an earlier re-training's refit or ensemble; this one chooses again
+        if study.user_attrs.get(attr):
+            study.set_user_attr(attr, None)
     with tempfile.TemporaryDirectory(prefix="sweep-folds-") as keep:
         folder = Path(keep) if folds is not None and cfg.ship == "ensemble" else None
         results, fold_models = _retrain(opened, top, folds, folder)
@@ -97,10 +94,11 @@ def retrain_top(
         _select(opened, results)
         if folder is not None:
             _ship(opened, fold_models, folds=cfg.retrain_seeds)
-    if cfg.ship == "refit":
+    if cfg.ship in ("refit", "auto"):
         from sweep.refit import refit_champion
 
-        refit_champion(opened)
+        # --ship auto: the refit ships only if training that long beats early stopping on the same folds.
+        refit_champion(opened, check=(run_splits(opened, folds), results) if cfg.ship == "auto" else None)
     if on_retrain is not None:
         for entry in results:
             on_retrain(entry)
@@ -131,6 +129,18 @@ class _Member:
     test_proba: Any
 
 
+def run_splits(opened: OpenSweep, folds: list[Any] | None) -> dict[int, tuple[int, Any]]:
+    """Run ``i``'s split seed and split for every run index: fold ``i`` of the training part's k folds,
+    or, where a class has too few sequences for k folds (``folds`` None), a resampled split of its own."""
+    cfg, prep = opened.prep.cfg, opened.prep
+    splits = {}
+    for i in range(cfg.retrain_seeds):
+        seed = split_seed(cfg.seed, 0 if folds is not None else i)
+        splits[i] = (seed, folds[i] if folds is not None else split_stratified(
+            prep.data, val_fraction=cfg.train.val_fraction, seed=seed))
+    return splits
+
+
 def _retrain(opened: OpenSweep, top: list[Any], folds: list[Any] | None,
              folder: Path | None) -> tuple[list[RetrainEntry], dict[int, list[_Member]]]:
     """Train every top configuration on every fold (or resampled split), as time allows; with a
@@ -139,71 +149,31 @@ def _retrain(opened: OpenSweep, top: list[Any], folds: list[Any] | None,
     Without a time budget the order does not matter. With one, configuration by configuration from
     the search's winner down: the margin rule compares the winner with challengers that have two or
     more runs each, so when time runs short the top ones are complete and the last ones are skipped.
-    With ``--workers`` W > 1 and runs long enough to pay for a process's start (``PARALLEL_SECONDS``),
-    W runs train at once in their own processes (one TensorFlow thread each is as fast as two here)."""
+    With ``--workers`` W > 1 the runs train W at a time (:func:`sweep.jobs.run_jobs`)."""
     cfg, prep, deadline = opened.prep.cfg, opened.prep, opened.deadline
-    splits: dict[int, Any] = {}
+    splits = run_splits(opened, folds)
     jobs = []
     for trial in top:
         record = record_of(trial).result
-        for i in range(cfg.retrain_seeds):
-            resplit = split_seed(cfg.seed, 0 if folds is not None else i)
-            if i not in splits:
-                splits[i] = folds[i] if folds is not None else split_stratified(
-                    prep.data, val_fraction=cfg.train.val_fraction, seed=resplit)
+        for i, (resplit, _) in splits.items():
             jobs.append(_Job(trial=trial.number, index=i, params=dict(trial.params),
                              seed=cfg.seed + 10_000 * (i + 1) + trial.number, split_seed=resplit,
                              expected=float(record.train_seconds or 0.0), min_epochs=int(record.epochs_run or 0)))
-    # With --ship refit the runs leave the refit its share of the reserve, or what it needs if more.
+    # With --ship refit or auto the runs leave the refit its share of the reserve, or what it needs if more.
     stop_at = None
     if deadline is not None:
         from sweep.budget import runs_end_at
         from sweep.refit import seconds_needed
 
-        stop_at = runs_end_at(deadline, refit_need=seconds_needed(prep, top) if cfg.ship == "refit" else 0.0)
+        need = seconds_needed(prep, top, check=cfg.ship == "auto") if cfg.ship in ("refit", "auto") else 0.0
+        stop_at = runs_end_at(deadline, refit_need=need)
 
     def fits(job: _Job) -> bool:
         return stop_at is None or stop_at - time.time() >= max(1.0, job.expected)
 
-    workers = min(cfg.workers, len(jobs))
-    parallel = workers > 1 and sum(j.expected for j in jobs) >= PARALLEL_SECONDS
-    done: list[tuple[_Job, RetrainRun, _Member | None]] = []
-    skipped = 0
-    if not parallel:
-        from objectives import model as lstm
-
-        lstm.configure_threads(cfg.threads)
-        for job in jobs:
-            if not fits(job):
-                skipped += 1
-                continue
-            done.append(_train_job(prep, splits[job.index], job, stop_at, folder, folded=folds is not None))
-    else:
-        import multiprocessing
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-        threads = cfg.threads or threads_per_worker(workers)
-        pending, running = list(jobs), {}
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_start_process, initargs=(threads,)) as pool:
-            try:
-                while pending or running:
-                    while pending and len(running) < workers:
-                        job = pending.pop(0)
-                        if not fits(job):
-                            skipped += 1
-                            continue
-                        running[pool.submit(_train_job, prep, splits[job.index], job, stop_at, folder,
-                                            folded=folds is not None)] = job
-                    if not running:
-                        break
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        del running[future]
-                        done.append(future.result())
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+    train = functools.partial(_train_job, prep, {i: split for i, (_, split) in splits.items()}, stop_at=stop_at,
+                              folder=folder, folded=folds is not None)
+    done, skipped = run_jobs(cfg, jobs, train, fits=fits)
     if skipped:
         _logger.warning("time budget: %d of %d re-training runs did not fit and were skipped", skipped, len(jobs))
     runs: dict[int, list[RetrainRun]] = {t.number: [] for t in top}
@@ -218,23 +188,14 @@ def _retrain(opened: OpenSweep, top: list[Any], folds: list[Any] | None,
     return results, fold_models
 
 
-def _start_process(threads: int) -> None:
-    """A re-training process: TensorFlow's threads before its first op; Ctrl-C is the parent's to handle."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from objectives import model as lstm
-
-    lstm.configure_threads(threads)
-
-
-def _train_job(prep: Any, split: Any, job: _Job, stop_at: float | None, folder: Path | None, *,
+def _train_job(prep: Any, splits: dict[int, Any], job: _Job, *, stop_at: float | None, folder: Path | None,
                folded: bool) -> tuple[_Job, RetrainRun, _Member | None]:
-    """Train one re-training run (here or in a re-training process); with a ``folder``, save its model
-    there when it can join an ensemble."""
+    """Train one re-training run (here or in a re-training process) on its split (``splits[job.index]``);
+    with a ``folder``, save its model there when it can join an ensemble."""
     from objectives import model as lstm
     from objectives.search_space import LstmParams
 
+    split = splits[job.index]
     run, model = make_objective(prep, split=split).train_once(LstmParams(**job.params), seed=job.seed, stop_at=stop_at)
     run = dataclasses.replace(run, split_seed=job.split_seed, fold=job.index if folded else None)
     member = None

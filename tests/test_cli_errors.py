@@ -133,7 +133,7 @@ RUN_ERRORS = {
     "run-val-fraction-0.9": C("run d.npz --val-fraction 0.9", "--val-fraction", "got 0.9", setup=_npz()),
     "run-log-models-unknown": C("run d.npz --log-models some", "log_models (--log-models) must be one of best, all, none",
                                 setup=_npz()),
-    "run-ship-unknown": C("run d.npz --ship best", "ship (--ship) must be one of ensemble, refit, trial", setup=_npz()),
+    "run-ship-unknown": C("run d.npz --ship best", "ship (--ship) must be one of auto, ensemble, refit, trial", setup=_npz()),
     "run-ship-refit-no-retraining": C("run d.npz --ship refit --retrain-top 0", "--retrain-top 0 turns the re-training off",
                                       setup=_npz()),
     "run-storage-password-bad-port": C(["run", "d.npz", "--storage", f"postgresql+psycopg://bob:{PASSWORD}@127.0.0.1:x/db"],

@@ -127,7 +127,7 @@ def test_read_config_file_fills_missing_tables(tmp_path):
         ("[train]\nval_fraction = 0.01\n", ["val_fraction"]),
         ("[train]\nval_fraction = '0.2'\n", ["val_fraction"]),
         ("[run]\nlog_models = 'some'\n", ["log_models (--log-models) must be one of best, all, none, got 'some'"]),
-        ("[run]\nship = 'best'\n", ["ship (--ship) must be one of ensemble, refit, trial, got 'best'"]),
+        ("[run]\nship = 'best'\n", ["ship (--ship) must be one of auto, ensemble, refit, trial, got 'best'"]),
         ("[run]\npruner = 'asha'\n", ["pruner (--pruner) must be one of median, hyperband, none"]),
         ("[run]\nbudget = '10x'\n", ["run.budget: '10x' is not a duration", "90s, 10m, 2h"]),
         ("[run]\nbudget = 5\n", ["run.budget", "between 10 s and 7 days"]),
@@ -207,10 +207,12 @@ def test_missing_config_file(tmp_path):
         ({"retrain_top": -1}, "retrain_top (--retrain-top) must be an integer in [0, 20], got -1"),
         ({"retrain_seeds": 0}, "retrain_seeds (--retrain-seeds) must be an integer in [1, 20], got 0"),
         ({"adjust_decision": "yes"}, "run.adjust_decision must be true or false"),
-        ({"ship": "Ensemble"}, "ship (--ship) must be one of ensemble, refit, trial, got 'Ensemble'"),
+        ({"ship": "Ensemble"}, "ship (--ship) must be one of auto, ensemble, refit, trial, got 'Ensemble'"),
         ({"ship": "ensemble", "log_models": "none"}, "--log-models none logs no model; drop one of them"),
         ({"ship": "refit", "log_models": "none"}, "--ship refit logs the champion's refit model, and --log-models none"),
         ({"ship": "refit", "retrain_top": 0}, "--retrain-top 0 turns the re-training off; drop one of them"),
+        ({"ship": "auto", "log_models": "none"}, "--ship auto logs the champion's refit model, and --log-models none"),
+        ({"ship": "auto", "retrain_top": 0}, "--ship auto trains the configuration the re-training chooses"),
     ],
 )
 def test_bad_flags_raise_a_config_error_naming_the_flag(flags, phrase):

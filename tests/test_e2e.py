@@ -469,6 +469,31 @@ def test_the_top_k_are_retrained_with_new_seeds_once(tmp_path, tiny_signal):
     assert _study(tmp_path, "rt").user_attrs.get("shipped") == shipped  # and the same model ships
 
 
+def test_ship_auto_tests_the_refit_s_length_on_the_folds_and_ships_what_won(tmp_path, tiny_signal):
+    """--ship auto: after the re-training the chosen configuration trains the epoch cap without early
+    stopping on each of the same folds; the refit ships if that scored at least as well as its
+    early-stopped runs there, its own model otherwise, and the summary and `sweep best` say which and why."""
+    args = ["run", str(tiny_signal), "--study", "au", "--n-trials", "2", "--retrain-top", "2", "--retrain-seeds", "2",
+            "--pruner", "none", "--ship", "auto", *TINY, *TINY_MODELS, *_stores(tmp_path)]
+    result = run_sweep_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    attrs = _study(tmp_path, "au").user_attrs
+    choice, check = attrs["champion"], attrs["length_check"]
+    assert check["trial"] == choice["trial"] and check["epochs"] == 2 and check["folds"] == 2
+    assert [r["fold"] for r in check["runs"]] == [0, 1] and all(r["epochs"] == 2 for r in check["runs"])
+    [early] = [e for e in attrs["retrained"]["results"] if e["trial"] == choice["trial"]]
+    lead = sum(r["val_balanced_accuracy"] for r in check["runs"]) / 2 - sum(
+        r["val_balanced_accuracy"] for r in early["runs"]) / 2
+    assert check["lead"] == pytest.approx(lead) and check["refit"] is (lead >= 0)
+    shipped = attrs.get("shipped")
+    assert (shipped is not None and shipped["kind"] == "refit") is check["refit"]
+    text = " ".join(result.stdout.split())
+    assert "and on the whole training part if that wins (--ship auto)" in text
+    assert " ".join(check["reason"].split()) in text
+    best = json.loads(run_sweep_cli("best", "au", "--json", *_stores(tmp_path)[:2], cwd=tmp_path).stdout)
+    assert best["length_check"] == check and best["shipped"] == shipped
+
+
 def test_ship_refit_ships_a_refit_of_the_chosen_configuration(tmp_path, tiny_signal):
     """--ship refit: the configuration the re-training chose trains again on the whole
     training part for the epoch cap, logs as one model in its own run under the study's, and is

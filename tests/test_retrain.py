@@ -10,7 +10,7 @@ import pytest
 
 from objectives.records import TrialResult
 from objectives.search_space import LstmParams
-from sweep import retrain
+from sweep import jobs, retrain
 from sweep.config import resolve_config
 from sweep.data import split_folds
 from sweep.prepared import prepare
@@ -42,7 +42,7 @@ def test_with_two_workers_every_run_trains_once_in_a_process_of_its_own_and_keep
     join an ensemble is saved with its out-of-fold and test probabilities."""
     monkeypatch.setenv("RETRAIN_TEST_PARENT", str(os.getpid()))
     monkeypatch.setattr(retrain, "_train_job", _train_job_in_a_child)
-    monkeypatch.setattr(retrain, "PARALLEL_SECONDS", 0.0)
+    monkeypatch.setattr(jobs, "PARALLEL_SECONDS", 0.0)
     cfg = resolve_config(flags={"workers": 2, "epochs": 2, "patience": 2, "retrain_seeds": 2, "threads": 1})
     prep = prepare(cfg, tiny_signal)
     folds = split_folds(prep.data, k=2, seed=retrain.split_seed(0, 0))

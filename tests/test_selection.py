@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sweep.selection import choose_champion, validation_step
+from sweep.selection import check_length, choose_champion, validation_step
 
 
 def entry(trial, vals, collapsed=0):
@@ -185,3 +185,34 @@ def test_a_fold_run_joins_the_ensemble_unless_it_collapsed_or_the_budget_cut_it_
     assert not _keepable(run(39, deadline=True), min_epochs=40)
     assert not _keepable(run(50, near=True), min_epochs=10)
     assert not _keepable(run(8, collapse=True), min_epochs=5)
+
+
+def _runs(*scores: float | None, stopped: tuple[int, ...] = ()) -> list[dict]:
+    return [{"fold": i, "val_balanced_accuracy": s, "stopped_for_deadline": i in stopped} for i, s in enumerate(scores)]
+
+
+@pytest.mark.parametrize("early, long, refit, lead, folds", [
+    ((0.80, 0.85, 0.90), (0.85, 0.90, 0.88), True, 0.0267, 3),  # ECG200-like: long training wins on the mean
+    ((0.85, 0.85, 0.90), (0.80, 0.80, 0.95), False, -0.0167, 3),  # noisy data: early stopping holds up better
+    ((0.80, 0.90), (0.80, 0.90), True, 0.0, 2),  # a tie: the refit, which also trains on more data
+    ((0.80, 0.90, 0.70), (0.99, 0.60, None), False, -0.055, 2),  # only the folds both have count
+])
+def test_the_refit_ships_when_its_length_scores_at_least_as_well_as_early_stopping_on_the_same_folds(
+        early, long, refit, lead, folds):
+    verdict = check_length({"trial": 4, "runs": _runs(*early)}, _runs(*long), trial=4, epochs=100)
+    assert (verdict.refit, verdict.folds) == (refit, folds)
+    assert verdict.lead == pytest.approx(lead, abs=1e-4)
+    assert verdict.reason.startswith("trial 4 ships refit on the whole training part" if refit
+                                     else "trial 4's own model ships")
+    assert f"trained 100 epochs without early stopping it scores {lead:+.4f}" in verdict.reason
+    assert verdict.to_dict()["refit"] is refit
+
+
+def test_without_two_comparable_folds_the_trials_own_model_ships():
+    """A long run the budget's clock stopped is no evidence, nor a fold with no early-stopped run."""
+    stopped = check_length({"runs": _runs(0.5, 0.5, 0.5)}, _runs(0.9, 0.9, 0.9, stopped=(0, 1)), trial=2, epochs=60)
+    missing = check_length(None, _runs(0.9, 0.9), trial=2, epochs=60)
+    for verdict in (stopped, missing):
+        assert not verdict.refit and verdict.lead is None
+        assert "fewer than 2 folds have both an early-stopped run and a 60-epoch one" in verdict.reason
+    assert stopped.folds == 1 and missing.folds == 0
