@@ -511,6 +511,8 @@ def job_lstm_sweep(path: Path, seed: int, trials: int, budget: Budget | None = N
               # the refit (sweep.refit) or fold ensemble (sweep.ensemble) that shipped in place of the chosen
               # trial's own model, if any
               "shipped_as": shipped_as,
+              # --ship auto: the refit's length tested on the re-training's folds (sweep.refit.check_length)
+              "length_check": summary.get("length_check"),
               # the top-k re-training's runs (fold, epochs, stopped by the budget, val/test), for the selection
               "retrained": (study.user_attrs.get("retrained") or {}).get("results"),
               "sweep_command": " ".join(["sweep", *cmd[1:]]),
