@@ -15,11 +15,12 @@ Nothing is chosen on the test part, and nothing on the refit at all: the configu
 before it trained. The refit ships unless it predicts (nearly) one class on its own training
 sequences, it fails, or fewer epochs fit than the trial's own model kept; the trial's model ships then.
 
-``--ship auto`` tests the refit's length first: the configuration trains that long, the same way, on
-each fold's training part of the re-training's folds (:func:`check_length`), and the refit ships only if
-those runs score at least as well on their held-out folds as the re-training's early-stopped runs of the
-same configuration (:func:`sweep.selection.check_length`); the trial's own model ships otherwise. The
-same long training that gains 0.02-0.04 on ECG200 and Strawberry loses 0.06 on the noisy demo set.
+``--ship auto`` tests the refit's length first: the configuration trains the refit's way on each
+fold's training part of the re-training's folds (:func:`check_length`), once for the refit's length
+and once for as many epochs as the trial's own model kept, both scored on the held-out fold; the
+refit ships only if the long runs score at least as well (:func:`sweep.selection.check_length`), the
+trial's own model otherwise. The same long training that gains 0.02-0.04 on ECG200 and Strawberry
+loses 0.06 on the noisy demo set.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from sweep.errors import first_line
 from sweep.jobs import run_jobs
 from sweep.prepared import OpenSweep, make_objective
 from sweep.records import record_of
+from sweep.selection import LengthCheck
+from sweep.selection import check_length as verdict
 from sweep.shipping import ship_models
 
 _logger = logging.getLogger(__name__)
@@ -63,26 +66,30 @@ def _plan(prep: Any, trial: Any) -> tuple[float | None, int]:
 def _check_factor(prep: Any, splits: dict[int, tuple[int, Any]] | None) -> float:
     """The length check's cost in refit epochs per epoch of length (:func:`sweep.budget.check_cost`):
     ``splits`` (the re-training's, by run index) or, before they exist, k folds of the training part."""
-    n_all, k = len(prep.data.y_train), prep.cfg.retrain_seeds
-    largest = max((len(split.y_train) for _, split in splits.values()), default=0) if splits else n_all * (k - 1) // max(k, 1)
-    return check_cost(len(splits) if splits else k, workers=prep.cfg.workers, fraction=(largest or n_all) / max(n_all, 1))
+    n_all = len(prep.data.y_train)
+    if splits:
+        folds, largest = len(splits), max(len(split.y_train) for _, split in splits.values())
+    else:
+        folds = prep.cfg.retrain_seeds
+        largest = n_all * (folds - 1) // folds if folds > 1 else n_all  # one run: its own resampled split
+    return check_cost(folds, workers=prep.cfg.workers, fraction=largest / max(n_all, 1))
 
 
 def seconds_needed(prep: Any, trials: list[Any], *, check: bool = False) -> float:
     """Time to keep for the refit of whichever of ``trials`` (the re-trained top k) ships: its setup
     and 1.5x the fewest epochs worth it, for the slowest of them; with ``check`` (``--ship auto``) its
-    length check's runs as well."""
+    length check's runs as well (each fold trained that long and as long as the trial's model)."""
     factor = _check_factor(prep, None) if check else 0.0
     need = 0.0
     for trial in trials:
         per_epoch, at_least = _plan(prep, trial)
         if per_epoch is not None:
-            need = max(need, REFIT_SETUP_SECONDS * (2 if check else 1) + 1.5 * at_least * per_epoch * (1 + factor))
+            need = max(need, REFIT_SETUP_SECONDS * (2 if check else 1) + 1.5 * at_least * per_epoch * (1 + 2 * factor))
     return need
 
 
 @dataclass(frozen=True)
-class _LongJob:
+class _CheckJob:
     """One length-check run: the chosen configuration for ``epochs`` epochs on fold (or split) ``index``."""
 
     index: int
@@ -92,56 +99,54 @@ class _LongJob:
     expected: float  # seconds
 
 
-def _train_long(prep: Any, splits: dict[int, Any], job: _LongJob, *, stop_at: float | None) -> tuple[int, Any]:
+def _train_check(prep: Any, splits: dict[int, Any], job: _CheckJob, *, stop_at: float | None) -> tuple[_CheckJob, Any]:
     """Train one length-check run (here or in a process of its own) and score it on its held-out fold."""
     from objectives.search_space import LstmParams
 
     run, _ = make_objective(prep, split=splits[job.index]).refit(LstmParams(**job.params), seed=job.seed,
                                                                  epochs=job.epochs, stop_at=stop_at)
-    return job.index, run
+    return job, run
 
 
 def check_length(opened: OpenSweep, chosen: Any, *, epochs: int, splits: dict[int, tuple[int, Any]],
-                 retrained: list[Any], stop_at: float | None) -> Any:
-    """``--ship auto``: train ``chosen``'s configuration for ``epochs`` epochs without early stopping on
-    each of the re-training's folds (``splits``), and compare with its early-stopped runs there
-    (``retrained``); stored on the study as ``length_check``. Returns the
-    :class:`sweep.selection.LengthCheck`."""
-    from sweep.selection import check_length as verdict
-
+                 stop_at: float | None) -> LengthCheck:
+    """``--ship auto``: train ``chosen``'s configuration on each of the re-training's folds (``splits``)
+    the refit's way for ``epochs`` epochs and for as many as its own model kept, score both on the
+    held-out fold, and compare (:func:`sweep.selection.check_length`); stored on the study as
+    ``length_check``, with the runs."""
     cfg, prep = opened.prep.cfg, opened.prep
-    per_epoch, _ = _plan(prep, chosen)
+    per_epoch, short = _plan(prep, chosen)
     n_all = len(prep.data.y_train)
-    jobs = [_LongJob(index=i, params=dict(chosen.params), seed=cfg.seed + CHECK_SEED_OFFSET + 1000 * i + chosen.number,
-                     epochs=epochs, expected=(per_epoch or 0.0) * epochs * len(split.y_train) / max(n_all, 1))
-            for i, (_, split) in sorted(splits.items())]
+    jobs = [_CheckJob(index=i, params=dict(chosen.params), epochs=length,
+                      seed=cfg.seed + CHECK_SEED_OFFSET + 1000 * i + chosen.number + (500 if length == short else 0),
+                      expected=(per_epoch or 0.0) * length * len(split.y_train) / max(n_all, 1))
+            for length in (epochs, short) if epochs > short for i, (_, split) in sorted(splits.items())]
 
-    def fits(job: _LongJob) -> bool:
+    def fits(job: _CheckJob) -> bool:
         return stop_at is None or stop_at - time.time() >= max(1.0, job.expected)
 
-    folded = any(r.fold is not None for e in retrained for r in e.runs)  # else runs pair by their order
-    _logger.info("testing the refit's length: trial %d's configuration for %d epochs on each of %d folds",
-                 chosen.number, epochs, len(jobs))
-    train = functools.partial(_train_long, prep, {i: split for i, (_, split) in splits.items()}, stop_at=stop_at)
+    if jobs:
+        _logger.info("testing the refit's length: trial %d's configuration for %d and for %d epochs on each of %d "
+                     "folds", chosen.number, epochs, short, len(splits))
+    train = functools.partial(_train_check, prep, {i: split for i, (_, split) in splits.items()}, stop_at=stop_at)
     done, _ = run_jobs(cfg, jobs, train, fits=fits)
-    runs = [{"fold": i if folded else None, "val_balanced_accuracy": run.val_balanced_accuracy,
-             "stopped_for_deadline": run.stopped_for_deadline, "epochs": run.epochs, "seed": run.seed,
-             "test_balanced_accuracy": run.test_balanced_accuracy, "seconds": run.seconds}
-            for i, run in sorted(done, key=lambda d: d[0])]
-    early = next((e.to_dict() for e in retrained if e.trial == chosen.number), None)
-    result = verdict(early, runs, trial=chosen.number, epochs=epochs)
+    runs = [{"fold": job.index, "epochs": run.epochs, "planned_epochs": run.planned_epochs,
+             "val_balanced_accuracy": run.val_balanced_accuracy, "stopped_for_deadline": run.stopped_for_deadline,
+             "seed": run.seed, "test_balanced_accuracy": run.test_balanced_accuracy, "seconds": run.seconds}
+            for job, run in sorted(done, key=lambda d: (-d[0].epochs, d[0].index))]
+    result = verdict([r for r in runs if r["planned_epochs"] == short], [r for r in runs if r["planned_epochs"] == epochs],
+                     trial=chosen.number, epochs=epochs, short_epochs=short)
     opened.study.set_user_attr("length_check", {**result.to_dict(), "runs": runs})
     _logger.info("%s", result.reason)
     return result
 
 
-def refit_champion(opened: OpenSweep, *, check: tuple[dict[int, tuple[int, Any]], list[Any]] | None = None
-                   ) -> dict[str, Any] | None:
+def refit_champion(opened: OpenSweep, *, check: dict[int, tuple[int, Any]] | None = None) -> dict[str, Any] | None:
     """Refit the configuration that ships on the whole training part and ship it (see the module);
     stored on the study as ``shipped``. Returns that record, or None when the trial's own model ships.
 
-    ``check`` (``--ship auto``): the re-training's splits by run index and its entries; the refit's
-    length is tested on those folds first (:func:`check_length`)."""
+    ``check`` (``--ship auto``): the re-training's splits by run index; the refit's length is tested
+    on them first (:func:`check_length`), unless it is no longer than the trial's own model's."""
     cfg, prep, study, deadline = opened.prep.cfg, opened.prep, opened.study, opened.deadline
     chosen, _ = ranking.champion_trial(study)
     if chosen is None or record_of(chosen).collapsed:
@@ -149,7 +154,9 @@ def refit_champion(opened: OpenSweep, *, check: tuple[dict[int, tuple[int, Any]]
     number, n_all = chosen.number, len(prep.data.y_train)
     per_epoch, at_least = _plan(prep, chosen)
     left = deadline.retrain_left() if deadline is not None else None
-    factor = _check_factor(prep, check[0]) if check is not None else 0.0
+    factor = _check_factor(prep, check) if check is not None else 0.0
+    if left is not None and per_epoch is not None:
+        left -= factor * at_least * per_epoch  # the check's short runs
     epochs = refit_epochs(cfg.train.epochs, seconds_per_epoch=per_epoch, seconds_left=left, at_least=at_least,
                           check=factor)
     if epochs is None:
@@ -160,7 +167,7 @@ def refit_champion(opened: OpenSweep, *, check: tuple[dict[int, tuple[int, Any]]
         # The check's runs leave the refit its estimated time.
         stop_at = (deadline.retrain_ends_at - REFIT_SETUP_SECONDS - epochs * (per_epoch or 0.0)
                    if deadline is not None else None)
-        if not check_length(opened, chosen, epochs=epochs, splits=check[0], retrained=check[1], stop_at=stop_at).refit:
+        if not check_length(opened, chosen, epochs=epochs, splits=check, stop_at=stop_at).refit:
             return None
     from objectives import model as lstm
     from objectives.search_space import LstmParams

@@ -98,7 +98,7 @@ def retrain_top(
         from sweep.refit import refit_champion
 
         # --ship auto: the refit ships only if training that long beats early stopping on the same folds.
-        refit_champion(opened, check=(run_splits(opened, folds), results) if cfg.ship == "auto" else None)
+        refit_champion(opened, check=run_splits(opened, folds) if cfg.ship == "auto" else None)
     if on_retrain is not None:
         for entry in results:
             on_retrain(entry)

@@ -10,14 +10,13 @@ import types
 import optuna
 import pytest
 
-from objectives.records import RefitRun, RetrainRun, TrialResult
+from objectives.records import RefitRun, TrialResult
 from objectives.search_space import LstmParams, SearchSpace
 from sweep import refit, retrain
 from sweep.budget import Deadline
 from sweep.config import resolve_config
 from sweep.data import load_dataset, split_folds, whole_training
 from sweep.prepared import prepare
-from sweep.records import RetrainEntry
 
 pytestmark = pytest.mark.slow  # imports TensorFlow
 
@@ -118,35 +117,53 @@ class _Saved:
 
 
 @pytest.mark.parametrize("long_val, ships", [(0.85, True), (0.75, False)])
-def test_ship_auto_refits_only_when_training_that_long_beats_early_stopping_on_the_folds(
+def test_ship_auto_refits_only_when_training_that_long_beats_the_trial_s_own_length_on_the_folds(
         tiny_signal, monkeypatch, long_val, ships):
-    """--ship auto: the chosen configuration trains the refit's length on each of the re-training's 3
-    folds (its held-out fold scored), and the refit on all 80 sequences follows only if those runs
-    score at least the re-training's early-stopped 0.80 on the same folds; the verdict is stored."""
+    """--ship auto: the chosen configuration trains the refit's way on each of the re-training's 3 folds
+    for the refit's length (the cap, 4) and for its own model's (its best epoch, 2), each scored on its
+    held-out fold; the refit on all 80 sequences follows only if the 4-epoch runs score at least the
+    2-epoch runs' 0.80 there. The verdict and the runs are stored on the study."""
     from objectives.objective import Objective
 
     opened = _opened(tiny_signal)
     splits = retrain.run_splits(opened, split_folds(opened.prep.data, k=3, seed=retrain.split_seed(0, 0)))
-    early = RetrainEntry(rank=1, trial=0, params=PARAMS.to_dict(), search_value=0.9, search_val_balanced_accuracy=0.9,
-                         runs=[RetrainRun(seed=1, epochs=3, stopped_for_collapse=False, stopped_for_deadline=False,
-                                          val_score=0.8, val_balanced_accuracy=0.8, near_collapse=False,
-                                          test_balanced_accuracy=None, fold=i) for i in range(3)])
     calls = []
 
     def fake(self, params, seed, *, epochs, stop_at=None):
         held_out = len(self.split.y_val) > 0
         calls.append((held_out, len(self.split.y_train), epochs))
+        val = (long_val if epochs == 4 else 0.8) if held_out else None
         return RefitRun(seed=seed, epochs=epochs, planned_epochs=epochs, train_balanced_accuracy=0.9, near_collapse=False,
-                        test_balanced_accuracy=0.9, seconds=1.0, val_balanced_accuracy=long_val if held_out else None), _Saved()
+                        test_balanced_accuracy=0.9, seconds=1.0, val_balanced_accuracy=val), _Saved()
 
     monkeypatch.setattr(Objective, "refit", fake)
     monkeypatch.setattr(refit, "ship_models", lambda *a, **k: {"model_uri": "models:/refit"})
-    shipped = refit.refit_champion(opened, check=(splits, [early]))
+    shipped = refit.refit_champion(opened, check=splits)
 
-    assert [c for c in calls if c[0]] == [(True, len(split.y_train), 4) for _, split in splits.values()]
+    assert [c for c in calls if c[0]] == [(True, len(split.y_train), n) for n in (4, 2) for _, split in splits.values()]
     assert [c for c in calls if not c[0]] == ([(False, 80, 4)] if ships else [])  # the refit: all 80, the cap
     check = opened.study.user_attrs["length_check"]
-    assert (check["refit"], check["epochs"], check["folds"]) == (ships, 4, 3)
+    assert (check["refit"], check["epochs"], check["short_epochs"], check["folds"]) == (ships, 4, 2, 3)
     assert check["lead"] == pytest.approx(long_val - 0.8)
-    assert [r["fold"] for r in check["runs"]] == [0, 1, 2] and all(r["epochs"] == 4 for r in check["runs"])
+    assert [(r["fold"], r["epochs"]) for r in check["runs"]] == [(i, n) for n in (4, 2) for i in range(3)]
     assert (shipped is not None) is ships and bool(opened.study.user_attrs.get("shipped")) is ships
+
+
+def test_ship_auto_refits_without_a_test_when_the_trial_kept_every_epoch_of_the_cap(tiny_signal, monkeypatch):
+    from objectives.objective import Objective
+
+    opened = _opened(tiny_signal, best_epoch=4)
+    calls = []
+
+    def fake(self, params, seed, *, epochs, stop_at=None):
+        calls.append(len(self.split.y_val))
+        return RefitRun(seed=seed, epochs=epochs, planned_epochs=epochs, train_balanced_accuracy=0.9, near_collapse=False,
+                        test_balanced_accuracy=0.9, seconds=1.0), _Saved()
+
+    monkeypatch.setattr(Objective, "refit", fake)
+    monkeypatch.setattr(refit, "ship_models", lambda *a, **k: {"model_uri": "models:/refit"})
+    splits = retrain.run_splits(opened, split_folds(opened.prep.data, k=3, seed=retrain.split_seed(0, 0)))
+    assert refit.refit_champion(opened, check=splits) is not None
+    assert calls == [0]  # the refit alone, nothing held out
+    check = opened.study.user_attrs["length_check"]
+    assert check["refit"] and check["runs"] == [] and "(nothing to test)" in check["reason"]

@@ -191,28 +191,36 @@ def _runs(*scores: float | None, stopped: tuple[int, ...] = ()) -> list[dict]:
     return [{"fold": i, "val_balanced_accuracy": s, "stopped_for_deadline": i in stopped} for i, s in enumerate(scores)]
 
 
-@pytest.mark.parametrize("early, long, refit, lead, folds", [
+@pytest.mark.parametrize("short, long, refit, lead, folds", [
     ((0.80, 0.85, 0.90), (0.85, 0.90, 0.88), True, 0.0267, 3),  # ECG200-like: long training wins on the mean
-    ((0.85, 0.85, 0.90), (0.80, 0.80, 0.95), False, -0.0167, 3),  # noisy data: early stopping holds up better
+    ((0.85, 0.85, 0.90), (0.80, 0.80, 0.95), False, -0.0167, 3),  # noisy data: the short length holds up better
     ((0.80, 0.90), (0.80, 0.90), True, 0.0, 2),  # a tie: the refit, which also trains on more data
     ((0.80, 0.90, 0.70), (0.99, 0.60, None), False, -0.055, 2),  # only the folds both have count
 ])
-def test_the_refit_ships_when_its_length_scores_at_least_as_well_as_early_stopping_on_the_same_folds(
-        early, long, refit, lead, folds):
-    verdict = check_length({"trial": 4, "runs": _runs(*early)}, _runs(*long), trial=4, epochs=100)
+def test_the_refit_ships_when_its_length_scores_at_least_as_well_as_its_own_model_s_length_on_the_same_folds(
+        short, long, refit, lead, folds):
+    verdict = check_length(_runs(*short), _runs(*long), trial=4, epochs=100, short_epochs=24)
     assert (verdict.refit, verdict.folds) == (refit, folds)
     assert verdict.lead == pytest.approx(lead, abs=1e-4)
     assert verdict.reason.startswith("trial 4 ships refit on the whole training part" if refit
                                      else "trial 4's own model ships")
-    assert f"trained 100 epochs without early stopping it scores {lead:+.4f}" in verdict.reason
-    assert verdict.to_dict()["refit"] is refit
+    assert (f"trained 100 epochs it scores {lead:+.4f} val balanced accuracy against 24 epochs (its own model's "
+            f"length) on the same {folds} folds") in verdict.reason
+    assert verdict.to_dict()["refit"] is refit and verdict.to_dict()["short_epochs"] == 24
 
 
 def test_without_two_comparable_folds_the_trials_own_model_ships():
-    """A long run the budget's clock stopped is no evidence, nor a fold with no early-stopped run."""
-    stopped = check_length({"runs": _runs(0.5, 0.5, 0.5)}, _runs(0.9, 0.9, 0.9, stopped=(0, 1)), trial=2, epochs=60)
-    missing = check_length(None, _runs(0.9, 0.9), trial=2, epochs=60)
+    """A run the budget's clock stopped is no evidence, nor a fold with only one of the two lengths."""
+    stopped = check_length(_runs(0.5, 0.5, 0.5), _runs(0.9, 0.9, 0.9, stopped=(0, 1)), trial=2, epochs=60, short_epochs=9)
+    missing = check_length([], _runs(0.9, 0.9), trial=2, epochs=60, short_epochs=9)
     for verdict in (stopped, missing):
         assert not verdict.refit and verdict.lead is None
-        assert "fewer than 2 folds have both an early-stopped run and a 60-epoch one" in verdict.reason
+        assert "fewer than 2 folds have both a 9-epoch and a 60-epoch run" in verdict.reason
     assert stopped.folds == 1 and missing.folds == 0
+
+
+def test_a_refit_no_longer_than_the_trial_s_own_model_needs_no_test():
+    verdict = check_length([], [], trial=3, epochs=40, short_epochs=40)
+    assert verdict.refit and verdict.lead is None and verdict.folds == 0
+    assert verdict.reason == ("trial 3 ships refit on the whole training part: its own model kept 40 epochs, "
+                              "so the refit's 40 are no longer (nothing to test)")
