@@ -471,9 +471,9 @@ def test_the_top_k_are_retrained_with_new_seeds_once(tmp_path, tiny_signal):
 
 def test_ship_auto_tests_the_refit_s_length_on_the_folds_and_ships_what_won(tmp_path, tiny_signal):
     """--ship auto: after the re-training the chosen configuration trains the refit's way on each of
-    the same folds, for the epoch cap and for the epochs its own model kept; the refit ships if the
-    long runs scored at least as well, its own model otherwise, and the summary and `sweep best` say
-    which and why."""
+    the same folds, for the epoch cap and for the epochs its own model kept; the refit ships unless the
+    long runs fell behind by more than the noise, its own model then, and the summary and `sweep best`
+    say which and why."""
     args = ["run", str(tiny_signal), "--study", "au", "--n-trials", "2", "--retrain-top", "2", "--retrain-seeds", "2",
             "--pruner", "none", "--ship", "auto", *TINY, "--epochs", "4", *TINY_MODELS, *_stores(tmp_path)]
     result = run_sweep_cli(*args, cwd=tmp_path)
@@ -487,7 +487,7 @@ def test_ship_auto_tests_the_refit_s_length_on_the_folds_and_ships_what_won(tmp_
             (f, n) for f in (0, 1) for n in (4, check["short_epochs"]))
         by = {n: [r["val_balanced_accuracy"] for r in check["runs"] if r["epochs"] == n] for n in (4, check["short_epochs"])}
         lead = (sum(by[4]) - sum(by[check["short_epochs"]])) / 2
-        assert check["lead"] == pytest.approx(lead) and check["refit"] is (lead >= 0) and check["folds"] == 2
+        assert check["lead"] == pytest.approx(lead) and check["refit"] is (lead >= -check["margin"]) and check["folds"] == 2
     else:  # it kept every epoch: the refit is no longer, nothing to test
         assert check["runs"] == [] and check["refit"]
     text = " ".join(result.stdout.split())

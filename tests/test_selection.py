@@ -191,21 +191,25 @@ def _runs(*scores: float | None, stopped: tuple[int, ...] = ()) -> list[dict]:
     return [{"fold": i, "val_balanced_accuracy": s, "stopped_for_deadline": i in stopped} for i, s in enumerate(scores)]
 
 
-@pytest.mark.parametrize("short, long, refit, lead, folds", [
-    ((0.80, 0.85, 0.90), (0.85, 0.90, 0.88), True, 0.0267, 3),  # ECG200-like: long training wins on the mean
-    ((0.85, 0.85, 0.90), (0.80, 0.80, 0.95), False, -0.0167, 3),  # noisy data: the short length holds up better
-    ((0.80, 0.90), (0.80, 0.90), True, 0.0, 2),  # a tie: the refit, which also trains on more data
-    ((0.80, 0.90, 0.70), (0.99, 0.60, None), False, -0.055, 2),  # only the folds both have count
+@pytest.mark.parametrize("short, long, refit, lead, margin, noise", [
+    ((0.80, 0.85, 0.90), (0.85, 0.90, 0.88), True, 0.0267, 0.0233, ""),  # long training wins on the mean
+    ((0.80, 0.90), (0.80, 0.90), True, 0.0, 0.02, ""),  # a tie: the refit, which also trains on more data
+    # ECG200 at --budget 10m (cbf3924): short ahead by one 33-sequence fold's step, inside the noise
+    ((0.891, 0.785, 0.907), (0.796, 0.785, 0.928), True, -0.0247, 0.0357, ", within the difference's noise (0.0357)"),
+    # the demo set: long training learns the noise, behind on every fold
+    ((0.90, 0.88, 0.91), (0.82, 0.80, 0.84), False, -0.0767, 0.02, ", more than the difference's noise (0.0200)"),
+    ((0.80, 0.90, 0.70), (0.60, 0.70, None), False, -0.2, 0.02, ", more than the difference's noise (0.0200)"),  # shared folds only
 ])
-def test_the_refit_ships_when_its_length_scores_at_least_as_well_as_its_own_model_s_length_on_the_same_folds(
-        short, long, refit, lead, folds):
-    verdict = check_length(_runs(*short), _runs(*long), trial=4, epochs=100, short_epochs=24)
+def test_the_refit_ships_unless_its_length_falls_behind_its_own_model_s_length_by_more_than_the_noise(
+        short, long, refit, lead, margin, noise):
+    verdict = check_length(_runs(*short), _runs(*long), trial=4, epochs=100, short_epochs=24, step=0.02)
+    folds = sum(1 for s, lg in zip(short, long) if s is not None and lg is not None)
     assert (verdict.refit, verdict.folds) == (refit, folds)
-    assert verdict.lead == pytest.approx(lead, abs=1e-4)
+    assert verdict.lead == pytest.approx(lead, abs=1e-4) and verdict.margin == pytest.approx(margin, abs=1e-4)
     assert verdict.reason.startswith("trial 4 ships refit on the whole training part" if refit
                                      else "trial 4's own model ships")
-    assert (f"trained 100 epochs it scores {lead:+.4f} val balanced accuracy against 24 epochs (its own model's "
-            f"length) on the same {folds} folds") in verdict.reason
+    assert verdict.reason.endswith(f"trained 100 epochs it scores {lead:+.4f} val balanced accuracy against 24 epochs "
+                                   f"(its own model's length) on the same {folds} folds{noise}")
     assert verdict.to_dict()["refit"] is refit and verdict.to_dict()["short_epochs"] == 24
 
 
