@@ -109,17 +109,17 @@ def test_refit_epochs_fill_the_time_left_up_to_the_cap():
 
 
 def test_with_a_length_check_the_refit_is_as_long_as_both_fit():
-    """--ship auto: 3 folds on 2 workers, each fold on 2/3 of the sequences, cost 2 x 2/3 refit epochs
-    per epoch of length, and a second setup."""
+    """--ship auto: 3 folds on 2 workers, each fold on 2/3 of the sequences, cost 3 x 2/3 / 2 = 1 refit
+    epoch per epoch of length, and a second setup."""
     setup = budget.REFIT_SETUP_SECONDS
     factor = budget.check_cost(3, workers=2, fraction=2 / 3)
-    assert factor == pytest.approx(4 / 3)
+    assert factor == pytest.approx(1.0)
     assert budget.check_cost(3, workers=1, fraction=2 / 3) == pytest.approx(2)  # one at a time
     assert budget.check_cost(3, workers=8, fraction=2 / 3) == pytest.approx(2 / 3)  # all at once
     assert budget.check_cost(0, workers=2, fraction=0.5) == 0
-    # 2 s an epoch: 140 s after two setups hold 30 epochs of check (40 s) and refit (60 s)
-    assert budget.refit_epochs(100, seconds_per_epoch=2.0, seconds_left=2 * setup + 140, at_least=10, check=factor) == 30
-    assert budget.refit_epochs(100, seconds_per_epoch=2.0, seconds_left=2 * setup + 45, at_least=10, check=factor) is None
+    # 2 s an epoch: 140 s after two setups hold 35 epochs of check (70 s) and refit (70 s)
+    assert budget.refit_epochs(100, seconds_per_epoch=2.0, seconds_left=2 * setup + 140, at_least=10, check=factor) == 35
+    assert budget.refit_epochs(100, seconds_per_epoch=2.0, seconds_left=2 * setup + 35, at_least=10, check=factor) is None
     assert budget.refit_epochs(100, seconds_per_epoch=2.0, seconds_left=None, at_least=10, check=factor) == 100
 
 
