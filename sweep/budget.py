@@ -55,6 +55,9 @@ BUDGET_EPOCHS = 100
 BUDGET_PATIENCE = 10
 BUDGET_WARMUP_FRACTION = 0.0  # the halving rungs decide who trains on; see hyperband_settings
 BUDGET_PRUNER = "hyperband"
+# What ships: the chosen configuration's refit at the cap's length where that length beats early
+# stopping on the re-training's folds, its trial's own model otherwise (sweep.refit, BENCHMARKS.md).
+BUDGET_SHIP = "auto"
 # n_trials when only a budget is given: the time ends the search long before this many trials.
 BUDGET_MAX_TRIALS = 10_000
 REDUCTION_FACTOR = 3  # successive halving keeps the best third at each rung (Optuna's default)

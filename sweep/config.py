@@ -169,6 +169,8 @@ def resolve_config(*, config_file: str | Path | None = None, flags: Mapping[str,
         train.setdefault("epochs", budgets.BUDGET_EPOCHS)
         train.setdefault("patience", budgets.BUDGET_PATIENCE)
         train.setdefault("warmup_fraction", budgets.BUDGET_WARMUP_FRACTION)
+        if run.get("retrain_top") != 0 and run.get("log_models") != "none":  # what auto needs (else: trial)
+            run.setdefault("ship", budgets.BUDGET_SHIP)
     settings = TrainSettings(**train)
     cfg = SweepConfig(train=settings, space=space, **run)
     _validate(cfg, where)

@@ -282,12 +282,18 @@ def test_a_budget_sets_its_own_defaults_and_flags_still_win(tmp_path):
     assert cfg.budget == 600
     assert (cfg.train.epochs, cfg.train.patience, cfg.train.warmup_fraction, cfg.pruner) == (100, 10, 0.0, "hyperband")
     assert cfg.n_trials == 10_000  # the time ends the search
+    assert cfg.ship == "auto"  # the refit where its length wins on the folds
+    assert resolve_config(flags={"budget": "10m", "ship": "trial"}).ship == "trial"
+    # without what auto needs (the re-training, a logged model) the trial's own model ships, no error
+    assert resolve_config(flags={"budget": "10m", "retrain_top": 0}).ship == "trial"
+    assert resolve_config(flags={"budget": "10m", "log_models": "none"}).ship == "trial"
     cfg = resolve_config(config_file=_toml(tmp_path, "[run]\nbudget = '90s'\nn_trials = 7\n[train]\nepochs = 40\n"),
                          flags={"pruner": "median"})
     assert (cfg.budget, cfg.n_trials, cfg.train.epochs, cfg.pruner) == (90, 7, 40, "median")
     assert resolve_config(config_file=_toml(tmp_path, "[run]\nbudget = 120\n")).budget == 120
     # no budget: today's defaults, and the budget is not part of what makes trials comparable
     assert resolve_config().budget is None and resolve_config().train.epochs == 15
+    assert resolve_config().ship == "trial"
     assert "budget" not in str(resolve_config(flags={"budget": "1h"}).identity())
 
 
