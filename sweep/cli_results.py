@@ -92,6 +92,8 @@ def best(study: str = typer.Argument(..., help="Study name."), storage: str = St
     out.print(f"[bold]study {_e(study)}: best trial {top.number}[/]  score {_fmt(top.value)}")
     if (top.selection or {}).get("reason"):
         out.print(f"  [dim]{_e(top.selection['reason'])}[/]")
+    if (top.length_check or {}).get("reason"):  # --ship auto: why the refit ships, or why not
+        out.print(f"  [dim]{_e(top.length_check['reason'])}[/]")
     if top.shipped:
         from sweep.display import shipped_line, shipped_scores
 

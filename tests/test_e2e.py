@@ -495,6 +495,8 @@ def test_ship_auto_tests_the_refit_s_length_on_the_folds_and_ships_what_won(tmp_
     assert " ".join(check["reason"].split()) in text
     best = json.loads(run_sweep_cli("best", "au", "--json", *_stores(tmp_path)[:2], cwd=tmp_path).stdout)
     assert best["length_check"] == check and best["shipped"] == shipped
+    shown = run_sweep_cli("best", "au", *_stores(tmp_path)[:2], cwd=tmp_path, env=clean_env(COLUMNS="300"))
+    assert " ".join(check["reason"].split()) in " ".join(shown.stdout.split())
 
 
 def test_ship_refit_ships_a_refit_of_the_chosen_configuration(tmp_path, tiny_signal):
