@@ -82,6 +82,7 @@ def retrain_top(
         _select(opened, entries)
         return entries
 
+    splits = run_splits(opened, folds)  # the runs' folds (or resampled splits), shared with --ship auto's check
     if on_retrain is not None:
         on_retrain(None)  # starting
     for attr in ("shipped", "length_check"):  # an earlier re-training's refit or ensemble; this one chooses again
@@ -89,7 +90,7 @@ def retrain_top(
             study.set_user_attr(attr, None)
     with tempfile.TemporaryDirectory(prefix="sweep-folds-") as keep:
         folder = Path(keep) if folds is not None and cfg.ship == "ensemble" else None
-        results, fold_models = _retrain(opened, top, folds, folder)
+        results, fold_models = _retrain(opened, top, splits, folder, folded=folds is not None)
         study.set_user_attr("retrained", {"key": key, "results": [e.to_dict() for e in results]})
         _select(opened, results)
         if folder is not None:
@@ -97,8 +98,9 @@ def retrain_top(
     if cfg.ship in ("refit", "auto"):
         from sweep.refit import refit_champion
 
-        # --ship auto: the refit ships only if training that long beats early stopping on the same folds.
-        refit_champion(opened, check=run_splits(opened, folds) if cfg.ship == "auto" else None)
+        # --ship auto: the refit ships unless, on the same folds, training that long falls behind the trial's
+        # own length by more than the noise.
+        refit_champion(opened, check=splits if cfg.ship == "auto" else None)
     if on_retrain is not None:
         for entry in results:
             on_retrain(entry)
@@ -141,8 +143,8 @@ def run_splits(opened: OpenSweep, folds: list[Any] | None) -> dict[int, tuple[in
     return splits
 
 
-def _retrain(opened: OpenSweep, top: list[Any], folds: list[Any] | None,
-             folder: Path | None) -> tuple[list[RetrainEntry], dict[int, list[_Member]]]:
+def _retrain(opened: OpenSweep, top: list[Any], splits: dict[int, tuple[int, Any]], folder: Path | None, *,
+             folded: bool) -> tuple[list[RetrainEntry], dict[int, list[_Member]]]:
     """Train every top configuration on every fold (or resampled split), as time allows; with a
     ``folder``, keep each fold model that can join an ensemble (:func:`_keepable`).
 
@@ -151,7 +153,6 @@ def _retrain(opened: OpenSweep, top: list[Any], folds: list[Any] | None,
     more runs each, so when time runs short the top ones are complete and the last ones are skipped.
     With ``--workers`` W > 1 the runs train W at a time (:func:`sweep.jobs.run_jobs`)."""
     cfg, prep, deadline = opened.prep.cfg, opened.prep, opened.deadline
-    splits = run_splits(opened, folds)
     jobs = []
     for trial in top:
         record = record_of(trial).result
@@ -172,7 +173,7 @@ def _retrain(opened: OpenSweep, top: list[Any], folds: list[Any] | None,
         return stop_at is None or stop_at - time.time() >= max(1.0, job.expected)
 
     train = functools.partial(_train_job, prep, {i: split for i, (_, split) in splits.items()}, stop_at=stop_at,
-                              folder=folder, folded=folds is not None)
+                              folder=folder, folded=folded)
     done, skipped = run_jobs(cfg, jobs, train, fits=fits)
     if skipped:
         _logger.warning("time budget: %d of %d re-training runs did not fit and were skipped", skipped, len(jobs))

@@ -49,7 +49,7 @@ def test_with_two_workers_every_run_trains_once_in_a_process_of_its_own_and_keep
     top = [_trial(4, 8), _trial(1, 12)]
     opened = types.SimpleNamespace(prep=prep, deadline=None)
 
-    results, members = retrain._retrain(opened, top, folds, tmp_path)
+    results, members = retrain._retrain(opened, top, retrain.run_splits(opened, folds), tmp_path, folded=True)
 
     assert [e.trial for e in results] == [4, 1]
     for entry in results:
