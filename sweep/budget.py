@@ -55,8 +55,8 @@ BUDGET_EPOCHS = 100
 BUDGET_PATIENCE = 10
 BUDGET_WARMUP_FRACTION = 0.0  # the halving rungs decide who trains on; see hyperband_settings
 BUDGET_PRUNER = "hyperband"
-# What ships: the chosen configuration's refit at the cap's length where that length beats early
-# stopping on the re-training's folds, its trial's own model otherwise (sweep.refit, BENCHMARKS.md).
+# What ships: the chosen configuration's refit, unless on the re-training's folds the refit's length
+# falls behind the trial's own length by more than the noise; its trial's own model then (sweep.refit).
 BUDGET_SHIP = "auto"
 # n_trials when only a budget is given: the time ends the search long before this many trials.
 BUDGET_MAX_TRIALS = 10_000

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.budget import Deadline
+from sweep.config import REFIT_SHIPS
 from sweep.errors import StudyError
 from sweep.prepared import OpenSweep
 
@@ -38,7 +39,7 @@ def set_deadline(opened: OpenSweep, *, now: float) -> Deadline:
     """Start the budget's clock at ``now`` and store the deadline on the study."""
     cfg = opened.prep.cfg
     assert cfg.budget is not None
-    opened.deadline = Deadline.start(cfg.budget, retrain_top=cfg.retrain_top, refit=cfg.ship in ("refit", "auto"), now=now)
+    opened.deadline = Deadline.start(cfg.budget, retrain_top=cfg.retrain_top, refit=cfg.ship in REFIT_SHIPS, now=now)
     opened.study.set_user_attr("deadline", opened.deadline.to_dict())
     return opened.deadline
 

@@ -28,6 +28,7 @@ DEFAULT_STORAGE = "sqlite:///sweep.db"
 # Seeds feed numpy/scikit-learn (< 2**32) after offsets (trial number, re-training, worker pid).
 MAX_SEED = 2**31 - 1
 SHIP = ("auto", "ensemble", "refit", "trial")
+REFIT_SHIPS = ("auto", "refit")  # the ship modes that may refit the chosen configuration (sweep.refit)
 LOG_MODELS = ("best", "all", "none")
 PRUNERS = ("median", "hyperband", "none")
 
@@ -71,8 +72,8 @@ class SweepConfig:
     retrain_seeds: int = 3
     # What ships as the champion: "trial" (the chosen trial's own model from the search), "refit" (the
     # chosen configuration trained again on the whole training part, nothing held out, sweep.refit;
-    # needs the re-training), "auto" (that refit only where training that long without early stopping
-    # beats early stopping on the re-training's folds, the trial's own model otherwise) or "ensemble"
+    # needs the re-training), "auto" (that refit unless, on the re-training's folds, training that long
+    # falls behind the trial's own length by more than the noise; the default with a budget) or "ensemble"
     # (the chosen configuration's fold models from the re-training, their probabilities averaged;
     # sweep.ensemble). Measured in BENCHMARKS.md.
     ship: str = "trial"
@@ -210,10 +211,10 @@ def _validate(cfg: SweepConfig, where: str) -> None:
     if cfg.ship == "ensemble" and cfg.log_models == "none":
         raise ConfigError("--ship ensemble logs the champion's fold models, and --log-models none logs no model; "
                           "drop one of them")
-    if cfg.ship in ("refit", "auto") and cfg.log_models == "none":
+    if cfg.ship in REFIT_SHIPS and cfg.log_models == "none":
         raise ConfigError(f"--ship {cfg.ship} logs the champion's refit model, and --log-models none logs no model; "
                           "drop one of them")
-    if cfg.ship in ("refit", "auto") and cfg.retrain_top == 0:
+    if cfg.ship in REFIT_SHIPS and cfg.retrain_top == 0:
         raise ConfigError(f"--ship {cfg.ship} trains the configuration the re-training chooses, and --retrain-top 0 "
                           "turns the re-training off; drop one of them")
     for key in ("adjust_decision", "baseline"):

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from objectives.records import RetrainRun
 from sweep import ranking
+from sweep.config import REFIT_SHIPS
 from sweep.data import split_folds, split_stratified
 from sweep.ensemble import FoldModel, enough_members, ship_fold_ensemble
 from sweep.jobs import run_jobs
@@ -95,7 +96,7 @@ def retrain_top(
         _select(opened, results)
         if folder is not None:
             _ship(opened, fold_models, folds=cfg.retrain_seeds)
-    if cfg.ship in ("refit", "auto"):
+    if cfg.ship in REFIT_SHIPS:
         from sweep.refit import refit_champion
 
         # --ship auto: the refit ships unless, on the same folds, training that long falls behind the trial's
@@ -166,7 +167,7 @@ def _retrain(opened: OpenSweep, top: list[Any], splits: dict[int, tuple[int, Any
         from sweep.budget import runs_end_at
         from sweep.refit import seconds_needed
 
-        need = seconds_needed(prep, top, check=cfg.ship == "auto") if cfg.ship in ("refit", "auto") else 0.0
+        need = seconds_needed(prep, top, check=cfg.ship == "auto") if cfg.ship in REFIT_SHIPS else 0.0
         stop_at = runs_end_at(deadline, refit_need=need)
 
     def fits(job: _Job) -> bool:
