@@ -49,6 +49,11 @@ REFIT_SETUP_SECONDS = 10.0
 # estimated to need if more (sweep.refit.seconds_needed), but never more than this share of the
 # re-training's time: the margin rule still needs runs to choose.
 REFIT_MAX_SHARE = 0.5
+# With --ship auto the length check's fold runs of both lengths come before the refit: on a slow set
+# (Strawberry's LSTM-FCN, 1.55 s an epoch) they and a refit longer than the trial's own 24 epochs need
+# 130-190 s, more than half of a 10-minute budget's re-training time, and twice the check did not fit.
+# The re-training's runs then leave up to this share; they train the search's winner's folds first.
+CHECK_MAX_SHARE = 0.75
 # Epochs a budgeted trial may reach (successive halving gives most trials far fewer) and the
 # defaults that differ from a trial-count sweep; every one can still be set by flag or config file.
 BUDGET_EPOCHS = 100
@@ -204,13 +209,15 @@ class Deadline:
                    ends_at=float(d["ends_at"]), refit_seconds=float(d.get("refit_seconds") or 0.0))
 
 
-def runs_end_at(deadline: Deadline, *, refit_need: float = 0.0, now: float | None = None) -> float:
+def runs_end_at(deadline: Deadline, *, refit_need: float = 0.0, checked: bool = False, now: float | None = None) -> float:
     """When the re-training's runs must stop: early enough to leave the refit its share
     (``deadline.refit_seconds``) or ``refit_need`` seconds if more, at most ``REFIT_MAX_SHARE`` of
-    the re-training's time left at ``now``. Without a refit: the re-training's end."""
+    the re-training's time left at ``now`` (``CHECK_MAX_SHARE`` when the refit's length is
+    ``checked`` first: ``--ship auto``). Without a refit: the re-training's end."""
     if deadline.refit_seconds <= 0:
         return deadline.retrain_ends_at
-    keep = min(max(deadline.refit_seconds, refit_need), REFIT_MAX_SHARE * max(0.0, deadline.retrain_left(now)))
+    cap = CHECK_MAX_SHARE if checked else REFIT_MAX_SHARE
+    keep = min(max(deadline.refit_seconds, refit_need), cap * max(0.0, deadline.retrain_left(now)))
     return deadline.retrain_ends_at - keep
 
 

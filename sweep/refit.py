@@ -40,7 +40,7 @@ from sweep.errors import first_line
 from sweep.jobs import run_jobs
 from sweep.prepared import OpenSweep, make_objective
 from sweep.records import record_of
-from sweep.selection import LengthCheck
+from sweep.selection import MIN_SEEDS, LengthCheck
 from sweep.selection import check_length as verdict
 from sweep.selection import validation_step
 from sweep.shipping import ship_models
@@ -74,6 +74,28 @@ def _check_factor(prep: Any, splits: dict[int, tuple[int, Any]] | None) -> float
         folds = prep.cfg.retrain_seeds
         largest = n_all * (folds - 1) // folds if folds > 1 else n_all  # one run: its own resampled split
     return check_cost(folds, workers=prep.cfg.workers, fraction=largest / max(n_all, 1))
+
+
+def _length(prep: Any, *, per_epoch: float | None, at_least: int, left: float | None,
+            check: dict[int, tuple[int, Any]] | None) -> tuple[int | None, dict[int, tuple[int, Any]] | None]:
+    """The refit's length (:func:`sweep.budget.refit_epochs`; None: none long enough fits in ``left``
+    seconds) and the folds its length check trains on (None: no check): all of ``check``'s, or, where
+    after them no refit of ``at_least`` epochs fits, the first 2 or more with which one does (fewer
+    folds, fewer runs: Strawberry's LSTM-FCN at 1.55 s an epoch)."""
+    options: list[dict[int, tuple[int, Any]] | None] = [None]
+    if check is not None:
+        items = sorted(check.items())
+        options = [dict(items[:n]) for n in range(len(items), min(len(items), MIN_SEEDS) - 1, -1)]
+    for folds in options:
+        factor = _check_factor(prep, folds) if folds is not None else 0.0
+        room = left
+        if room is not None and per_epoch is not None:
+            room -= factor * at_least * per_epoch  # the check's short runs
+        epochs = refit_epochs(prep.cfg.train.epochs, seconds_per_epoch=per_epoch, seconds_left=room,
+                              at_least=at_least, check=factor)
+        if epochs is not None:
+            return epochs, folds
+    return None, None
 
 
 def seconds_needed(prep: Any, trials: list[Any], *, check: bool = False) -> float:
@@ -135,8 +157,9 @@ def check_length(opened: OpenSweep, chosen: Any, *, epochs: int, splits: dict[in
              "val_balanced_accuracy": run.val_balanced_accuracy, "stopped_for_deadline": run.stopped_for_deadline,
              "seed": run.seed, "test_balanced_accuracy": run.test_balanced_accuracy, "seconds": run.seconds}
             for job, run in sorted(done, key=lambda d: (-d[0].epochs, d[0].index))]
-    # One sequence's step over the whole training part: over k folds each is validated on once.
-    step = validation_step([int((prep.data.y_train == c).sum()) for c in range(prep.data.n_classes)])
+    # One sequence's step over the folds' held-out sequences together (all k folds: the whole training part).
+    step = validation_step([sum(int((split.y_val == c).sum()) for _, split in splits.values())
+                            for c in range(prep.data.n_classes)])
     result = verdict([r for r in runs if r["planned_epochs"] == short], [r for r in runs if r["planned_epochs"] == epochs],
                      trial=chosen.number, epochs=epochs, short_epochs=short, step=step)
     opened.study.set_user_attr("length_check", {**result.to_dict(), "runs": runs})
@@ -157,20 +180,19 @@ def refit_champion(opened: OpenSweep, *, check: dict[int, tuple[int, Any]] | Non
     number, n_all = chosen.number, len(prep.data.y_train)
     per_epoch, at_least = _plan(prep, chosen)
     left = deadline.retrain_left() if deadline is not None else None
-    factor = _check_factor(prep, check) if check is not None else 0.0
-    if left is not None and per_epoch is not None:
-        left -= factor * at_least * per_epoch  # the check's short runs
-    epochs = refit_epochs(cfg.train.epochs, seconds_per_epoch=per_epoch, seconds_left=left, at_least=at_least,
-                          check=factor)
+    epochs, folds = _length(prep, per_epoch=per_epoch, at_least=at_least, left=left, check=check)
     if epochs is None:
         _logger.info("trial %d ships its own model: a refit of %d epochs or more does not fit in the %.0f s left",
                      number, at_least, left or 0.0)
         return None
-    if check is not None:
+    if folds is not None:
+        if check is not None and len(folds) < len(check):
+            _logger.info("the length check trains on %d of the %d folds: with all of them a refit longer than trial "
+                         "%d's own model does not fit in the %.0f s left", len(folds), len(check), number, left or 0.0)
         # The check's runs leave the refit its estimated time.
         stop_at = (deadline.retrain_ends_at - REFIT_SETUP_SECONDS - epochs * (per_epoch or 0.0)
                    if deadline is not None else None)
-        if not check_length(opened, chosen, epochs=epochs, splits=check, stop_at=stop_at).refit:
+        if not check_length(opened, chosen, epochs=epochs, splits=folds, stop_at=stop_at).refit:
             return None
     from objectives import model as lstm
     from objectives.search_space import LstmParams

@@ -167,8 +167,9 @@ def _retrain(opened: OpenSweep, top: list[Any], splits: dict[int, tuple[int, Any
         from sweep.budget import runs_end_at
         from sweep.refit import seconds_needed
 
-        need = seconds_needed(prep, top, check=cfg.ship == "auto") if cfg.ship in REFIT_SHIPS else 0.0
-        stop_at = runs_end_at(deadline, refit_need=need)
+        checked = cfg.ship == "auto"
+        need = seconds_needed(prep, top, check=checked) if cfg.ship in REFIT_SHIPS else 0.0
+        stop_at = runs_end_at(deadline, refit_need=need, checked=checked)
 
     def fits(job: _Job) -> bool:
         return stop_at is None or stop_at - time.time() >= max(1.0, job.expected)

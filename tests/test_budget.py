@@ -86,6 +86,12 @@ def test_a_refit_gets_its_own_share_of_the_reserve():
     assert budget.runs_end_at(d, refit_need=share + 40, now=start) == pytest.approx(d.retrain_ends_at - share - 40)
     assert budget.runs_end_at(d, refit_need=10_000, now=start) == pytest.approx(
         d.retrain_ends_at - budget.REFIT_MAX_SHARE * (d.retrain_ends_at - start))
+    # --ship auto: the length check's runs come first, so the runs may leave up to CHECK_MAX_SHARE
+    assert budget.CHECK_MAX_SHARE > budget.REFIT_MAX_SHARE
+    assert budget.runs_end_at(d, refit_need=10_000, checked=True, now=start) == pytest.approx(
+        d.retrain_ends_at - budget.CHECK_MAX_SHARE * (d.retrain_ends_at - start))
+    assert budget.runs_end_at(d, refit_need=share + 40, checked=True, now=start) == pytest.approx(
+        d.retrain_ends_at - share - 40)  # below either cap: what it needs
     assert Deadline.from_dict(d.to_dict()) == d
     # without a refit, or on a deadline stored before the refit existed, the runs have it all
     plain_d = Deadline.start(600, retrain_top=3, now=0.0)
