@@ -20,6 +20,7 @@ from sweep.ensemble import FoldModel, enough_members, ship_fold_ensemble
 from sweep.jobs import run_jobs
 from sweep.prepared import OpenSweep, make_objective
 from sweep.records import RetrainEntry, model_links, record_of, stored_retraining
+from sweep.selection import MIN_SEEDS
 
 _logger = logging.getLogger(__name__)
 
@@ -171,8 +172,19 @@ def _retrain(opened: OpenSweep, top: list[Any], splits: dict[int, tuple[int, Any
         need = seconds_needed(prep, top, check=checked) if cfg.ship in REFIT_SHIPS else 0.0
         stop_at = runs_end_at(deadline, refit_need=need, checked=checked)
 
+    # The margin rule compares a challenger with the search's winner fold by fold: where the budget leaves
+    # the winner fewer than 2 runs, a challenger's runs (often shorter: they fit where the winner's did not)
+    # choose nothing, and their time goes to the refit instead.
+    winner, needed = top[0].number, min(MIN_SEEDS, len(splits))
+    started: dict[int, int] = {}
+
     def fits(job: _Job) -> bool:
-        return stop_at is None or stop_at - time.time() >= max(1.0, job.expected)
+        if stop_at is not None and stop_at - time.time() < max(1.0, job.expected):
+            return False
+        if job.trial != winner and started.get(winner, 0) < needed:
+            return False
+        started[job.trial] = started.get(job.trial, 0) + 1
+        return True
 
     train = functools.partial(_train_job, prep, {i: split for i, (_, split) in splits.items()}, stop_at=stop_at,
                               folder=folder, folded=folded)

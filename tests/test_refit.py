@@ -167,3 +167,44 @@ def test_ship_auto_refits_without_a_test_when_the_trial_kept_every_epoch_of_the_
     assert calls == [0]  # the refit alone, nothing held out
     check = opened.study.user_attrs["length_check"]
     assert check["refit"] and check["runs"] == [] and "(nothing to test)" in check["reason"]
+
+
+def test_ship_auto_refits_untested_about_as_long_as_the_trial_s_model_where_no_check_fits(tiny_signal, monkeypatch):
+    """The trial kept 2 epochs at 0.625 s an epoch on all 80 sequences; 18 s left hold no length check
+    (its fold runs of both lengths need 25 s or more, on 2 folds too) but a refit of 1.25 x 2 -> 3
+    epochs (not the cap's 4, which would fit): it ships untested, and the study says so."""
+    from objectives.objective import Objective
+
+    opened = _opened(tiny_signal, best_epoch=2)
+    splits = retrain.run_splits(opened, split_folds(opened.prep.data, k=3, seed=retrain.split_seed(0, 0)))
+    now = time.time()
+    opened.deadline = Deadline(started_at=now - 100, search_ends_at=now - 10, ends_at=now + 18 + 15)
+    calls = []
+
+    def fake(self, params, seed, *, epochs, stop_at=None):
+        calls.append((len(self.split.y_val), len(self.split.y_train), epochs))
+        return RefitRun(seed=seed, epochs=epochs, planned_epochs=epochs, train_balanced_accuracy=0.9, near_collapse=False,
+                        test_balanced_accuracy=0.9, seconds=1.0), _Saved()
+
+    monkeypatch.setattr(Objective, "refit", fake)
+    monkeypatch.setattr(refit, "ship_models", lambda *a, **k: {"model_uri": "models:/refit"})
+    assert refit.refit_champion(opened, check=splits) is not None
+    assert calls == [(0, 80, 3)]  # no fold run: the refit alone
+    check = opened.study.user_attrs["length_check"]
+    assert (check["refit"], check["epochs"], check["short_epochs"], check["folds"], check["runs"]) == (True, 3, 2, 0, [])
+    assert "untested" in check["reason"] and "do not fit in the 18 s left" in check["reason"]
+    assert opened.study.user_attrs["shipped"]["epochs"] == 3
+
+
+def test_ship_auto_leaves_the_trial_s_model_where_not_even_an_untested_refit_fits(tiny_signal, monkeypatch, caplog):
+    from objectives.objective import Objective
+
+    opened = _opened(tiny_signal, best_epoch=2)
+    splits = retrain.run_splits(opened, split_folds(opened.prep.data, k=3, seed=retrain.split_seed(0, 0)))
+    now = time.time()
+    opened.deadline = Deadline(started_at=now - 100, search_ends_at=now - 10, ends_at=now + 8 + 15)
+    monkeypatch.setattr(Objective, "refit", lambda *a, **k: pytest.fail("nothing fits, nothing may train"))
+    with caplog.at_level(logging.INFO, logger="sweep.refit"):
+        assert refit.refit_champion(opened, check=splits) is None
+    assert "trial 0 ships its own model: a refit of 2 epochs or more does not fit" in caplog.text
+    assert not opened.study.user_attrs.get("length_check")

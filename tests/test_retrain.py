@@ -25,11 +25,11 @@ def _train_job_in_a_child(*args, **kwargs):
     return retrain._train_job(*args, **kwargs)
 
 
-def _trial(number: int, units: int) -> optuna.trial.FrozenTrial:
+def _trial(number: int, units: int, *, seconds: float = 1.0) -> optuna.trial.FrozenTrial:
     params = LstmParams(units=units, layers=1, dropout=0.0, learning_rate=3e-3, batch_size=16).to_dict()
     trial = optuna.trial.create_trial(
         params=params, distributions={k: optuna.distributions.CategoricalDistribution([v]) for k, v in params.items()},
-        value=0.9, user_attrs={"result": TrialResult(train_seconds=1.0, epochs_run=2).to_attr()})
+        value=0.9, user_attrs={"result": TrialResult(train_seconds=seconds, epochs_run=2).to_attr()})
     trial.number = number
     return trial
 
@@ -61,6 +61,40 @@ def test_with_two_workers_every_run_trains_once_in_a_process_of_its_own_and_keep
         for m, fold in zip(kept, (folds[m.model.fold] for m in kept)):
             assert m.model.path.is_file() and m.val_proba.shape == (len(fold.y_val), 2)
             assert m.test_proba.shape == (len(prep.data.y_test), 2)
+
+
+@pytest.mark.parametrize("winner_seconds, trained", [(100.0, []), (10.0, [(4, 0), (4, 1), (4, 2), (1, 0), (1, 1), (1, 2)])])
+def test_a_challenger_trains_only_once_the_search_s_winner_has_runs_to_compare_with(
+        tiny_signal, monkeypatch, winner_seconds, trained):
+    """Under a budget a run starts only if its trial's search training time is left. Where the
+    winner's do not fit (100 s, 60 left), the challenger's shorter runs (1 s) would: they are skipped,
+    since the margin rule compares them with the winner's fold by fold, and their time is the refit's."""
+    import time
+
+    from objectives.records import RetrainRun
+    from sweep.budget import FINISH_SECONDS, Deadline
+
+    ran = []
+
+    def fake(prep, splits, job, *, stop_at, folder, folded):
+        ran.append((job.trial, job.index))
+        return job, RetrainRun(seed=job.seed, epochs=2, stopped_for_collapse=False, stopped_for_deadline=False,
+                               val_score=0.8, val_balanced_accuracy=0.8, near_collapse=False,
+                               test_balanced_accuracy=0.8), None
+
+    monkeypatch.setattr(retrain, "_train_job", fake)
+    cfg = resolve_config(flags={"workers": 1, "epochs": 2, "patience": 2, "retrain_seeds": 3, "threads": 1})
+    prep = prepare(cfg, tiny_signal)
+    now = time.time()
+    deadline = Deadline(started_at=now - 100, search_ends_at=now - 1, ends_at=now + 60 + FINISH_SECONDS)
+    opened = types.SimpleNamespace(prep=prep, deadline=deadline)
+    folds = split_folds(prep.data, k=3, seed=retrain.split_seed(0, 0))
+    top = [_trial(4, 8, seconds=winner_seconds), _trial(1, 12)]
+
+    results, _ = retrain._retrain(opened, top, retrain.run_splits(opened, folds), None, folded=True)
+
+    assert ran == trained
+    assert [len(e.runs) for e in results] == [3 if trained else 0] * 2
 
 
 @pytest.mark.parametrize("runs, said", [((3, 3, 3), "3 times each"), ((3, 2, 0), "0-3 times (the time budget stopped the rest)")])
