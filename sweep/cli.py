@@ -75,6 +75,7 @@ def run(
     retrain_top: Optional[int] = typer.Option(None, "--retrain-top", envvar="SWEEP_RETRAIN_TOP", show_envvar=True, help="After the search, train the K best configurations again on the training part's folds, with new seeds, and choose the champion from them (default 3; 0 = skip)."),
     retrain_seeds: Optional[int] = typer.Option(None, "--retrain-seeds", help="Folds (runs, each with a new seed) per re-trained configuration (default 3)."),
     ship: Optional[str] = typer.Option(None, "--ship", help="What becomes the champion: trial (the default without --budget: the chosen trial's own model from the search), refit (the configuration the re-training chose, trained again on the whole training part), auto (the default with --budget: that refit unless training as long falls behind the trial's own length on the re-training's folds) or ensemble (its fold models from the re-training, their probabilities averaged)."),
+    refit_seeds: Optional[int] = typer.Option(None, "--refit-seeds", help="Seeds of the refit (--ship refit or auto), their probabilities averaged into one model: the first always, the others as time allows (default 3)."),
     create_only: bool = typer.Option(False, "--create-only", help="Create (or check) the study and its MLflow run, then exit: start `sweep worker` processes anywhere."),
     allow_changes: bool = typer.Option(False, "--allow-changes", help="Resume even if data, search space or settings changed."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
@@ -89,7 +90,7 @@ def run(
         pruner=pruner, threads=threads, workers=workers, collapse_patience=collapse_patience,
         collapse_warmup=collapse_warmup, warmup_steps=warmup_steps, warmup_fraction=warmup_fraction,
         baseline=baseline, adjust_decision=adjust_decision, retrain_top=retrain_top,
-        retrain_seeds=retrain_seeds, ship=ship,
+        retrain_seeds=retrain_seeds, ship=ship, refit_seeds=refit_seeds,
     ))
     from sweep.prepared import prepare
     from sweep.runner import open_sweep

@@ -75,7 +75,9 @@ def _which(study: Any, record: Any) -> str:
     shipped = study.user_attrs.get("shipped") or {}
     if shipped.get("trial") == record.trial and str(shipped.get("model_version")) == record.version:
         if shipped.get("kind") == "refit":
-            return f"trial {record.trial}'s configuration, refit on all {shipped['sequences']} training sequences"
+            seeds = int(shipped.get("seeds") or 1)
+            return (f"trial {record.trial}'s configuration, refit on all {shipped['sequences']} training sequences"
+                    + (f" ({seeds} seeds averaged)" if seeds > 1 else ""))
         return f"trial {record.trial}'s {shipped['folds']} fold models, averaged"
     return f"trial {record.trial}"
 

@@ -3,7 +3,7 @@
 A config file is TOML with up to three tables::
 
     [run]            # study, storage, n_trials, budget, seed, tracking_uri, log_models, pruner, threads, workers,
-                     # adjust_decision, retrain_top, retrain_seeds, ship, baseline
+                     # adjust_decision, retrain_top, retrain_seeds, ship, refit_seeds, baseline
     [train]          # epochs, val_fraction, patience, collapse_warmup, collapse_patience, warmup_steps,
                      # warmup_fraction
     [search_space]   # narrows the ranges and choices of objectives.search_space.SearchSpace
@@ -77,6 +77,9 @@ class SweepConfig:
     # (the chosen configuration's fold models from the re-training, their probabilities averaged;
     # sweep.ensemble). Measured in BENCHMARKS.md.
     ship: str = "trial"
+    # A refit (--ship refit or auto) trains this many seeds, their probabilities averaged into the one
+    # shipped model: the first always, the others where the time left allows (with --workers W, W at once).
+    refit_seeds: int = 3
     # Start a new study with the classic stacked-LSTM recipe and the LSTM-FCN recipe as trials 0-1
     # (objectives.search_space.recipe_trials), then search.
     baseline: bool = True
@@ -106,7 +109,7 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
 
 
 _RUN_KEYS = {"study", "storage", "n_trials", "seed", "tracking_uri", "log_models", "pruner", "threads", "workers",
-             "adjust_decision", "retrain_top", "retrain_seeds", "ship", "baseline", "budget"}
+             "adjust_decision", "retrain_top", "retrain_seeds", "ship", "refit_seeds", "baseline", "budget"}
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainSettings)}
 
 
@@ -206,6 +209,7 @@ def _validate(cfg: SweepConfig, where: str) -> None:
         raise ConfigError(f"pruner (--pruner) must be one of {', '.join(PRUNERS)}, got {cfg.pruner!r}")
     need_int("retrain_top (--retrain-top)", cfg.retrain_top, 0, 20)
     need_int("retrain_seeds (--retrain-seeds)", cfg.retrain_seeds, 1, 20)
+    need_int("refit_seeds (--refit-seeds)", cfg.refit_seeds, 1, 10)
     if cfg.ship not in SHIP:
         raise ConfigError(f"ship (--ship) must be one of {', '.join(SHIP)}, got {cfg.ship!r}")
     if cfg.ship == "ensemble" and cfg.log_models == "none":

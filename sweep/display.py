@@ -150,7 +150,7 @@ def run_with_progress(opened: Any, workers: int, execute: Callable[..., Any]) ->
         cfg = opened.prep.cfg
         then = {"refit": "; then the chosen one trains on the whole training part (--ship refit)",
                 "auto": ("; then the chosen one trains longer, without early stopping, on the same folds, and on the "
-                         "whole training part if that wins (--ship auto)")}.get(cfg.ship, "")
+                         "whole training part unless that falls behind (--ship auto)")}.get(cfg.ship, "")
         if entry is None and timed:
             progress.console.print(f"search over; re-training the top {cfg.retrain_top} configurations on up to "
                                    f"{cfg.retrain_seeds} folds each in the time left, to choose the champion{then}")
@@ -221,7 +221,9 @@ def print_summary(result: Any, prep: Any) -> None:
         table.add_row("bal.acc, decision adjusted", f"{fmt(r.val_balanced_accuracy_adjusted)} (fitted here)",
                       fmt(r.test_balanced_accuracy_adjusted))
     if best.shipped and best.shipped.get("kind") == "refit":
-        table.add_row(f"shipped: refit on all {best.shipped['sequences']} training sequences",
+        seeds = int(best.shipped.get("seeds") or 1)
+        table.add_row(f"shipped: refit on all {best.shipped['sequences']} training sequences"
+                      + (f" ({seeds} seeds averaged)" if seeds > 1 else ""),
                       "(nothing held out)", fmt(best.shipped.get("test_balanced_accuracy")))
     elif best.shipped:
         table.add_row(f"shipped: mean of {best.shipped['folds']} fold models", f"{fmt(best.shipped.get('oof_val_balanced_accuracy'))} "
@@ -301,8 +303,10 @@ def times_each(retrained: Sequence[Any]) -> str:
 def shipped_line(shipped: dict[str, Any]) -> str:
     """What ships when it is not the trial's own model (sweep.refit, sweep.ensemble), in one sentence."""
     if shipped.get("kind") == "refit":
+        seeds = int(shipped.get("seeds") or 1)
+        averaged = f", {seeds} seeds averaged" if seeds > 1 else ""
         return (f"ships as trial {shipped['trial']}'s configuration refit on all {shipped['sequences']} training "
-                f"sequences for {shipped['epochs']} epochs (nothing held out), not the search's model")
+                f"sequences for {shipped['epochs']} epochs (nothing held out{averaged}), not the search's model")
     k = shipped["folds"]
     return (f"ships as the mean of trial {shipped['trial']}'s {k} fold models from the re-training (each trained "
             f"to its patience without one fold of the training part), not the search's single model")

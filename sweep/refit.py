@@ -107,22 +107,22 @@ def _length(prep: Any, *, per_epoch: float | None, at_least: int, left: float | 
     return None, None
 
 
-def _untested(opened: OpenSweep, chosen: Any, *, per_epoch: float | None, at_least: int,
-              left: float | None) -> int | None:
-    """``--ship auto`` where no length check fits (a slow set in a short budget): the refit's length
-    untested, as long as the trial's own model kept times ``UNTESTED_LENGTH`` (or what fits, if no
-    shorter than its own). None: not even that fits. Stored on the study as ``length_check``."""
+def _untested(opened: OpenSweep, chosen: Any, *, per_epoch: float | None, at_least: int, left: float | None,
+              why: str, most: int | None = None, runs: list[dict[str, Any]] | None = None) -> int | None:
+    """``--ship auto`` where the length check does not fit or finish (``why``; a slow set in a short
+    budget): the refit's length untested, as long as the trial's own model kept times
+    ``UNTESTED_LENGTH``, or what fits in ``left`` (and at most ``most``) if no shorter than its own.
+    None: not even that fits. Stored on the study as ``length_check``, with the check's ``runs``."""
     cfg = opened.prep.cfg
-    most = refit_epochs(cfg.train.epochs, seconds_per_epoch=per_epoch, seconds_left=left, at_least=at_least)
-    if most is None:
+    fit = refit_epochs(cfg.train.epochs, seconds_per_epoch=per_epoch, seconds_left=left, at_least=at_least)
+    if fit is None:
         return None
-    epochs = min(most, max(at_least, math.ceil(UNTESTED_LENGTH * at_least)))
-    reason = (f"trial {chosen.number} ships refit on the whole training part for {epochs} epochs, untested: a longer "
-              f"refit and its test on the folds do not fit in the {left or 0.0:.0f} s left, so it trains about as long "
-              f"as its own model's {at_least} epochs")
+    epochs = min(fit, most or fit, max(at_least, math.ceil(UNTESTED_LENGTH * at_least)))
+    reason = (f"trial {chosen.number} ships refit on the whole training part for {epochs} epochs, untested: {why}, "
+              f"so it trains about as long as its own model's {at_least} epochs")
     result = LengthCheck(trial=chosen.number, epochs=epochs, short_epochs=at_least, lead=None, margin=None, folds=0,
                          refit=True, reason=reason)
-    opened.study.set_user_attr("length_check", {**result.to_dict(), "runs": []})
+    opened.study.set_user_attr("length_check", {**result.to_dict(), "runs": runs or []})
     _logger.info("%s", reason)
     return epochs
 
@@ -172,8 +172,11 @@ def check_length(opened: OpenSweep, chosen: Any, *, epochs: int, splits: dict[in
     jobs = [_CheckJob(index=i, params=dict(chosen.params), epochs=length,
                       seed=cfg.seed + CHECK_SEED_OFFSET + 1000 * i + chosen.number + (500 if length == short else 0),
                       expected=(per_epoch or 0.0) * length * len(split.y_train) / max(n_all, 1))
-            for length in (epochs, short) if epochs > short for i, (_, split) in sorted(splits.items())]
+            for i, (_, split) in sorted(splits.items()) for length in (epochs, short) if epochs > short]
 
+    # Fold by fold, both lengths of one fold before the next: where the clock stops the check, whole folds
+    # are missing, not one length of every fold (Strawberry at e347d92: the 3 long runs and 1 short one
+    # trained, 1 comparable fold, nothing learnt).
     def fits(job: _CheckJob) -> bool:
         return stop_at is None or stop_at - time.time() >= max(1.0, job.expected)
 
@@ -211,7 +214,8 @@ def refit_champion(opened: OpenSweep, *, check: dict[int, tuple[int, Any]] | Non
     left = deadline.retrain_left() if deadline is not None else None
     epochs, folds = _length(prep, per_epoch=per_epoch, at_least=at_least, left=left, check=check)
     if epochs is None and check is not None:
-        epochs = _untested(opened, chosen, per_epoch=per_epoch, at_least=at_least, left=left)
+        epochs = _untested(opened, chosen, per_epoch=per_epoch, at_least=at_least, left=left,
+                           why=f"a longer refit and its test on the folds do not fit in the {left or 0.0:.0f} s left")
     if epochs is None:
         _logger.info("trial %d ships its own model: a refit of %d epochs or more does not fit in the %.0f s left",
                      number, at_least, left or 0.0)
@@ -223,43 +227,130 @@ def refit_champion(opened: OpenSweep, *, check: dict[int, tuple[int, Any]] | Non
         # The check's runs leave the refit its estimated time.
         stop_at = (deadline.retrain_ends_at - REFIT_SETUP_SECONDS - epochs * (per_epoch or 0.0)
                    if deadline is not None else None)
-        if not check_length(opened, chosen, epochs=epochs, splits=folds, stop_at=stop_at).refit:
+        result = check_length(opened, chosen, epochs=epochs, splits=folds, stop_at=stop_at)
+        if not result.refit and result.lead is None:
+            # Fewer than 2 folds with runs of both lengths (the clock stopped the rest): no evidence either way.
+            runs = (study.user_attrs.get("length_check") or {}).get("runs")
+            epochs = _untested(opened, chosen, per_epoch=per_epoch, at_least=at_least, most=epochs, runs=runs,
+                               left=deadline.retrain_left() if deadline is not None else None,
+                               why="fewer than 2 folds finished runs of both lengths in its test on the folds")
+            if epochs is None:
+                return None
+        elif not result.refit:
             return None
-    from objectives import model as lstm
-    from objectives.search_space import LstmParams
+    seeds = cfg.refit_seeds
+    expected = REFIT_SETUP_SECONDS + epochs * (per_epoch or 0.0)
+    jobs = [_RefitJob(index=i, params=dict(chosen.params), seed=cfg.seed + SEED_OFFSET + number + 1000 * i,
+                      epochs=epochs, at_least=at_least, expected=expected) for i in range(seeds)]
+    ends = deadline.retrain_ends_at if deadline is not None else None
 
-    lstm.configure_threads(cfg.threads)
-    _logger.info("refitting trial %d's configuration on all %d training sequences for %d epochs", number, n_all, epochs)
-    try:
-        run, model = make_objective(prep, split=whole_training(prep.data)).refit(
-            LstmParams(**chosen.params), seed=cfg.seed + SEED_OFFSET + number, epochs=epochs,
-            stop_at=deadline.retrain_ends_at if deadline is not None else None)
-    except lstm.NonFiniteLoss as exc:
-        _logger.warning("trial %d ships its own model: its refit failed (%s)", number, first_line(exc))
-        return None
-    if run.near_collapse or run.epochs < at_least:
-        why = ("it predicted (nearly) one class on its own training sequences" if run.near_collapse else
-               f"the time budget stopped it after {run.epochs} of {run.planned_epochs} epochs")
-        _logger.warning("trial %d ships its own model: %s", number, why)
-        return None
-    scores = {"train_balanced_accuracy": run.train_balanced_accuracy, "test_balanced_accuracy": run.test_balanced_accuracy}
+    def fits(job: _RefitJob) -> bool:  # the first was planned into the time left; more seeds where time allows
+        return job.index == 0 or ends is None or ends - time.time() >= job.expected
+
+    _logger.info("refitting trial %d's configuration on all %d training sequences for %d epochs (up to %d seeds)",
+                 number, n_all, epochs, seeds)
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sweep-refit-") as keep:
-        path = Path(keep) / f"trial-{number}-refit.keras"
-        model.save(path)
+        done, _ = run_jobs(cfg, jobs, functools.partial(_train_refit, prep, Path(keep), stop_at=ends), fits=fits)
+        fitted = [f for _, f in sorted(done, key=lambda d: d[0].index)]
+        kept = [f for f in fitted if f.path is not None]
+        if not kept:
+            _logger.warning("trial %d ships its own model: %s", number, fitted[0].why if fitted else "no refit ran")
+            return None
+        scores = _averaged(prep, kept)
+        if scores is None:
+            _logger.warning("trial %d ships its own model: its %d refits, averaged, predicted (nearly) one class on "
+                            "their own training sequences", number, len(kept))
+            return None
+        trained = min(f.run.epochs for f in kept if f.run is not None)
+        seconds = round(time.perf_counter() - started, 1)
+        averaged = f", {len(kept)} seeds averaged" if len(kept) > 1 else ""
         links = ship_models(
-            opened, chosen, [path], role=ROLE, run_name=f"champion · trial-{number:03d} · refit on all training data",
-            metrics=[(f"result/{k}", v, 0) for k, v in scores.items() if v is not None]
-            + [("refit_epochs", float(run.epochs), 0), ("refit_seconds", run.seconds, 0)],
-            tags={"sweep.refit_of": f"trial {number}'s configuration, {n_all} training sequences, {run.epochs} epochs"},
-            metadata={"refit": f"{n_all} training sequences, {run.epochs} epochs, nothing held out"},
+            opened, chosen, [f.path for f in kept if f.path is not None], role=ROLE,
+            run_name=f"champion · trial-{number:03d} · refit on all training data",
+            metrics=[(f"result/{k}", v, 0) for k, v in scores.items() if isinstance(v, float)]
+            + [("refit_epochs", float(trained), 0), ("refit_seconds", seconds, 0), ("refit_seeds", float(len(kept)), 0)]
+            + [("refit_seed_test_balanced_accuracy", f.run.test_balanced_accuracy, i) for i, f in enumerate(kept)
+               if f.run is not None and f.run.test_balanced_accuracy is not None],
+            tags={"sweep.refit_of": f"trial {number}'s configuration, {n_all} training sequences, {trained} epochs"
+                                    f"{averaged}"},
+            metadata={"refit": f"{n_all} training sequences, {trained} epochs{averaged}, nothing held out"},
             note="refit on the whole training part",
-            description=(f"Trial {number}'s configuration trained on all {n_all} training sequences for {run.epochs} "
-                         "epochs (cosine decay, nothing held out) after the re-training chose it"),
+            description=(f"Trial {number}'s configuration trained on all {n_all} training sequences for {trained} "
+                         "epochs (cosine decay, nothing held out) after the re-training chose it"
+                         + (f"; {len(kept)} seeds, their probabilities averaged" if len(kept) > 1 else "")),
             what=f"trial {number}'s refit")
     if links is None:
         return None
-    shipped = {"trial": number, "kind": "refit", "sequences": n_all, "epochs": run.epochs,
-               "planned_epochs": run.planned_epochs, "seconds": run.seconds, **links, **scores}
+    shipped = {"trial": number, "kind": "refit", "sequences": n_all, "epochs": trained, "planned_epochs": epochs,
+               "seeds": len(kept), "seconds": seconds, **links, **scores}
     study.set_user_attr("shipped", shipped)
-    _logger.info("trial %d ships as its refit (%d epochs, %.0f s)", number, run.epochs, run.seconds)
+    _logger.info("trial %d ships as its refit (%d epochs%s, %.0f s)", number, trained, averaged, seconds)
     return shipped
+
+
+@dataclass(frozen=True)
+class _RefitJob:
+    """One seed of the refit: the chosen configuration for ``epochs`` epochs on the whole training part."""
+
+    index: int
+    params: dict[str, Any]
+    seed: int
+    epochs: int
+    at_least: int  # a run the budget cut short ships only after this many epochs (the trial's own model's)
+    expected: float  # seconds
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """A refit seed's outcome: its saved model and probabilities, or (``path`` None) why it cannot ship."""
+
+    run: Any  # objectives.records.RefitRun; None when it failed
+    path: Path | None = None
+    train_proba: Any = None
+    test_proba: Any = None
+    why: str = ""
+
+
+def _train_refit(prep: Any, folder: Path, job: _RefitJob, *, stop_at: float | None) -> tuple[_RefitJob, _Fitted]:
+    """Train one seed of the refit (here or in a process of its own); save it under ``folder`` with
+    its probabilities on the training and test parts, unless it cannot ship: it failed, predicted
+    (nearly) one class on its own training sequences, or the budget stopped it before ``at_least``."""
+    from objectives import model as lstm
+    from objectives.search_space import LstmParams
+
+    split = whole_training(prep.data)
+    try:
+        run, model = make_objective(prep, split=split).refit(LstmParams(**job.params), seed=job.seed,
+                                                             epochs=job.epochs, stop_at=stop_at)
+    except lstm.NonFiniteLoss as exc:
+        return job, _Fitted(run=None, why=f"its refit failed ({first_line(exc)})")
+    if run.near_collapse or run.epochs < job.at_least:
+        return job, _Fitted(run=run, why="it predicted (nearly) one class on its own training sequences"
+                            if run.near_collapse else
+                            f"the time budget stopped it after {run.epochs} of {run.planned_epochs} epochs")
+    path = folder / f"refit-{job.index}.keras"
+    model.save(path)
+    test = lstm.predict_proba(model, split.X_test) if split.X_test is not None else None
+    return job, _Fitted(run=run, path=path, train_proba=lstm.predict_proba(model, split.X_train), test_proba=test)
+
+
+def _averaged(prep: Any, kept: list[_Fitted]) -> dict[str, Any] | None:
+    """The shipped model's scores: the kept seeds' probabilities averaged (what the pyfunc predicts),
+    on the training part and the test part (reported only), and each seed's test score. None if the
+    average predicts (nearly) one class on the training part."""
+    import numpy as np
+
+    from objectives.metrics import evaluate_predictions
+
+    n_classes = prep.data.n_classes
+    own = evaluate_predictions(prep.data.y_train, np.mean([f.train_proba for f in kept], axis=0).argmax(axis=1),
+                               n_classes)
+    if own.penalty > 0:
+        return None
+    test = None
+    if prep.data.y_test is not None and all(f.test_proba is not None for f in kept):
+        test = evaluate_predictions(prep.data.y_test, np.mean([f.test_proba for f in kept], axis=0).argmax(axis=1),
+                                    n_classes).balanced_accuracy
+    return {"train_balanced_accuracy": own.balanced_accuracy, "test_balanced_accuracy": test,
+            "seed_test_balanced_accuracy": [f.run.test_balanced_accuracy for f in kept]}

@@ -94,11 +94,7 @@ def test_a_refit_mlflow_refused_leaves_the_trials_model(tiny_signal, monkeypatch
     good = RefitRun(seed=0, epochs=4, planned_epochs=4, train_balanced_accuracy=0.9, near_collapse=False,
                     test_balanced_accuracy=0.9, seconds=1.0)
 
-    class Saved:
-        def save(self, path):
-            path.write_bytes(b"model")
-
-    monkeypatch.setattr(Objective, "refit", lambda *a, **k: (good, Saved()))
+    monkeypatch.setattr(Objective, "refit", lambda *a, **k: (good, _Saved()))
     seen = {}
 
     def refused(opened, trial, paths, **kwargs):
@@ -108,12 +104,22 @@ def test_a_refit_mlflow_refused_leaves_the_trials_model(tiny_signal, monkeypatch
     monkeypatch.setattr(refit, "ship_models", refused)
     opened = _opened(tiny_signal)
     assert refit.refit_champion(opened) is None and "shipped" not in opened.study.user_attrs
-    assert seen["paths"] == [b"model"] and seen["role"] == "refit"
+    assert seen["paths"] == [b"model"] * 3 and seen["role"] == "refit"  # 3 seeds (refit_seeds), averaged
 
 
 class _Saved:
+    """A trained model's stand-in: saves a file and predicts the two classes in turn."""
+
     def save(self, path):
         path.write_bytes(b"model")
+
+    def predict_on_batch(self, X):
+        import numpy as np
+
+        return np.eye(2)[np.arange(len(X)) % 2]
+
+    def predict(self, X, **kwargs):
+        return self.predict_on_batch(X)
 
 
 @pytest.mark.parametrize("long_val, ships", [(0.85, True), (0.75, False)])
@@ -140,8 +146,9 @@ def test_ship_auto_refits_only_when_training_that_long_beats_the_trial_s_own_len
     monkeypatch.setattr(refit, "ship_models", lambda *a, **k: {"model_uri": "models:/refit"})
     shipped = refit.refit_champion(opened, check=splits)
 
-    assert [c for c in calls if c[0]] == [(True, len(split.y_train), n) for n in (4, 2) for _, split in splits.values()]
-    assert [c for c in calls if not c[0]] == ([(False, 80, 4)] if ships else [])  # the refit: all 80, the cap
+    # fold by fold, both lengths of one fold before the next (where the clock stops, whole folds are missing)
+    assert [c for c in calls if c[0]] == [(True, len(split.y_train), n) for _, split in splits.values() for n in (4, 2)]
+    assert [c for c in calls if not c[0]] == ([(False, 80, 4)] * 3 if ships else [])  # the refit: all 80, the cap, 3 seeds
     check = opened.study.user_attrs["length_check"]
     assert (check["refit"], check["epochs"], check["short_epochs"], check["folds"]) == (ships, 4, 2, 3)
     assert check["lead"] == pytest.approx(long_val - 0.8)
@@ -164,7 +171,7 @@ def test_ship_auto_refits_without_a_test_when_the_trial_kept_every_epoch_of_the_
     monkeypatch.setattr(refit, "ship_models", lambda *a, **k: {"model_uri": "models:/refit"})
     splits = retrain.run_splits(opened, split_folds(opened.prep.data, k=3, seed=retrain.split_seed(0, 0)))
     assert refit.refit_champion(opened, check=splits) is not None
-    assert calls == [0]  # the refit alone, nothing held out
+    assert calls == [0] * 3  # the refit alone, nothing held out, 3 seeds
     check = opened.study.user_attrs["length_check"]
     assert check["refit"] and check["runs"] == [] and "(nothing to test)" in check["reason"]
 
@@ -189,7 +196,7 @@ def test_ship_auto_refits_untested_about_as_long_as_the_trial_s_model_where_no_c
     monkeypatch.setattr(Objective, "refit", fake)
     monkeypatch.setattr(refit, "ship_models", lambda *a, **k: {"model_uri": "models:/refit"})
     assert refit.refit_champion(opened, check=splits) is not None
-    assert calls == [(0, 80, 3)]  # no fold run: the refit alone
+    assert calls == [(0, 80, 3)] * 3  # no fold run: the refit alone (3 seeds: each needs 12 s of the 18)
     check = opened.study.user_attrs["length_check"]
     assert (check["refit"], check["epochs"], check["short_epochs"], check["folds"], check["runs"]) == (True, 3, 2, 0, [])
     assert "untested" in check["reason"] and "do not fit in the 18 s left" in check["reason"]
@@ -208,3 +215,77 @@ def test_ship_auto_leaves_the_trial_s_model_where_not_even_an_untested_refit_fit
         assert refit.refit_champion(opened, check=splits) is None
     assert "trial 0 ships its own model: a refit of 2 epochs or more does not fit" in caplog.text
     assert not opened.study.user_attrs.get("length_check")
+
+
+def test_the_refit_averages_the_seeds_that_can_ship_and_stops_adding_seeds_when_time_runs_out(tiny_signal, monkeypatch):
+    """refit_seeds 3 without a budget: all three train; the one that predicted one class on its own
+    training sequences is left out, the other two ship as one model, scored as their average. Under a
+    budget with 13 s left (4 epochs at 0.625 s and the setup need 12.5 s), a first seed that takes 2 s
+    leaves too little for a second: one seed ships."""
+    from objectives.objective import Objective
+
+    calls, shipped_paths = [], []
+
+    def fake(self, params, seed, *, epochs, stop_at=None):
+        calls.append(seed)
+        if sleep:
+            time.sleep(sleep)
+        collapsed = (seed - refit.SEED_OFFSET) // 1000 == 1  # the second seed
+        return RefitRun(seed=seed, epochs=epochs, planned_epochs=epochs, train_balanced_accuracy=0.5 if collapsed else 0.9,
+                        near_collapse=collapsed, test_balanced_accuracy=0.7 + 0.1 * len(calls), seconds=1.0), _Saved()
+
+    def ship(opened, trial, paths, **kwargs):
+        shipped_paths.append(len(paths))
+        return {"model_uri": "models:/refit"}
+
+    monkeypatch.setattr(Objective, "refit", fake)
+    monkeypatch.setattr(refit, "ship_models", ship)
+    sleep = 0.0
+    opened = _opened(tiny_signal)
+    shipped = refit.refit_champion(opened)
+    assert len(calls) == 3 and shipped_paths == [2]
+    assert shipped["seeds"] == 2 and shipped["seed_test_balanced_accuracy"] == pytest.approx([0.8, 1.0])
+    # the average of the two kept seeds' probabilities (both alternate the classes) scored on the test part
+    import numpy as np
+
+    from objectives.metrics import evaluate_predictions
+
+    y_test = opened.prep.data.y_test
+    expected = evaluate_predictions(y_test, np.arange(len(y_test)) % 2, 2).balanced_accuracy
+    assert shipped["test_balanced_accuracy"] == pytest.approx(expected)
+    assert opened.study.user_attrs["shipped"]["seeds"] == 2
+
+    calls.clear()
+    sleep = 2.0
+    opened = _opened(tiny_signal)
+    now = time.time()
+    opened.deadline = Deadline(started_at=now - 100, search_ends_at=now - 10, ends_at=now + 13 + 15)
+    shipped = refit.refit_champion(opened)
+    assert len(calls) == 1 and shipped["seeds"] == 1 and shipped["epochs"] == 4
+
+
+def test_ship_auto_refits_untested_where_the_clock_stopped_its_check_before_two_folds_compared(tiny_signal, monkeypatch):
+    """Every 4-epoch fold run was stopped by the clock: the check has no evidence either way, so the
+    refit trains 1.25 x the trial's 2 epochs -> 3, untested, and the stored verdict keeps the runs."""
+    from objectives.objective import Objective
+
+    opened = _opened(tiny_signal)
+    splits = retrain.run_splits(opened, split_folds(opened.prep.data, k=3, seed=retrain.split_seed(0, 0)))
+    refits = []
+
+    def fake(self, params, seed, *, epochs, stop_at=None):
+        held_out = len(self.split.y_val) > 0
+        if not held_out:
+            refits.append(epochs)
+        cut = held_out and epochs == 4  # the clock stopped it after 3 of its 4 epochs
+        return RefitRun(seed=seed, epochs=3 if cut else epochs, planned_epochs=epochs, train_balanced_accuracy=0.9,
+                        near_collapse=False, test_balanced_accuracy=0.9, seconds=1.0,
+                        val_balanced_accuracy=0.8 if held_out else None), _Saved()
+
+    monkeypatch.setattr(Objective, "refit", fake)
+    monkeypatch.setattr(refit, "ship_models", lambda *a, **k: {"model_uri": "models:/refit"})
+    assert refit.refit_champion(opened, check=splits) is not None
+    assert refits == [3, 3, 3]
+    check = opened.study.user_attrs["length_check"]
+    assert (check["refit"], check["epochs"], check["folds"], len(check["runs"])) == (True, 3, 0, 6)
+    assert "untested: fewer than 2 folds finished runs of both lengths" in check["reason"]
