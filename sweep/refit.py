@@ -21,8 +21,12 @@ and once for as many epochs as the trial's own model kept, both scored on the he
 refit ships unless the long runs score lower by more than the difference's noise
 (:func:`sweep.selection.check_length`); the trial's own model ships then. The same long training
 that gains 0.02-0.04 on ECG200 and Strawberry loses 0.06 on the noisy demo set. Where the check does not
-fit in the time left (a slow set in a short budget), on 2 of the folds either, the refit trains
-``UNTESTED_LENGTH`` times as long as the trial's own model kept, untested: no length that short lost.
+fit in the time left (a slow set in a short budget), on 2 of the folds either, or the clock stops it
+before 2 folds compared, the refit trains ``UNTESTED_LENGTH`` times as long as the trial's own model
+kept, untested: no refit that short lost.
+
+The refit trains ``refit_seeds`` seeds (the first always, the others where the time left holds them,
+``--workers`` at a time) and ships those that can as one model, their probabilities averaged.
 """
 
 from __future__ import annotations
@@ -51,14 +55,14 @@ from sweep.shipping import ship_models
 _logger = logging.getLogger(__name__)
 
 ROLE = "refit"  # the refit's run, beside the study's "parent", each "trial" and an "ensemble"
-SEED_OFFSET = 50_000  # the refit's seed: the sweep's seed + this + the trial number (no search or fold run's)
-CHECK_SEED_OFFSET = 60_000
+SEED_OFFSET = 50_000  # refit seed i: the sweep's seed + this + 1000 x i + the trial number (no search or fold run's)
+CHECK_SEED_OFFSET = 60_000  # a length-check run's: the sweep's seed + this + 1000 x its fold + the trial number
 # --ship auto where no length check fits: the refit trains this many times as long as the trial's own
 # model kept, untested. Offline that length did not lose where a long one did: on the noisy demo set 1.25
 # x its best 8 epochs scored 0.877-0.886 (3 seeds; its own model 0.881) where 100 epochs scored 0.796-0.823;
 # on Strawberry three refits of 29-37 epochs (what fitted) scored 0.958-0.962, their trials' own models
 # 0.940-0.956.
-UNTESTED_LENGTH = 1.25  # a length-check run's: the sweep's seed + this + 1000 x its fold + the trial number
+UNTESTED_LENGTH = 1.25
 
 
 def _plan(prep: Any, trial: Any) -> tuple[float | None, int]:
@@ -204,7 +208,9 @@ def refit_champion(opened: OpenSweep, *, check: dict[int, tuple[int, Any]] | Non
     stored on the study as ``shipped``. Returns that record, or None when the trial's own model ships.
 
     ``check`` (``--ship auto``): the re-training's splits by run index; the refit's length is tested
-    on them first (:func:`check_length`), unless it is no longer than the trial's own model's."""
+    on them first (:func:`check_length`), unless it is no longer than the trial's own model's, or
+    trained untested where no test fits or finishes (:func:`_untested`). Then ``cfg.refit_seeds``
+    seeds as time allows (:func:`_train_refit`), averaged (:func:`_averaged`)."""
     cfg, prep, study, deadline = opened.prep.cfg, opened.prep, opened.study, opened.deadline
     chosen, _ = ranking.champion_trial(study)
     if chosen is None or record_of(chosen).collapsed:
