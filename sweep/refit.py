@@ -145,17 +145,19 @@ def seconds_needed(prep: Any, trials: list[Any], *, check: bool = False) -> floa
 
 
 @dataclass(frozen=True)
-class _CheckJob:
-    """One length-check run: the chosen configuration for ``epochs`` epochs on fold (or split) ``index``."""
+class _Job:
+    """One training of the chosen configuration for ``epochs`` epochs: a length-check run on fold (or
+    split) ``index``, or refit seed ``index`` on the whole training part."""
 
     index: int
     params: dict[str, Any]
     seed: int
     epochs: int
     expected: float  # seconds
+    at_least: int = 0  # a refit the budget cut short ships only after this many epochs (the trial's own model's)
 
 
-def _train_check(prep: Any, splits: dict[int, Any], job: _CheckJob, *, stop_at: float | None) -> tuple[_CheckJob, Any]:
+def _train_check(prep: Any, splits: dict[int, Any], job: _Job, *, stop_at: float | None) -> tuple[_Job, Any]:
     """Train one length-check run (here or in a process of its own) and score it on its held-out fold."""
     from objectives.search_space import LstmParams
 
@@ -173,7 +175,7 @@ def check_length(opened: OpenSweep, chosen: Any, *, epochs: int, splits: dict[in
     cfg, prep = opened.prep.cfg, opened.prep
     per_epoch, short = _plan(prep, chosen)
     n_all = len(prep.data.y_train)
-    jobs = [_CheckJob(index=i, params=dict(chosen.params), epochs=length,
+    jobs = [_Job(index=i, params=dict(chosen.params), epochs=length,
                       seed=cfg.seed + CHECK_SEED_OFFSET + 1000 * i + chosen.number + (500 if length == short else 0),
                       expected=(per_epoch or 0.0) * length * len(split.y_train) / max(n_all, 1))
             for i, (_, split) in sorted(splits.items()) for length in (epochs, short) if epochs > short]
@@ -181,7 +183,7 @@ def check_length(opened: OpenSweep, chosen: Any, *, epochs: int, splits: dict[in
     # Fold by fold, both lengths of one fold before the next: where the clock stops the check, whole folds
     # are missing, not one length of every fold (Strawberry at e347d92: the 3 long runs and 1 short one
     # trained, 1 comparable fold, nothing learnt).
-    def fits(job: _CheckJob) -> bool:
+    def fits(job: _Job) -> bool:
         return stop_at is None or stop_at - time.time() >= max(1.0, job.expected)
 
     if jobs:
@@ -246,11 +248,11 @@ def refit_champion(opened: OpenSweep, *, check: dict[int, tuple[int, Any]] | Non
             return None
     seeds = cfg.refit_seeds
     expected = REFIT_SETUP_SECONDS + epochs * (per_epoch or 0.0)
-    jobs = [_RefitJob(index=i, params=dict(chosen.params), seed=cfg.seed + SEED_OFFSET + number + 1000 * i,
+    jobs = [_Job(index=i, params=dict(chosen.params), seed=cfg.seed + SEED_OFFSET + number + 1000 * i,
                       epochs=epochs, at_least=at_least, expected=expected) for i in range(seeds)]
     ends = deadline.retrain_ends_at if deadline is not None else None
 
-    def fits(job: _RefitJob) -> bool:  # the first was planned into the time left; more seeds where time allows
+    def fits(job: _Job) -> bool:  # the first was planned into the time left; more seeds where time allows
         return job.index == 0 or ends is None or ends - time.time() >= job.expected
 
     _logger.info("refitting trial %d's configuration on all %d training sequences for %d epochs (up to %d seeds)",
@@ -296,18 +298,6 @@ def refit_champion(opened: OpenSweep, *, check: dict[int, tuple[int, Any]] | Non
 
 
 @dataclass(frozen=True)
-class _RefitJob:
-    """One seed of the refit: the chosen configuration for ``epochs`` epochs on the whole training part."""
-
-    index: int
-    params: dict[str, Any]
-    seed: int
-    epochs: int
-    at_least: int  # a run the budget cut short ships only after this many epochs (the trial's own model's)
-    expected: float  # seconds
-
-
-@dataclass(frozen=True)
 class _Fitted:
     """A refit seed's outcome: its saved model and probabilities, or (``path`` None) why it cannot ship."""
 
@@ -318,7 +308,7 @@ class _Fitted:
     why: str = ""
 
 
-def _train_refit(prep: Any, folder: Path, job: _RefitJob, *, stop_at: float | None) -> tuple[_RefitJob, _Fitted]:
+def _train_refit(prep: Any, folder: Path, job: _Job, *, stop_at: float | None) -> tuple[_Job, _Fitted]:
     """Train one seed of the refit (here or in a process of its own); save it under ``folder`` with
     its probabilities on the training and test parts, unless it cannot ship: it failed, predicted
     (nearly) one class on its own training sequences, or the budget stopped it before ``at_least``."""
