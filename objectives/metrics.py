@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -89,6 +90,12 @@ def evaluate_predictions(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int)
         histogram=[int(v) for v in hist],
         confusion=confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     )
+
+
+def evaluate_averaged(y_true: np.ndarray, probas: Sequence[np.ndarray], n_classes: int) -> Evaluation:
+    """Score several models as one: the class their probabilities, averaged, favour (what an
+    averaging pyfunc predicts: the refit's seeds, the fold ensemble)."""
+    return evaluate_predictions(y_true, np.mean(list(probas), axis=0).argmax(axis=1), n_classes)
 
 
 # The default of `train.warmup_steps`: a trial is not stopped (collapse, flat validation score,

@@ -335,18 +335,14 @@ def _averaged(prep: Any, kept: list[_Fitted]) -> dict[str, Any] | None:
     """The shipped model's scores: the kept seeds' probabilities averaged (what the pyfunc predicts),
     on the training part and the test part (reported only), and each seed's test score. None if the
     average predicts (nearly) one class on the training part."""
-    import numpy as np
-
-    from objectives.metrics import evaluate_predictions
+    from objectives.metrics import evaluate_averaged
 
     n_classes = prep.data.n_classes
-    own = evaluate_predictions(prep.data.y_train, np.mean([f.train_proba for f in kept], axis=0).argmax(axis=1),
-                               n_classes)
+    own = evaluate_averaged(prep.data.y_train, [f.train_proba for f in kept], n_classes)
     if own.penalty > 0:
         return None
     test = None
     if prep.data.y_test is not None and all(f.test_proba is not None for f in kept):
-        test = evaluate_predictions(prep.data.y_test, np.mean([f.test_proba for f in kept], axis=0).argmax(axis=1),
-                                    n_classes).balanced_accuracy
+        test = evaluate_averaged(prep.data.y_test, [f.test_proba for f in kept], n_classes).balanced_accuracy
     return {"train_balanced_accuracy": own.balanced_accuracy, "test_balanced_accuracy": test,
             "seed_test_balanced_accuracy": [f.run.test_balanced_accuracy for f in kept]}

@@ -238,7 +238,7 @@ def _ship(opened: OpenSweep, fold_models: dict[int, list[_Member]], *, folds: in
     more of them can (:func:`_keepable`); stored on the study as ``shipped``."""
     import numpy as np
 
-    from objectives.metrics import evaluate_predictions
+    from objectives.metrics import evaluate_averaged, evaluate_predictions
 
     chosen, _ = ranking.champion_trial(opened.study)
     members = fold_models.get(chosen.number, []) if chosen is not None else []
@@ -254,9 +254,8 @@ def _ship(opened: OpenSweep, fold_models: dict[int, list[_Member]], *, folds: in
     scores: dict[str, float | None] = {"oof_val_balanced_accuracy": evaluate_predictions(y, oof, n_classes).balanced_accuracy,
                                        "test_balanced_accuracy": None}
     if all(m.test_proba is not None for m in members) and opened.prep.split.y_test is not None:
-        mean = np.mean([m.test_proba for m in members], axis=0)
-        scores["test_balanced_accuracy"] = evaluate_predictions(opened.prep.split.y_test, mean.argmax(axis=1),
-                                                                n_classes).balanced_accuracy
+        scores["test_balanced_accuracy"] = evaluate_averaged(opened.prep.split.y_test, [m.test_proba for m in members],
+                                                             n_classes).balanced_accuracy
     shipped = ship_fold_ensemble(opened, chosen, [m.model for m in members], scores=scores)
     if shipped is not None:
         opened.study.set_user_attr("shipped", shipped)
