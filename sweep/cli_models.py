@@ -11,7 +11,7 @@ from typing import Any, Optional
 import typer
 
 from sweep.cli_options import StorageOpt, StudyTrackingOpt, check_seed, open_study, study_tracking_uri
-from sweep.display import err, out
+from sweep.display import err, out, seeds_averaged
 from sweep.display import esc as _e
 from sweep.errors import SweepError
 
@@ -75,9 +75,9 @@ def _which(study: Any, record: Any) -> str:
     shipped = study.user_attrs.get("shipped") or {}
     if shipped.get("trial") == record.trial and str(shipped.get("model_version")) == record.version:
         if shipped.get("kind") == "refit":
-            seeds = int(shipped.get("seeds") or 1)
+            averaged = seeds_averaged(shipped)
             return (f"trial {record.trial}'s configuration, refit on all {shipped['sequences']} training sequences"
-                    + (f" ({seeds} seeds averaged)" if seeds > 1 else ""))
+                    + (f" ({averaged})" if averaged else ""))
         return f"trial {record.trial}'s {shipped['folds']} fold models, averaged"
     return f"trial {record.trial}"
 

@@ -221,9 +221,9 @@ def print_summary(result: Any, prep: Any) -> None:
         table.add_row("bal.acc, decision adjusted", f"{fmt(r.val_balanced_accuracy_adjusted)} (fitted here)",
                       fmt(r.test_balanced_accuracy_adjusted))
     if best.shipped and best.shipped.get("kind") == "refit":
-        seeds = int(best.shipped.get("seeds") or 1)
+        averaged = seeds_averaged(best.shipped)
         table.add_row(f"shipped: refit on all {best.shipped['sequences']} training sequences"
-                      + (f" ({seeds} seeds averaged)" if seeds > 1 else ""),
+                      + (f" ({averaged})" if averaged else ""),
                       "(nothing held out)", fmt(best.shipped.get("test_balanced_accuracy")))
     elif best.shipped:
         table.add_row(f"shipped: mean of {best.shipped['folds']} fold models", f"{fmt(best.shipped.get('oof_val_balanced_accuracy'))} "
@@ -300,13 +300,19 @@ def times_each(retrained: Sequence[Any]) -> str:
     return f"{counts[0]}-{counts[-1]} times (the time budget stopped the rest)"
 
 
+def seeds_averaged(shipped: dict[str, Any]) -> str:
+    """``3 seeds averaged`` for a refit shipped as several seeds (sweep.refit); empty for one."""
+    seeds = int(shipped.get("seeds") or 1)
+    return f"{seeds} seeds averaged" if seeds > 1 else ""
+
+
 def shipped_line(shipped: dict[str, Any]) -> str:
     """What ships when it is not the trial's own model (sweep.refit, sweep.ensemble), in one sentence."""
     if shipped.get("kind") == "refit":
-        seeds = int(shipped.get("seeds") or 1)
-        averaged = f", {seeds} seeds averaged" if seeds > 1 else ""
+        averaged = seeds_averaged(shipped)
         return (f"ships as trial {shipped['trial']}'s configuration refit on all {shipped['sequences']} training "
-                f"sequences for {shipped['epochs']} epochs (nothing held out{averaged}), not the search's model")
+                f"sequences for {shipped['epochs']} epochs (nothing held out{', ' + averaged if averaged else ''}), "
+                "not the search's model")
     k = shipped["folds"]
     return (f"ships as the mean of trial {shipped['trial']}'s {k} fold models from the re-training (each trained "
             f"to its patience without one fold of the training part), not the search's single model")
