@@ -122,8 +122,11 @@ def _untested(opened: OpenSweep, chosen: Any, *, per_epoch: float | None, at_lea
     if fit is None:
         return None
     epochs = min(fit, most or fit, max(at_least, math.ceil(UNTESTED_LENGTH * at_least)))
-    reason = (f"trial {chosen.number} ships refit on the whole training part for {epochs} epochs, untested: {why}, "
-              f"so it trains about as long as its own model's {at_least} epochs")
+    def n_epochs(n: int) -> str:
+        return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+    reason = (f"trial {chosen.number} ships refit on the whole training part for {n_epochs(epochs)}, untested: "
+              f"{why}, so it trains about as long as its own model's {n_epochs(at_least)}")
     result = LengthCheck(trial=chosen.number, epochs=epochs, short_epochs=at_least, lead=None, margin=None, folds=0,
                          refit=True, reason=reason)
     opened.study.set_user_attr("length_check", {**result.to_dict(), "runs": runs or []})

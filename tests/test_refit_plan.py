@@ -55,3 +55,18 @@ def test_fewer_folds_are_only_used_when_all_of_them_do_not_fit(workers):
     setup = budget.REFIT_SETUP_SECONDS
     _, folds = refit._length(_prep(workers=workers), per_epoch=1.0, at_least=10, left=2 * setup + 1000, check=_folds())
     assert folds is not None and len(folds) == 3
+
+
+def test_an_untested_refit_says_one_epoch_not_one_epochs():
+    """A trial that kept 1 epoch: 1.25x rounds up to 2 epochs of refit; the reason reads as English
+    and is what the study stores as its length check."""
+    stored = {}
+    study = types.SimpleNamespace(set_user_attr=stored.__setitem__)
+    opened = types.SimpleNamespace(prep=_prep(), study=study)
+    chosen = types.SimpleNamespace(number=4)
+    epochs = refit._untested(opened, chosen, per_epoch=1.0, at_least=1, left=None, why="no check fits")
+    assert epochs == 2
+    reason = stored["length_check"]["reason"]
+    assert reason.endswith("no check fits, so it trains about as long as its own model's 1 epoch"), reason
+    assert "for 2 epochs, untested" in reason
+    assert stored["length_check"]["refit"] is True and stored["length_check"]["folds"] == 0
