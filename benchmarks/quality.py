@@ -25,12 +25,14 @@ Four searches and two references, on every set in ``../shared/datasets``, 3 seed
 Equal budgets, trial mode (the default): the same trials (``--trials``), the same 20-epoch cap, the
 same stratified 80/20 train/validation split of the training part (``sweep.data.split_stratified``
 with the repeat's seed), the same test part, one TensorFlow thread per job, two jobs at a time on
-the 2 cores. The three searches share one space: lstm-sweep's default space (``SearchSpace()``),
-built with the same ``build_lstm``, so what differs is the objective, pruning, what is shipped, and
-the input standardization: the two baseline searches scale every feature by its mean and standard
-deviation (scikit-learn's ``StandardScaler``, what their users do), lstm-sweep by its own
-``sweep.data.standardization`` (median and robust spread for heavy-tailed features: LSST only).
-Each job is its own process and its wall time includes starting Python and importing TensorFlow.
+the 2 cores. The three searches share one space: lstm-sweep's default space (``SearchSpace()``,
+asked through the same ``sample_params``; the peers do not search the learning-rate schedule, they
+train with Adam's constant rate), built with the same ``build_lstm``, so what differs is the
+objective, pruning, the schedule, what is shipped, and the input standardization: the two baseline
+searches scale every feature by its mean and standard deviation (scikit-learn's ``StandardScaler``,
+what their users do), lstm-sweep by its own ``sweep.data.standardization``
+(median and robust spread for heavy-tailed features: LSST only). Each job is its own process and
+its wall time includes starting Python and importing TensorFlow.
 
 Budget mode (``--budget 10m``): every search gets the same wall time per set and seed, and runs
 alone on the machine (one job at a time, ``--parallel 1``) with ``--workers`` (default 2) ways of
@@ -206,36 +208,17 @@ def job_recipe(path: Path, seed: int, trials: int, budget: Budget | None = None)
     return {**_score(model, split, data.n_classes), "trials": 1, "epochs": EPOCHS, "collapsed_trials": None}
 
 
-def _space_params(get: Any, padded: bool, features: int, timesteps: int) -> Any:
-    """LstmParams from any sampler, over lstm-sweep's default space (``get(name, kind, spec)``), asking
-    what lstm-sweep asks (``asked_params``: the architecture first, Conv1D filters only for the
-    stacked LSTM, pooling not for LSTM-FCN on univariate data, masking only where it can matter, the
-    FCN width only for LSTM-FCN, downsampling only of long unpadded series)."""
-    from objectives.search_space import LstmParams, SearchSpace, asked_params
+def _peer_space() -> Any:
+    """lstm-sweep's default space as the peers search it: every knob but the learning-rate schedule
+    (the peers train with Adam's constant rate for their 20 epochs, as their users do), asked through
+    ``objectives.search_space.sample_params`` as lstm-sweep asks it (the architecture first; Conv1D
+    filters only for the stacked LSTM; pooling, masking, the FCN width and downsampling only where they
+    can matter). Older peer jobs: the FCN width asked since 2026-12-01 (before, LSTM-FCN at 128),
+    downsampling since 2026-12-02 (before, long series as given), this ask order since 2026-12-02
+    (before, the same space in another order: the same distribution, other draws for a seed)."""
+    from objectives.search_space import LstmParams, SearchSpace
 
-    s = SearchSpace()
-    chosen: dict[str, Any] = {"architecture": get("architecture", "choice", list(s.architecture))}
-    chosen["conv_filters"] = get("conv_filters", "choice", list(s.conv_filters)) if chosen["architecture"] == "stacked" else 0
-    asked = asked_params(chosen, s, padded=padded, features=features, timesteps=timesteps)
-    if "masking" in asked:
-        chosen["masking"] = get("masking", "choice", list(s.masking))
-    if "pooling" in asked:
-        chosen["pooling"] = get("pooling", "choice", list(s.pooling))
-    if "fcn_filters" in asked:  # asked since 2026-12-01; earlier peer jobs trained LSTM-FCN at 128
-        chosen["fcn_filters"] = get("fcn_filters", "choice", list(s.fcn_filters))
-    if "downsample" in asked:  # asked since 2026-12-02; earlier peer jobs read long series as given
-        chosen["downsample"] = get("downsample", "choice", list(s.downsample))
-    return LstmParams(
-        **chosen,
-        units=get("units", "int_log", (s.units.low, s.units.high)),
-        layers=get("layers", "int", (s.layers.low, s.layers.high)),
-        dropout=get("dropout", "float", (s.dropout.low, s.dropout.high)),
-        learning_rate=get("learning_rate", "float_log", (s.learning_rate.low, s.learning_rate.high)),
-        class_weight=get("class_weight", "choice", list(s.class_weight)),
-        batch_size=get("batch_size", "choice", list(s.batch_size)),
-        clipnorm=get("clipnorm", "choice", list(s.clipnorm)),
-        bidirectional=get("bidirectional", "choice", list(s.bidirectional)),
-    )
+    return replace(SearchSpace(), lr_schedule=(LstmParams().lr_schedule,))
 
 
 def _feature_scaling(X: Any) -> tuple[Any, Any]:
@@ -277,20 +260,15 @@ def _optuna_objective(path: Path, seed: int, deadline: float | None, worker: int
     params go into its user attributes (so trials from several worker processes can be read back)."""
     import optuna
 
+    from objectives.search_space import suggest_params
     from sweep.data import is_padded
 
     data, split = _data(path, seed)
     padded = is_padded(split.X_train)
 
     def objective(trial: optuna.Trial) -> float:
-        def get(name: str, kind: str, spec: Any) -> Any:
-            if kind == "choice":
-                return trial.suggest_categorical(name, spec)
-            if kind in ("int", "int_log"):
-                return trial.suggest_int(name, *spec, log=kind == "int_log")
-            return trial.suggest_float(name, *spec, log=kind == "float_log")
-
-        params = _space_params(get, padded, data.features, data.timesteps)
+        params = suggest_params(trial, _peer_space(), padded=padded, features=data.features,
+                                timesteps=data.timesteps)
         model, keep = _train(params, split, data, seed + trial.number, deadline)
         scores = _score(model, split, data.n_classes)
         trial.set_user_attr("row", {"number": trial.number, "worker": worker, "objective": keep.best,
@@ -374,6 +352,7 @@ def optuna_worker(path: Path, seed: int, worker: int, journal: str, sync: str) -
 def job_kerastuner(path: Path, seed: int, trials: int, budget: Budget | None = None) -> dict[str, Any]:
     import keras_tuner as kt
 
+    from objectives.search_space import sample_params
     from sweep.data import is_padded
 
     data, split = _data(path, seed)
@@ -386,14 +365,14 @@ def job_kerastuner(path: Path, seed: int, trials: int, budget: Budget | None = N
         epochs_run[0] += 1
 
     def params_of(hp: Any) -> Any:
-        def get(name: str, kind: str, spec: Any) -> Any:
+        def get(name: str, kind: str, spec: Any) -> Any:  # sample_params's protocol in KerasTuner's terms
             if kind == "choice":
                 return hp.Choice(name, spec) if not all(isinstance(v, bool) for v in spec) else hp.Boolean(name)
-            if kind in ("int", "int_log"):
-                return hp.Int(name, *spec, sampling="log" if kind == "int_log" else "linear")
-            return hp.Float(name, *spec, sampling="log" if kind == "float_log" else "linear")
+            low, high, log = spec
+            sampling = "log" if log else "linear"
+            return (hp.Int if kind == "int" else hp.Float)(name, low, high, sampling=sampling)
 
-        return _space_params(get, padded, data.features, data.timesteps)
+        return sample_params(get, _peer_space(), padded=padded, features=data.features, timesteps=data.timesteps)
 
     class Model(kt.HyperModel):
         def build(self, hp: Any) -> Any:
