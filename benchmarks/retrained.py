@@ -12,7 +12,9 @@ and test scores) and trains the given trials again, outside any sweep:
   timed per epoch;
 - refits: each trial on the whole training part for each ``--refit-epochs`` length, with
   ``--refit-seeds`` seeds (``objectives.model.fit_fixed``, the refit's own training: cosine decay,
-  no early stopping), each alone and their probabilities averaged. ``--folds 0`` skips the folds.
+  no early stopping), each alone and their probabilities averaged, by the number of seeds averaged
+  (``--refit-seeds``'s worth), and with two or more trials, the trials' refits averaged together
+  (configurations against seeds as an ensemble's members). ``--folds 0`` skips the folds.
 
 Test balanced accuracy is reported only: nothing here chooses on it.
 
@@ -111,8 +113,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         entry["refits"] = [_refits(params, data, epochs=length, seeds=args.refit_seeds, label=f"{args.set} trial {number}")
                            for length in args.refit_epochs]
         out.append(entry)
+    across = _across(data, out)
+    for entry in out:
+        for r in entry["refits"]:
+            r.pop("test_probas")
     return {"result": str(args.result), "set": args.set, "seed": job["seed"], "folds": args.folds,
-            "epochs": args.epochs, "patience": args.patience, "refit_seeds": args.refit_seeds, "trials": out}
+            "epochs": args.epochs, "patience": args.patience, "refit_seeds": args.refit_seeds, "trials": out,
+            "across_trials": across}
 
 
 def _averaged(data: Any, probas: list[np.ndarray]) -> float | None:
@@ -143,7 +150,45 @@ def _refits(params: Any, data: Any, *, epochs: int, seeds: int, label: str) -> d
                          data.y_test, proba.argmax(1), data.n_classes).balanced_accuracy)})
         print(f"{label} refit {epochs} epochs seed {seed}: test {runs[-1]['test_balanced_accuracy']:.3f} "
               f"({runs[-1]['seconds']:.0f} s)", flush=True)
-    return {"epochs": epochs, "runs": runs, "averaged_test_balanced_accuracy": _averaged(data, probas)}
+    return {"epochs": epochs, "runs": runs, "averaged_test_balanced_accuracy": _averaged(data, probas),
+            "by_size": _by_size(data, probas), "test_probas": probas}
+
+
+def _by_size(data: Any, probas: list[np.ndarray], most: int = 60) -> dict[str, dict[str, float]]:
+    """How the averaged model's test score grows with the seeds averaged: for k members, the mean,
+    lowest and highest over (up to ``most``, drawn with a fixed generator) subsets of k seeds: what
+    ``--refit-seeds k`` would ship for another draw of seeds."""
+    import itertools
+    import math
+
+    rng = np.random.default_rng(0)
+    out = {}
+    for k in range(1, len(probas) + 1):
+        if math.comb(len(probas), k) <= most:
+            groups = [list(g) for g in itertools.combinations(range(len(probas)), k)]
+        else:
+            groups = [list(rng.choice(len(probas), size=k, replace=False)) for _ in range(most)]
+        scores = [_averaged(data, [probas[i] for i in g]) for g in groups]
+        out[str(k)] = {"mean": float(np.mean(scores)), "min": float(min(scores)), "max": float(max(scores)),
+                       "subsets": len(groups)}
+    return out
+
+
+def _across(data: Any, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Diversity of configurations against diversity of seeds: for each refit length every given
+    trial refit, seed i of every trial averaged (one model per configuration), per seed, and all
+    their runs averaged."""
+    out = []
+    lengths = sorted({r["epochs"] for e in entries for r in e["refits"]})
+    for length in lengths:
+        members = [r["test_probas"] for e in entries for r in e["refits"] if r["epochs"] == length]
+        if len(members) < 2:
+            continue
+        seeds = min(len(m) for m in members)
+        per_seed = [_averaged(data, [m[i] for m in members]) for i in range(seeds)]
+        out.append({"epochs": length, "trials": len(members), "one_seed_each": per_seed,
+                    "all_averaged": _averaged(data, [p for m in members for p in m])})
+    return out
 
 
 def report(measured: dict[str, Any]) -> None:
@@ -165,12 +210,29 @@ def report(measured: dict[str, Any]) -> None:
                     "no early stopping)", ["trial", "own model test", "refit epochs", "each seed's test", "averaged test"],
                     [[t, f"{own:.3f}", r["epochs"], " ".join(f"{x['test_balanced_accuracy']:.3f}" for x in r["runs"]),
                       f"{r['averaged_test_balanced_accuracy']:.3f}"] for t, own, r in refits])
+        sizes = sorted({int(k) for _, _, r in refits for k in r.get("by_size", {})})
+        if sizes:
+            print_table(f"{measured['set']}: the averaged refit's test score by the seeds averaged (mean over subsets "
+                        "of seeds [lowest, highest])", ["trial", "refit epochs", *[f"{k} seeds" for k in sizes]],
+                        [[t, r["epochs"], *[_spread(r["by_size"].get(str(k))) for k in sizes]] for t, _, r in refits])
+    across = measured.get("across_trials") or []
+    if across:
+        print_table(f"{measured['set']}: the given trials' refits averaged together (one seed of each trial, "
+                    "per seed; and every run)", ["refit epochs", "trials", "one seed of each", "all runs averaged"],
+                    [[a["epochs"], a["trials"], " ".join(f"{x:.3f}" for x in a["one_seed_each"]),
+                      f"{a['all_averaged']:.3f}"] for a in across])
     widths = [(e["trial"], w) for e in measured["trials"] for w in e["widths"]]
     if widths:
         print_table(f"{measured['set']}: LSTM-FCN width on the search's split (2 seeds each)",
                     ["trial", "fcn_filters", "seed", "epochs", "s/epoch", "val", "test"],
                     [[t, w["fcn_filters"], w["seed"], w["epochs"], f"{w['seconds_per_epoch']:.2f}",
                       f"{w['val_balanced_accuracy']:.3f}", f"{w['test_balanced_accuracy']:.3f}"] for t, w in widths])
+
+
+def _spread(stats: dict[str, float] | None) -> str:
+    if not stats:
+        return "-"
+    return f"{stats['mean']:.3f} [{stats['min']:.3f}, {stats['max']:.3f}]"
 
 
 def main() -> None:

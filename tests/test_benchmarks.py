@@ -233,7 +233,9 @@ def test_retrained_benchmark_trains_fold_models_and_widths(quality, tiny_set, tm
     result = tmp_path / "quality.json"
     result.write_text(json.dumps({"settings": {"val_fraction": 0.2}, "jobs": [
         {"method": "lstm_sweep", "set": "tiny", "seed": 0, "trial_rows": [
-            {"number": 3, "value": 0.8, "test_balanced_accuracy": 0.7, "epochs_run": 4, "params": params}]}]}))
+            {"number": 3, "value": 0.8, "test_balanced_accuracy": 0.7, "epochs_run": 4, "params": params},
+            {"number": 5, "value": 0.7, "test_balanced_accuracy": 0.6, "epochs_run": 2,
+             "params": {**params, "units": 6}}]}]}))
     args = argparse.Namespace(result=result, set="tiny", trials=[3], datasets=str(tiny_set.parent), folds=2,
                               widths=[8, 16], epochs=2, patience=1, refit_epochs=[3, 1], refit_seeds=2)
     measured = retrained.measure(args)
@@ -246,9 +248,22 @@ def test_retrained_benchmark_trains_fold_models_and_widths(quality, tiny_set, tm
     assert [(r["epochs"], [(x["seed"], x["epochs"]) for x in r["runs"]]) for r in entry["refits"]] == [
         (3, [(1, 3), (2, 3)]), (1, [(1, 1), (2, 1)])]
     assert all(0.0 <= r["averaged_test_balanced_accuracy"] <= 1.0 for r in entry["refits"])
+    # by the seeds averaged: one seed alone is each seed's own score, both is the average shipped
+    for r in entry["refits"]:
+        one, both = r["by_size"]["1"], r["by_size"]["2"]
+        assert one["subsets"] == 2 and one["mean"] == pytest.approx(np.mean([x["test_balanced_accuracy"] for x in r["runs"]]))
+        assert both["subsets"] == 1 and both["mean"] == pytest.approx(r["averaged_test_balanced_accuracy"])
+        assert "test_probas" not in r  # the probabilities stay out of the result file
+    assert measured["across_trials"] == []  # one trial: nothing to average across
+    json.dumps(measured)
     retrained.report(measured)  # the tables print
 
-    only_refits = retrained.measure(argparse.Namespace(**{**vars(args), "folds": 0, "widths": [], "refit_epochs": [1]}))
-    [entry] = only_refits["trials"]
+    both = argparse.Namespace(**{**vars(args), "trials": [3, 5], "folds": 0, "widths": [], "refit_epochs": [1]})
+    only_refits = retrained.measure(both)
+    assert [e["trial"] for e in only_refits["trials"]] == [3, 5]
+    entry = only_refits["trials"][0]
     assert entry["folds"] == [] and entry["ensemble_test_balanced_accuracy"] is None and len(entry["refits"]) == 1
+    [across] = only_refits["across_trials"]
+    assert (across["epochs"], across["trials"], len(across["one_seed_each"])) == (1, 2, 2)
+    assert all(0.0 <= x <= 1.0 for x in [*across["one_seed_each"], across["all_averaged"]])
     retrained.report(only_refits)
